@@ -1,0 +1,18 @@
+"""orthanc-pandas: an Orthanc DICOM archive as one pandas DataFrame.
+
+>>> import orthanc_pandas as op
+>>> df = op.read_orthanc("http://127.0.0.1:8042")     # doctest: +SKIP
+>>> ct = df.orthanc.select(Modality="CT")              # doctest: +SKIP
+
+Importing the package registers the ``df.orthanc`` accessor.
+"""
+
+__version__ = "0.1.0"
+
+from . import accessor as _accessor  # noqa: E402,F401  (registers df.orthanc)
+from .client import OrthancClient, connect  # noqa: E402
+from .errors import *  # noqa: E402,F401,F403
+from .errors import __all__ as _errors_all  # noqa: E402
+from .read import read_orthanc  # noqa: E402
+
+__all__ = ["__version__", "read_orthanc", "connect", "OrthancClient", *_errors_all]

@@ -1,0 +1,475 @@
+"""The only module that speaks HTTP to Orthanc.
+
+:class:`OrthancClient` wraps one :class:`requests.Session` with what an Orthanc archive needs:
+
+* ``Accept-Encoding: identity``. Orthanc 1.10 gzips every answer on the fly when asked (and
+  requests asks by default), which makes DICOM files and ``.npy`` answers ~10-40x slower on a
+  fast network. JSON is sent uncompressed too unless ``compress_json=True`` (measured in
+  ``benchmarks/compression.py``: on loopback gzip only costs time).
+* Finite timeouts, TLS verification on by default, a bounded connection pool.
+* Idempotent requests are retried when the server closed a kept-alive connection (Orthanc's
+  keep-alive timeout is 1 s) and on ``503 Service Unavailable``.
+* Every failure becomes one of :mod:`orthanc_pandas.errors`, with the method, the URL (never
+  credentials), the HTTP status and Orthanc's own message.
+
+Credentials come from, in this order: the ``auth`` argument, ``user:password@`` in the URL
+(removed from the stored URL), ``ORTHANC_USERNAME``/``ORTHANC_PASSWORD``, ``~/.netrc``.
+They live only in this process's memory: never in ``repr``, logs, exceptions or ``df.attrs``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import requests
+import requests.adapters
+import requests.auth
+import requests.utils
+
+from .errors import (
+    NotOrthancError,
+    OrthancAuthError,
+    OrthancConnectionError,
+    OrthancHTTPError,
+    OrthancNotFoundError,
+    OrthancTimeoutError,
+    OrthancTLSError,
+)
+
+__all__ = ["OrthancClient", "connect", "get_client", "DEFAULT_TIMEOUT"]
+
+log = logging.getLogger(__name__)
+
+#: (connect, read) seconds. Reading a large archive page or a big file can take a while.
+DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 120.0)
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+_RETRY_STATUS = frozenset({502, 503, 504})
+
+
+def _normalize_url(url: str) -> tuple[str, tuple[str, str] | None]:
+    """Return ``(url without credentials and trailing slash, credentials from the URL)``."""
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError(f"An Orthanc URL must be a non-empty string like 'http://127.0.0.1:8042', got {url!r}.")
+    raw = url.strip()
+    if "://" not in raw:
+        raise ValueError(
+            f"Malformed Orthanc URL {raw!r}: it needs a scheme, e.g. 'http://{raw}' or 'https://{raw}'."
+        )
+    parts = urllib.parse.urlsplit(raw)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"Malformed Orthanc URL: scheme {parts.scheme!r} is not http or https.")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:  # e.g. a non-numeric port
+        raise ValueError(f"Malformed Orthanc URL ({exc}); expected 'http[s]://host[:port][/prefix]'.") from None
+    if not host:
+        raise ValueError("Malformed Orthanc URL: no host name; expected 'http[s]://host[:port][/prefix]'.")
+    creds = None
+    if parts.username is not None:
+        creds = (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
+    netloc = host if ":" not in host else f"[{host}]"
+    if port is not None:
+        netloc += f":{port}"
+    path = parts.path.rstrip("/")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, path, "", "")), creds
+
+
+def _resolve_auth(url: str, auth: Any, url_creds: tuple[str, str] | None):
+    if auth is not None:
+        if isinstance(auth, tuple | list):
+            if len(auth) != 2:
+                raise ValueError("auth must be a (username, password) pair or a requests auth object.")
+            return requests.auth.HTTPBasicAuth(str(auth[0]), str(auth[1]))
+        return auth
+    if url_creds is not None:
+        return requests.auth.HTTPBasicAuth(*url_creds)
+    user = os.environ.get("ORTHANC_USERNAME")
+    if user:
+        return requests.auth.HTTPBasicAuth(user, os.environ.get("ORTHANC_PASSWORD", ""))
+    netrc = requests.utils.get_netrc_auth(url)
+    if netrc:
+        return requests.auth.HTTPBasicAuth(*netrc)
+    return None
+
+
+def _auth_user(auth) -> str | None:
+    return getattr(auth, "username", None) if auth is not None else None
+
+
+class OrthancClient:
+    """A fast, safe connection to one Orthanc server.
+
+    Parameters
+    ----------
+    url : str
+        ``http[s]://host[:port][/prefix]``. ``user:password@`` in it is used as credentials
+        and removed from :attr:`url`.
+    auth : (str, str) or requests.auth.AuthBase, optional
+        Credentials. Defaults to the URL, then ``ORTHANC_USERNAME``/``ORTHANC_PASSWORD``,
+        then ``~/.netrc``.
+    verify : bool or str, default True
+        TLS verification: ``True``, ``False``, or the path of a CA bundle.
+    timeout : float or (float, float), default (5, 120)
+        Connect and read timeouts in seconds.
+    retries : int, default 2
+        How often an idempotent request is retried after a dropped connection or a 503.
+    pool_size : int, default 8
+        Connections kept open; bounds the concurrency of bulk transfers.
+    compress_json : bool, default False
+        Let the server gzip JSON answers (helps on slow links; costs time on fast ones).
+        Binary answers are never compressed.
+
+    Examples
+    --------
+    >>> client = OrthancClient("http://127.0.0.1:8042")            # doctest: +SKIP
+    >>> client.version                                              # doctest: +SKIP
+    '1.10.1'
+    """
+
+    def __init__(self, url: str, *, auth=None, verify: bool | str = True,
+                 timeout: float | tuple[float, float] = DEFAULT_TIMEOUT, retries: int = 2,
+                 pool_size: int = 8, compress_json: bool = False):
+        self.url, url_creds = _normalize_url(url)
+        self.timeout = timeout
+        self.retries = int(retries)
+        self.pool_size = int(pool_size)
+        self.compress_json = bool(compress_json)
+        self.verify = verify
+        self._auth = _resolve_auth(self.url, auth, url_creds)
+        self._local = threading.local()
+        self._system: dict | None = None
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+
+    # -- sessions -------------------------------------------------------------------------
+    @property
+    def session(self) -> requests.Session:
+        """The shared session (thread-safe for the way this client uses it)."""
+        s = getattr(self, "_session", None)
+        if s is None:
+            with self._lock:
+                s = getattr(self, "_session", None)
+                if s is None:
+                    s = self._session = self._new_session()
+        return s
+
+    def _new_session(self) -> requests.Session:
+        s = requests.Session()
+        # Never let requests look up ~/.netrc on its own: credentials are resolved once above.
+        s.trust_env = False
+        s.proxies = requests.utils.get_environ_proxies(self.url)
+        s.auth = self._auth
+        s.verify = self.verify
+        s.headers["Accept-Encoding"] = "identity"
+        s.headers["User-Agent"] = "orthanc-pandas"
+        adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=self.pool_size,
+                                                max_retries=0, pool_block=True)
+        s.mount("http://", adapter)
+        s.mount("https://", adapter)
+        return s
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        s = getattr(self, "_session", None)
+        if s is not None:
+            s.close()
+            self._session = None
+
+    def __enter__(self) -> OrthancClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        user = _auth_user(self._auth)
+        who = f", user={user!r}" if user else ""
+        return f"OrthancClient({self.url!r}{who})"
+
+    def __reduce__(self):
+        # A client crossing a process boundary (Dask workers) carries no credentials: the
+        # receiving process resolves them again from its environment or ~/.netrc.
+        return (_rebuild_client, (self.url, self.verify, self.timeout, self.retries,
+                                  self.pool_size, self.compress_json))
+
+    @property
+    def has_credentials(self) -> bool:
+        """Whether this client sends credentials."""
+        return self._auth is not None
+
+    @property
+    def username(self) -> str | None:
+        """The user name sent to the server, if any (the password is never exposed)."""
+        return _auth_user(self._auth)
+
+    # -- requests -------------------------------------------------------------------------
+    def _full(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else self.url + "/" + path.lstrip("/")
+
+    def request(self, method: str, path: str, *, params=None, data=None, json_body=None,
+                headers: Mapping[str, str] | None = None, stream: bool = False,
+                idempotent: bool | None = None, timeout=None,
+                expect_json: bool = False) -> requests.Response:
+        """Send one request; retry when safe; raise the library's errors on failure.
+
+        ``idempotent=None`` means "idempotent if the HTTP method is". Uploads of DICOM files
+        pass ``idempotent=True``: storing the same file twice is harmless in Orthanc.
+        """
+        method = method.upper()
+        url = self._full(path)
+        if idempotent is None:
+            idempotent = method in _IDEMPOTENT
+        hdrs = dict(headers or {})
+        if expect_json and self.compress_json:
+            hdrs["Accept-Encoding"] = "gzip, deflate"
+        if json_body is not None:
+            data = json.dumps(json_body).encode()
+            hdrs.setdefault("Content-Type", "application/json")
+        attempts = 1 + (self.retries if idempotent else 0)
+        for attempt in range(attempts):
+            try:
+                resp = self.session.request(method, url, params=params, data=data, headers=hdrs,
+                                            stream=stream, timeout=timeout or self.timeout)
+            except requests.exceptions.SSLError as exc:
+                raise OrthancTLSError(
+                    f"TLS verification failed for {method} {url}: {_short(exc)}. If the server uses "
+                    "a self-signed or private certificate, pass verify='/path/to/ca.pem' (its CA "
+                    "bundle); verify=False turns checking off (not recommended)."
+                ) from None
+            except requests.exceptions.Timeout as exc:
+                kind = "connect" if isinstance(exc, requests.exceptions.ConnectTimeout) else "read"
+                raise OrthancTimeoutError(
+                    f"{method} {url} timed out ({kind} timeout, timeout={self.timeout!r}). The server "
+                    "may be overloaded or unreachable; raise timeout= if it is just slow."
+                ) from None
+            except requests.exceptions.ConnectionError as exc:
+                if attempt + 1 < attempts:
+                    log.debug("retrying %s %s after %s", method, url, type(exc).__name__)
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                raise OrthancConnectionError(
+                    f"Could not reach Orthanc: {method} {url} failed ({_short(exc)}). Check that "
+                    "the server is running and the URL (scheme, host, port, prefix) is right."
+                ) from None
+            except requests.exceptions.InvalidURL as exc:
+                raise ValueError(f"Malformed Orthanc URL {url!r}: {exc}") from None
+            if resp.status_code in _RETRY_STATUS and attempt + 1 < attempts:
+                resp.close()
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            if resp.status_code >= 400:
+                raise self._http_error(method, url, resp)
+            return resp
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _http_error(self, method: str, url: str, resp: requests.Response) -> OrthancHTTPError:
+        status = resp.status_code
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        finally:
+            resp.close()
+        om = oe = None
+        if isinstance(body, dict):
+            om = body.get("Message")
+            if body.get("Details"):
+                om = f"{om}: {body['Details']}" if om else body["Details"]
+            oe = body.get("OrthancError")
+        base = f"{method} {url} -> HTTP {status} {resp.reason or ''}".rstrip()
+        detail = f" Orthanc says: {om}." if om else ""
+        if status in (401, 403):
+            if self._auth is None:
+                hint = (" The server requires credentials and none were given: pass auth=(user, "
+                        "password), or set ORTHANC_USERNAME and ORTHANC_PASSWORD, or add the host to ~/.netrc.")
+            else:
+                hint = (f" The server rejected the credentials of user {self.username!r}: check "
+                        "the user name and password.")
+            return OrthancAuthError(base + "." + hint + detail, status=status, method=method, url=url,
+                                    orthanc_message=om, orthanc_error=oe)
+        if status == 404 and method == "GET":
+            return OrthancNotFoundError(
+                base + ": no such resource (it may have been deleted, or the URL prefix is wrong)." + detail,
+                status=status, method=method, url=url, orthanc_message=om, orthanc_error=oe)
+        return OrthancHTTPError(base + "." + detail, status=status, method=method, url=url,
+                                orthanc_message=om, orthanc_error=oe)
+
+    def get_json(self, path: str, params=None, **kw) -> Any:
+        """GET a JSON answer."""
+        resp = self.request("GET", path, params=params, expect_json=True, **kw)
+        return _decode_json(resp, "GET", self._full(path))
+
+    def get_bytes(self, path: str, params=None, **kw) -> bytes:
+        """GET a binary answer, uncompressed on the wire."""
+        return self.request("GET", path, params=params, **kw).content
+
+    def iter_bytes(self, path: str, *, chunk_size: int = 1 << 20, params=None) -> Iterator[bytes]:
+        """Stream a binary answer in chunks; the connection is released when the iterator ends."""
+        resp = self.request("GET", path, params=params, stream=True)
+        try:
+            yield from resp.iter_content(chunk_size)
+        except requests.exceptions.RequestException as exc:
+            raise OrthancConnectionError(
+                f"The connection broke while reading GET {self._full(path)} ({_short(exc)})."
+            ) from None
+        finally:
+            resp.close()
+
+    def post_json(self, path: str, body=None, *, data=None, headers=None, idempotent=None) -> Any:
+        """POST a JSON body (or raw ``data``) and decode the JSON answer."""
+        resp = self.request("POST", path, json_body=body, data=data, headers=headers,
+                            idempotent=idempotent, expect_json=True)
+        return _decode_json(resp, "POST", self._full(path))
+
+    def delete(self, path: str) -> Any:
+        """DELETE a resource; returns Orthanc's JSON answer."""
+        resp = self.request("DELETE", path, expect_json=True)
+        return _decode_json(resp, "DELETE", self._full(path)) if resp.content else None
+
+    # -- server facts ---------------------------------------------------------------------
+    def system(self, refresh: bool = False) -> dict:
+        """``GET /system``, checked to come from Orthanc (cached)."""
+        if self._system is None or refresh:
+            try:
+                info = self.get_json("/system")
+            except OrthancNotFoundError:
+                raise NotOrthancError(
+                    f"{self.url} answered, but has no /system route: it is not an Orthanc REST API "
+                    "(wrong port, or a missing URL prefix?)."
+                ) from None
+            if not isinstance(info, dict) or "Version" not in info:
+                raise NotOrthancError(f"{self.url}/system did not answer like Orthanc: is this the right port?")
+            self._system = info
+        return self._system
+
+    @property
+    def version(self) -> str:
+        """The server's Orthanc version string, e.g. ``'1.10.1'``."""
+        return str(self.system()["Version"])
+
+    @property
+    def version_tuple(self) -> tuple[int, ...]:
+        """The version as integers, ``(1, 10, 1)``; ``(9999,)`` for development builds."""
+        return _version_tuple(self.version)
+
+    def statistics(self) -> dict:
+        """``GET /statistics``: resource counts."""
+        return self.get_json("/statistics")
+
+    def last_change(self) -> int:
+        """The current sequence number of ``/changes``."""
+        return int(self.get_json("/changes", params={"last": ""})["Last"])
+
+    def changes(self, since: int, limit: int = 1000) -> dict:
+        """``GET /changes?since=&limit=``."""
+        return self.get_json("/changes", params={"since": since, "limit": limit})
+
+    def list_ids(self, level: str) -> list[str]:
+        """All Orthanc ids of a level (``patients``, ``studies``, ``series``, ``instances``)."""
+        return self.get_json(f"/{level}")
+
+    def iter_pages(self, level: str, page_size: int = 5000) -> Iterator[list[dict]]:
+        """Yield the expanded resources of a level, one page at a time.
+
+        Uses ``GET /{level}?expand&since=&limit=`` (both parameters together, as Orthanc
+        before 1.12.5 requires). Pages are offsets in an unordered list, so callers that need
+        a consistent snapshot must check the change sequence around the read.
+        """
+        since = 0
+        while True:
+            page = self.get_json(f"/{level}", params={"expand": "", "since": since, "limit": page_size})
+            if not page:
+                return
+            yield page
+            if len(page) < page_size:
+                return
+            since += len(page)
+
+
+def _decode_json(resp: requests.Response, method: str, url: str) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        ctype = resp.headers.get("Content-Type", "?")
+        raise NotOrthancError(
+            f"{method} {url} answered {ctype!s}, not JSON: is this URL an Orthanc server?"
+        ) from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    # urllib3 messages repeat the pool and URL; keep the cause readable
+    for marker in ("Caused by ", "Failed to establish a new connection: "):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+    return text.strip("()'\" ")[:300]
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in version.split("."))
+    except ValueError:
+        return (9999,)  # "mainline" builds are newer than any release
+
+
+def _rebuild_client(url, verify, timeout, retries, pool_size, compress_json):
+    with _registry_lock:
+        found = _registry.get(url)
+    if found is not None:
+        return found
+    return get_client(url, verify=verify, timeout=timeout, retries=retries, pool_size=pool_size,
+                      compress_json=compress_json)
+
+
+# -- the process-wide registry: how a DataFrame finds its client -----------------------------
+_registry: dict[str, OrthancClient] = {}
+_registry_lock = threading.Lock()
+
+
+def connect(url: str | OrthancClient, *, auth=None, **kwargs) -> OrthancClient:
+    """Create a client and remember it for this process.
+
+    Frames read from ``url`` (or loaded from parquet files that name it) then find this
+    client, with its credentials, through ``df.orthanc``. Credentials stay in memory.
+
+    Parameters
+    ----------
+    url : str or OrthancClient
+        Server URL; a client is registered as it is.
+    auth, **kwargs
+        See :class:`OrthancClient`.
+
+    Examples
+    --------
+    >>> import orthanc_pandas as op
+    >>> client = op.connect("https://pacs.example.org/orthanc", auth=("alice", "s3cret"))  # doctest: +SKIP
+    >>> df = pd.read_parquet("cohort.parquet")                                             # doctest: +SKIP
+    >>> df.orthanc.headers()         # uses alice's credentials                            # doctest: +SKIP
+    """
+    client = url if isinstance(url, OrthancClient) else OrthancClient(url, auth=auth, **kwargs)
+    with _registry_lock:
+        _registry[client.url] = client
+    return client
+
+
+def get_client(url: str | OrthancClient, *, auth=None, **kwargs) -> OrthancClient:
+    """The registered client for ``url``, or a new one with credentials from the environment.
+
+    An explicit ``auth`` or other settings always give a new, registered client.
+    """
+    if isinstance(url, OrthancClient):
+        return url
+    norm, url_creds = _normalize_url(url)
+    if auth is None and url_creds is None and not kwargs:
+        with _registry_lock:
+            found = _registry.get(norm)
+        if found is not None:
+            return found
+    return connect(url, auth=auth, **kwargs)

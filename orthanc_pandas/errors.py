@@ -1,0 +1,109 @@
+"""One exception family for everything orthanc-pandas raises.
+
+Every exception derives from :class:`OrthancPandasError` and also from the builtin a user
+would naturally catch (``KeyError`` for an unknown tag, ``ValueError`` for bad geometry,
+``ConnectionError`` for an unreachable server, ...). Messages say what happened and what to
+do about it; they never contain a password.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "OrthancPandasError",
+    "OrthancHTTPError",
+    "OrthancAuthError",
+    "OrthancNotFoundError",
+    "OrthancConnectionError",
+    "OrthancTimeoutError",
+    "OrthancTLSError",
+    "NotOrthancError",
+    "ServerChangedError",
+    "UnknownTagError",
+    "SelectionError",
+    "NotAnIndexError",
+    "GeometryError",
+    "OrthancPandasWarning",
+    "ParseWarning",
+]
+
+
+class OrthancPandasError(Exception):
+    """Base class of every error raised by orthanc-pandas."""
+
+
+class OrthancHTTPError(OrthancPandasError):
+    """The Orthanc server answered a request with an HTTP error status.
+
+    Attributes
+    ----------
+    status : int
+        HTTP status code.
+    method, url : str
+        The request, with credentials removed from the URL.
+    orthanc_message : str or None
+        Orthanc's own explanation (its ``Message`` and ``Details`` fields), if it gave one.
+    """
+
+    def __init__(self, message: str, *, status: int, method: str, url: str,
+                 orthanc_message: str | None = None, orthanc_error: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.method = method
+        self.url = url
+        self.orthanc_message = orthanc_message
+        self.orthanc_error = orthanc_error
+
+
+class OrthancAuthError(OrthancHTTPError, PermissionError):
+    """The server refused the credentials (HTTP 401/403), or needs some and got none."""
+
+
+class OrthancNotFoundError(OrthancHTTPError, LookupError):
+    """The server has no such resource (HTTP 404): it was deleted or never existed."""
+
+
+class OrthancConnectionError(OrthancPandasError, ConnectionError):
+    """The server could not be reached, or dropped the connection mid-request."""
+
+
+class OrthancTimeoutError(OrthancConnectionError, TimeoutError):
+    """The server did not answer within the configured timeout."""
+
+
+class OrthancTLSError(OrthancConnectionError):
+    """The TLS handshake or certificate verification failed."""
+
+
+class NotOrthancError(OrthancPandasError, ValueError):
+    """Something answered at the URL, but it is not an Orthanc REST API."""
+
+
+class ServerChangedError(OrthancPandasError, RuntimeError):
+    """The archive kept changing while it was being read; no consistent snapshot was possible."""
+
+
+class UnknownTagError(OrthancPandasError, KeyError):
+    """A name is neither a column of the frame nor a DICOM keyword or tag."""
+
+    def __str__(self) -> str:  # KeyError's default str() quotes the message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class SelectionError(OrthancPandasError, ValueError):
+    """The rows do not fit the operation (e.g. ``volume()`` on zero or several series)."""
+
+
+class NotAnIndexError(OrthancPandasError, AttributeError):
+    """The DataFrame is not an Orthanc index frame, so ``df.orthanc`` does not apply."""
+
+
+class GeometryError(OrthancPandasError, ValueError):
+    """A series does not form a regular volume (base of the geometry errors)."""
+
+
+class OrthancPandasWarning(UserWarning):
+    """Base class of every warning emitted by orthanc-pandas."""
+
+
+class ParseWarning(OrthancPandasWarning):
+    """Some values could not be converted to their column's type and were kept as missing."""

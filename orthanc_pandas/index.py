@@ -1,0 +1,412 @@
+"""Orthanc's JSON resource lists -> one typed DataFrame, one row per instance. Pure: no HTTP.
+
+The column schema
+-----------------
+* Index: a :class:`pandas.MultiIndex` named ``patient``, ``study``, ``series``, ``instance``
+  holding Orthanc ids.
+* One column per main DICOM tag Orthanc reports, named by DICOM keyword, typed by VR:
+
+  ======================  ================================================================
+  VR                      dtype
+  ======================  ================================================================
+  DA                      ``datetime64[us]`` (NaT when empty or unparsable)
+  IS                      ``Int64``
+  DS                      ``Float64``
+  multi-valued IS/DS      one ``Float64`` column per component: ``ImagePositionPatient_0``,
+                          ``_1``, ``_2``; ``ImageOrientationPatient_0`` ... ``_5``
+  other (text, TM, UI...) patient/study/series level: ``category`` (values repeat across the
+                          instances of a series); instance level, and a tag that no resource
+                          has: ``string`` (pyarrow)
+  ======================  ================================================================
+
+  Text is kept as Orthanc sends it: DICOM multi-values stay joined by ``\\``, an empty
+  value stays ``""``; a tag absent from a resource is ``<NA>``.
+* Orthanc's own bookkeeping, prefixed ``orthanc_``: ``orthanc_file_size``,
+  ``orthanc_index_in_series``, ``orthanc_series_status``, ``orthanc_series_expected_instances``.
+
+A value that does not parse (a date like ``2020-13-45``) becomes missing with a
+:class:`~orthanc_pandas.errors.ParseWarning` naming the column and the count; ``typed=False``
+keeps every tag as the raw string instead.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_dict
+
+from .errors import ParseWarning
+
+__all__ = [
+    "LEVELS", "ROUTES", "MAIN_TAGS", "INDEX_NAMES", "LevelTable", "build_frame", "tag_level",
+    "vector_columns", "empty_frame", "TEXT_DTYPE", "DATE_DTYPE",
+]
+
+LEVELS = ("patient", "study", "series", "instance")
+INDEX_NAMES = list(LEVELS)
+ROUTES = {"patient": "patients", "study": "studies", "series": "series", "instance": "instances"}
+PARENT_KEY = {"study": "ParentPatient", "series": "ParentStudy", "instance": "ParentSeries"}
+
+#: Main DICOM tags of Orthanc 1.10 per level (newer servers may report more; they are kept too).
+MAIN_TAGS: dict[str, tuple[str, ...]] = {
+    "patient": ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "OtherPatientIDs"),
+    "study": ("StudyDate", "StudyTime", "StudyID", "StudyDescription", "AccessionNumber",
+              "StudyInstanceUID", "RequestedProcedureDescription", "InstitutionName",
+              "RequestingPhysician", "ReferringPhysicianName"),
+    "series": ("SeriesDate", "SeriesTime", "Modality", "Manufacturer", "StationName",
+               "SeriesDescription", "BodyPartExamined", "SequenceName", "ProtocolName",
+               "SeriesNumber", "CardiacNumberOfImages", "ImagesInAcquisition",
+               "NumberOfTemporalPositions", "NumberOfSlices", "NumberOfTimeSlices",
+               "SeriesInstanceUID", "SeriesType", "OperatorsName",
+               "PerformedProcedureStepDescription", "AcquisitionDeviceProcessingDescription",
+               "ContrastBolusAgent"),
+    "instance": ("InstanceCreationDate", "InstanceCreationTime", "AcquisitionNumber",
+                 "ImageIndex", "InstanceNumber", "NumberOfFrames", "TemporalPositionIdentifier",
+                 "SOPInstanceUID", "ImagePositionPatient", "ImageOrientationPatient",
+                 "ImageComments"),
+}
+# ImageOrientationPatient is also a series-level main tag: the instance value wins, the series
+# value fills instances that lack one.
+
+#: Orthanc bookkeeping fields kept per level: JSON key -> (column, kind)
+BOOKKEEPING: dict[str, dict[str, tuple[str, str]]] = {
+    "series": {"Status": ("orthanc_series_status", "category"),
+               "ExpectedNumberOfInstances": ("orthanc_series_expected_instances", "int")},
+    "instance": {"FileSize": ("orthanc_file_size", "int"),
+                 "IndexInSeries": ("orthanc_index_in_series", "int")},
+}
+
+TEXT_DTYPE = pd.StringDtype("pyarrow")
+#: pandas' default string dtype (``str`` in pandas 3, ``object`` before): what pd.read_parquet
+#: gives back for index levels and categories, so those use it.
+STR_DTYPE = pd.Index(["x"]).dtype
+DATE_DTYPE = np.dtype("datetime64[us]")
+_INTEGER_VRS = {"IS", "US", "UL", "SS", "SL", "SV", "UV"}
+_NUMERIC_VRS = _INTEGER_VRS | {"DS", "FL", "FD"}
+
+
+def tag_vr(keyword: str) -> str:
+    """The VR of a DICOM keyword from pydicom's dictionary ("" when unknown)."""
+    if keyword not in keyword_dict:
+        return ""
+    vr = dictionary_VR(keyword)
+    return vr.split(" or ")[0]
+
+
+def _vector_length(keyword: str) -> int:
+    """How many numbers a multi-valued numeric tag holds (0 for single-valued or text)."""
+    if tag_vr(keyword) not in _NUMERIC_VRS:
+        return 0
+    vm = dictionary_VM(keyword)
+    if vm.isdigit():
+        return int(vm) if int(vm) > 1 else 0
+    return 0  # "1-n" and such stay text: their length varies
+
+
+def vector_columns(keyword: str, columns: Iterable[str]) -> list[str]:
+    """The component columns of a multi-valued numeric tag, in order.
+
+    >>> vector_columns("ImagePositionPatient", ["ImagePositionPatient_0", "ImagePositionPatient_1",
+    ...                                         "ImagePositionPatient_2", "PatientName"])
+    ['ImagePositionPatient_0', 'ImagePositionPatient_1', 'ImagePositionPatient_2']
+    """
+    prefix = keyword + "_"
+    found = [c for c in columns if c.startswith(prefix) and c[len(prefix):].isdigit()]
+    return sorted(found, key=lambda c: int(c[len(prefix):]))
+
+
+def tag_level(keyword: str) -> str | None:
+    """The level whose main tags hold ``keyword`` (the most specific level wins)."""
+    for level in reversed(LEVELS):
+        if keyword in MAIN_TAGS[level]:
+            return level
+    return None
+
+
+class LevelTable:
+    """Accumulates the pages of one level as compact Arrow columns, so the JSON can be freed.
+
+    Parameters
+    ----------
+    level : {"patient", "study", "series", "instance"}
+    """
+
+    def __init__(self, level: str):
+        self.level = level
+        self._chunks: list[dict[str, pa.Array]] = []
+        self.n = 0
+
+    def add_page(self, page: list[dict]) -> None:
+        """Convert one page of ``GET /{level}?expand`` answers into Arrow arrays."""
+        if not page:
+            return
+        cols: dict[str, pa.Array] = {"ID": pa.array([r["ID"] for r in page], pa.string())}
+        pkey = PARENT_KEY.get(self.level)
+        if pkey:
+            cols[pkey] = pa.array([r.get(pkey) for r in page], pa.string())
+        keys: dict[str, None] = {}
+        for r in page:
+            keys.update(dict.fromkeys(r.get("MainDicomTags") or ()))
+        for k in keys:
+            cols["tag:" + k] = pa.array([_as_text((r.get("MainDicomTags") or {}).get(k)) for r in page],
+                                        pa.string())
+        for jkey, (_col, kind) in BOOKKEEPING.get(self.level, {}).items():
+            values = [r.get(jkey) for r in page]
+            if kind == "int":
+                cols["book:" + jkey] = pa.array([v if isinstance(v, int) else None for v in values], pa.int64())
+            else:
+                cols["book:" + jkey] = pa.array([None if v is None else str(v) for v in values], pa.string())
+        self._chunks.append(cols)
+        self.n += len(page)
+
+    def finish(self) -> dict[str, pa.Array]:
+        """One Arrow array per field over all pages (missing fields of a page are nulls)."""
+        names: dict[str, None] = {}
+        for c in self._chunks:
+            names.update(dict.fromkeys(c))
+        out = {}
+        for name in names:
+            typ = next(c[name].type for c in self._chunks if name in c)
+            parts = [c[name] if name in c else pa.nulls(len(c["ID"]), typ) for c in self._chunks]
+            out[name] = pa.concat_arrays(parts) if parts else pa.array([], typ)
+        if "ID" not in out:
+            out["ID"] = pa.array([], pa.string())
+        return out
+
+    @classmethod
+    def from_resources(cls, level: str, resources: list[dict]) -> LevelTable:
+        """A table from one list of expanded resources (convenience for tests)."""
+        t = cls(level)
+        t.add_page(resources)
+        return t
+
+
+def _as_text(v):
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, list):  # sequences in newer servers' ExtraMainDicomTags
+        return "\\".join(map(str, v))
+    return str(v)
+
+
+class InconsistentIndexError(RuntimeError):
+    """Resources whose parent is not in the lists: the archive changed during the read."""
+
+
+def _codes(child_parents: pa.Array, parent_ids: pa.Array, what: str) -> np.ndarray:
+    parents = pd.Index(parent_ids.to_numpy(zero_copy_only=False))
+    codes = parents.get_indexer(child_parents.to_numpy(zero_copy_only=False))
+    missing = int((codes < 0).sum())
+    if missing:
+        raise InconsistentIndexError(f"{missing} {what} refer to a parent that was not listed")
+    return codes.astype(np.int64)
+
+
+def build_frame(tables: Mapping[str, LevelTable | Mapping[str, pa.Array]], *, typed: bool = True,
+                sort: bool = True) -> pd.DataFrame:
+    """Join the four levels into one frame, one row per instance.
+
+    Parameters
+    ----------
+    tables : mapping level -> LevelTable (or its finished arrays)
+    typed : bool, default True
+        Convert tags to the dtypes of the schema; ``False`` keeps raw strings.
+    sort : bool, default True
+        Order rows by PatientID, StudyDate, StudyInstanceUID, SeriesNumber,
+        SeriesInstanceUID, InstanceNumber, SOPInstanceUID (ids break ties).
+
+    Raises
+    ------
+    InconsistentIndexError
+        When an instance's series (or a series' study, ...) is not in the tables: the server
+        changed between the requests. :func:`~orthanc_pandas.read_orthanc` re-reads then.
+
+    Examples
+    --------
+    >>> tables = {lvl: LevelTable.from_resources(lvl, []) for lvl in LEVELS}
+    >>> build_frame(tables).shape[0]
+    0
+    """
+    arrays = {lvl: (t.finish() if isinstance(t, LevelTable) else dict(t)) for lvl, t in tables.items()}
+    inst = arrays["instance"]
+    n = len(inst["ID"])
+    # codes of each instance at each level
+    series_codes = _codes(inst.get("ParentSeries", pa.array([], pa.string())), arrays["series"]["ID"], "instances")
+    s2study = _codes(arrays["series"].get("ParentStudy", pa.array([], pa.string())), arrays["study"]["ID"], "series")
+    st2pat = _codes(arrays["study"].get("ParentPatient", pa.array([], pa.string())), arrays["patient"]["ID"], "studies")
+    study_codes = s2study[series_codes]
+    patient_codes = st2pat[study_codes]
+    per_instance = {"patient": patient_codes, "study": study_codes, "series": series_codes,
+                    "instance": np.arange(n, dtype=np.int64)}
+
+    columns: dict[str, pd.Series | np.ndarray | pd.api.extensions.ExtensionArray] = {}
+    instance_tags = {k[4:] for k in inst if k.startswith("tag:")}
+    for level in LEVELS:
+        lvl = arrays[level]
+        codes = per_instance[level]
+        seen = [k[4:] for k in lvl if k.startswith("tag:")]
+        ordered = [k for k in MAIN_TAGS[level]] + [k for k in seen if k not in MAIN_TAGS[level]]
+        for kw in ordered:
+            if level != "instance" and kw in instance_tags:
+                continue  # the instance level reports it too; merged below
+            raw = lvl.get("tag:" + kw)
+            if raw is None:
+                raw = pa.nulls(len(lvl["ID"]), pa.string())
+            if level == "instance":
+                raw = _fill_from_parents(kw, raw, arrays, per_instance)
+            for name, col in _typed_columns(kw, raw, level, typed).items():
+                columns[name] = _expand(col, codes, level)
+        for jkey, (name, kind) in BOOKKEEPING.get(level, {}).items():
+            raw = lvl.get("book:" + jkey)
+            if raw is None:
+                raw = pa.nulls(len(lvl["ID"]), pa.int64() if kind == "int" else pa.string())
+            col = (pd.Series(raw.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get), dtype="Int64")
+                   if kind == "int" else _category(raw))
+            columns[name] = _expand(col, codes, level)
+
+    index = pd.MultiIndex(
+        levels=[_id_index(arrays[lvl]["ID"]) for lvl in LEVELS],
+        codes=[per_instance[lvl] for lvl in LEVELS],
+        names=INDEX_NAMES, verify_integrity=False,
+    )
+    df = pd.DataFrame(columns, index=index, copy=False) if columns else pd.DataFrame(index=index)
+    if sort and n:
+        df = _sorted(df)
+    return df
+
+
+def _fill_from_parents(kw: str, raw: pa.Array, arrays, per_instance) -> pa.Array:
+    """Instance value if present, else the value of the nearest parent level that reports it."""
+    for level in ("series", "study", "patient"):
+        parent = arrays[level].get("tag:" + kw)
+        if parent is None or raw.null_count == 0:
+            continue
+        expanded = parent.take(pa.array(per_instance[level]))
+        raw = pc.if_else(pc.is_null(raw), expanded, raw)
+    return raw
+
+
+def _id_index(ids: pa.Array) -> pd.Index:
+    # pandas' default string dtype: what pd.read_parquet gives back for index levels
+    return pd.Index(ids.to_pylist(), dtype=STR_DTYPE)
+
+
+def _expand(col, codes: np.ndarray, level: str):
+    """Level values -> one value per instance."""
+    if level == "instance":
+        return col.array if isinstance(col, pd.Series) else col
+    if isinstance(col, pd.Categorical):
+        return pd.Categorical.from_codes(col.codes[codes] if len(col) else np.zeros(0, np.int8),
+                                         dtype=col.dtype)
+    series = col if isinstance(col, pd.Series) else pd.Series(col)
+    return series.array.take(codes)
+
+
+def _category(raw: pa.Array) -> pd.Categorical | pd.Series:
+    if raw.null_count == len(raw):
+        # all-missing categoricals do not survive parquet (their categories come back as
+        # object), so a field no resource has stays a plain string column
+        return _text(raw)
+    strings = pd.array(raw.to_numpy(zero_copy_only=False), dtype=TEXT_DTYPE)
+    # categories in pandas' default string dtype: what pd.read_parquet gives back
+    cats = pd.Index(pd.unique(strings[~pd.isna(strings)]).to_numpy(dtype=object, na_value=None),
+                    dtype=STR_DTYPE)
+    return pd.Categorical(strings.to_numpy(dtype=object, na_value=None), categories=cats.sort_values())
+
+
+def _text(raw: pa.Array) -> pd.Series:
+    return pd.Series(pd.array(raw, dtype=TEXT_DTYPE))
+
+
+def _warn(kw: str, bad: int, what: str) -> None:
+    if bad:
+        warnings.warn(
+            f"{bad} value(s) of {kw} are not valid {what} and were set to missing; "
+            "read with typed=False to keep the raw strings.", ParseWarning, stacklevel=4)
+
+
+def _typed_columns(kw: str, raw: pa.Array, level: str, typed: bool) -> dict[str, object]:
+    """One or more typed columns for the raw strings of one tag at its own level."""
+    if not typed:
+        return {kw: _text(raw)}
+    vr = tag_vr(kw)
+    text = _text(raw)
+    if vr == "DA":
+        return {kw: parse_dates(text, kw)}
+    if vr in _NUMERIC_VRS:
+        length = _vector_length(kw)
+        if length:
+            return parse_vectors(text, kw, length)
+        return {kw: parse_numbers(text, kw, integer=(vr in _INTEGER_VRS))}
+    if level == "instance":
+        return {kw: text}
+    return {kw: _category(raw)}
+
+
+def parse_dates(text: pd.Series, kw: str = "date") -> pd.Series:
+    """DICOM DA strings -> ``datetime64[us]``; empty -> NaT; unparsable -> NaT with a warning."""
+    stripped = text.str.strip()
+    present = stripped.notna() & (stripped != "")
+    out = pd.to_datetime(stripped.where(present), format="%Y%m%d", errors="coerce")
+    out = out.astype(DATE_DTYPE)
+    _warn(kw, int((present & out.isna()).sum()), "DICOM dates (YYYYMMDD)")
+    return out
+
+
+def parse_numbers(text: pd.Series, kw: str = "number", integer: bool = False) -> pd.Series:
+    """DICOM IS/DS strings -> ``Int64``/``Float64``; unparsable -> NA with a warning."""
+    stripped = text.str.strip()
+    present = stripped.notna() & (stripped != "")
+    num = pd.to_numeric(stripped.where(present), errors="coerce").astype("Float64")
+    bad = present & num.isna()
+    if integer:
+        frac = num.notna() & (num != num.round())
+        num = num.mask(frac)
+        bad |= frac
+        num = num.astype("Int64")
+    _warn(kw, int(bad.sum()), "integers (IS)" if integer else "decimal numbers (DS)")
+    return num
+
+
+def parse_vectors(text: pd.Series, kw: str, length: int) -> dict[str, pd.Series]:
+    """``"x\\y\\z"`` -> columns ``kw_0``..; more components than expected get more columns."""
+    stripped = text.str.strip()
+    present = stripped.notna() & (stripped != "")
+    parts = stripped.where(present).str.split("\\", expand=True) if len(text) else pd.DataFrame()
+    width = max(length, parts.shape[1] if parts.ndim == 2 else 0)
+    out = {}
+    bad = pd.Series(False, index=text.index)
+    for i in range(width):
+        comp = parts[i] if i in parts.columns else pd.Series(pd.NA, index=text.index, dtype=TEXT_DTYPE)
+        comp = comp.astype(TEXT_DTYPE).str.strip()
+        num = pd.to_numeric(comp, errors="coerce").astype("Float64")
+        bad |= present & num.isna()
+        out[f"{kw}_{i}"] = num
+    _warn(kw, int(bad.sum()), f"{length} decimal numbers")
+    return out
+
+
+def _sorted(df: pd.DataFrame) -> pd.DataFrame:
+    keys = [k for k in ("PatientID", "StudyDate", "StudyInstanceUID", "SeriesNumber",
+                        "SeriesInstanceUID", "InstanceNumber", "SOPInstanceUID") if k in df.columns]
+    frame = pd.DataFrame({k: _sort_key(df[k]) for k in keys}, index=pd.RangeIndex(len(df)))
+    for i, name in enumerate(INDEX_NAMES):
+        frame[f"__id{i}"] = df.index.get_level_values(name).to_numpy(dtype=object)
+    order = frame.sort_values(list(frame.columns), kind="stable", na_position="last").index.to_numpy()
+    return df.take(order)
+
+
+def _sort_key(col: pd.Series):
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return col.astype(TEXT_DTYPE)
+    return col
+
+
+def empty_frame() -> pd.DataFrame:
+    """The frame of an empty archive: every column of the schema, zero rows."""
+    return build_frame({lvl: LevelTable(lvl) for lvl in LEVELS})

@@ -1,0 +1,342 @@
+"""A throw-away local Orthanc server, for tests, demos and benchmarks.
+
+:class:`LocalOrthanc` starts Debian's (or any) ``Orthanc`` binary on a free 127.0.0.1 port
+with its storage in a temporary folder, waits until it answers, and removes everything when
+it stops. Use it in your own test suites::
+
+    from orthanc_pandas.testing import LocalOrthanc
+
+    def test_my_pipeline():
+        with LocalOrthanc() as server:
+            server.upload(["a.dcm", "b.dcm"])
+            df = orthanc_pandas.read_orthanc(server.url)
+            ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .client import OrthancClient
+from .errors import OrthancPandasError
+
+__all__ = ["LocalOrthanc", "OrthancNotInstalledError", "find_orthanc_binary", "DICOMWEB_PLUGIN",
+           "POSTGRESQL_INDEX_PLUGIN"]
+
+DEFAULT_BINARY = "/usr/sbin/Orthanc"
+_PLUGIN_DIRS = ("/usr/share/orthanc/plugins", "/usr/lib/orthanc/plugins", "/usr/local/share/orthanc/plugins")
+DICOMWEB_PLUGIN = "libOrthancDicomWeb.so"
+POSTGRESQL_INDEX_PLUGIN = "libOrthancPostgreSQLIndex.so"
+INSTALL_HINT = ("Install it with `sudo apt-get install -y orthanc orthanc-dicomweb` (Debian/Ubuntu), "
+                "or point the ORTHANC_BINARY environment variable at an Orthanc executable.")
+
+
+class OrthancNotInstalledError(OrthancPandasError, FileNotFoundError):
+    """No Orthanc executable (or plugin) was found on this machine."""
+
+
+def find_orthanc_binary(binary: str | os.PathLike | None = None) -> str:
+    """Path of the Orthanc executable: ``binary``, ``$ORTHANC_BINARY``, /usr/sbin/Orthanc, PATH."""
+    candidates = [binary, os.environ.get("ORTHANC_BINARY"), DEFAULT_BINARY, shutil.which("Orthanc")]
+    for c in candidates:
+        if c and Path(c).is_file() and os.access(c, os.X_OK):
+            return str(c)
+    raise OrthancNotInstalledError(f"No Orthanc server executable found. {INSTALL_HINT}")
+
+
+def find_plugin(name: str) -> str:
+    """Full path of an Orthanc plugin shared library shipped by the Debian packages."""
+    if os.path.isabs(name) and os.path.exists(name):
+        return name
+    for d in _PLUGIN_DIRS:
+        p = os.path.join(d, name)
+        if os.path.exists(p):
+            return p
+    pkg = {DICOMWEB_PLUGIN: "orthanc-dicomweb", POSTGRESQL_INDEX_PLUGIN: "orthanc-postgresql"}.get(name, "?")
+    raise OrthancNotInstalledError(
+        f"Orthanc plugin {name} not found in {', '.join(_PLUGIN_DIRS)}. Install it with "
+        f"`sudo apt-get install -y {pkg}`."
+    )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalOrthanc:
+    """A throw-away Orthanc server on 127.0.0.1, as a context manager.
+
+    Parameters
+    ----------
+    users : dict, optional
+        ``{"user": "password"}`` turns HTTP Basic authentication on.
+    dicomweb : bool, default False
+        Load the DICOMweb plugin (Debian package ``orthanc-dicomweb``).
+    config : dict, optional
+        Extra Orthanc configuration, merged over the defaults (e.g. ``{"OverwriteInstances": True}``).
+    storage : path, optional
+        Keep storage and index in this folder (kept after :meth:`stop`, so a benchmark can reuse
+        a filled server). By default a temporary folder, removed on stop.
+    binary : path, optional
+        The Orthanc executable; defaults to ``$ORTHANC_BINARY`` or ``/usr/sbin/Orthanc``.
+    plugins : list of str, optional
+        More plugin libraries (file names in Debian's plugin folder, or full paths).
+    port : int, optional
+        HTTP port; a free one by default.
+    startup_timeout : float, default 60
+        Seconds to wait for the server to answer.
+
+    Attributes
+    ----------
+    url : str
+        ``http://127.0.0.1:PORT`` (``https`` with ``SslEnabled``).
+
+    Examples
+    --------
+    >>> from orthanc_pandas.testing import LocalOrthanc
+    >>> with LocalOrthanc() as server:                      # doctest: +SKIP
+    ...     server.upload(pydicom.data.get_testdata_files("CT_small*"))
+    ...     df = orthanc_pandas.read_orthanc(server.url)
+    """
+
+    def __init__(self, *, users: Mapping[str, str] | None = None, dicomweb: bool = False,
+                 config: Mapping[str, Any] | None = None, storage: str | os.PathLike | None = None,
+                 binary: str | None = None, plugins: Iterable[str] = (), port: int | None = None,
+                 startup_timeout: float = 60.0, name: str = "orthanc-pandas-test"):
+        self.binary = find_orthanc_binary(binary)
+        self.users = dict(users or {})
+        self.dicomweb = dicomweb
+        self.extra_config = dict(config or {})
+        self.plugins = [find_plugin(p) for p in plugins]
+        if dicomweb:
+            self.plugins.append(find_plugin(DICOMWEB_PLUGIN))
+        self.persistent = storage is not None
+        self._storage_arg = Path(storage) if storage is not None else None
+        self.requested_port = port
+        self.startup_timeout = startup_timeout
+        self.name = name
+        self.process: subprocess.Popen | None = None
+        self.workdir: Path | None = None
+        self.port: int | None = None
+        self._client: OrthancClient | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    @property
+    def scheme(self) -> str:
+        return "https" if self.extra_config.get("SslEnabled") else "http"
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("The server is not started; use `with LocalOrthanc() as server:` or .start().")
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def storage_dir(self) -> Path:
+        assert self.workdir is not None
+        return self._storage_arg if self._storage_arg is not None else self.workdir / "storage"
+
+    def _config(self) -> dict:
+        cfg: dict[str, Any] = {
+            "Name": self.name,
+            "StorageDirectory": str(self.storage_dir),
+            "IndexDirectory": str(self.storage_dir),
+            "HttpPort": self.port,
+            "DicomServerEnabled": False,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": bool(self.users),
+            "RegisteredUsers": self.users,
+            "Plugins": list(self.plugins),
+            "HttpTimeout": 60,
+            "StableAge": 2,
+            "ConcurrentJobs": 2,
+        }
+        if self.dicomweb:
+            cfg["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/", "Host": f"127.0.0.1:{self.port}"}
+        for k, v in self.extra_config.items():
+            if isinstance(v, dict) and isinstance(cfg.get(k), dict):
+                cfg[k] = {**cfg[k], **v}
+            else:
+                cfg[k] = v
+        return cfg
+
+    def start(self) -> LocalOrthanc:
+        """Start the server and wait until it answers ``/system``."""
+        if self.process is not None and self.process.poll() is None:
+            return self
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="orthanc-pandas-"))
+        self.storage_dir.mkdir(parents=True, exist_ok=True)
+        last_error = ""
+        for _ in range(3):  # a free port can be taken between our probe and Orthanc's bind
+            self.port = self.requested_port or self.port or free_port()
+            cfg_path = self.workdir / "orthanc.json"
+            cfg_path.write_text(json.dumps(self._config(), indent=1))
+            logdir = self.workdir / "logs"
+            logdir.mkdir(exist_ok=True)
+            self._stdout = open(self.workdir / "stdout.log", "ab")
+            self.process = subprocess.Popen(
+                [self.binary, f"--logdir={logdir}", str(cfg_path)],
+                stdout=self._stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            if self._wait_ready():
+                return self
+            last_error = self.log_tail()
+            self._terminate()
+            if not self.requested_port:
+                self.port = None
+        self._cleanup()
+        raise OrthancPandasError(f"Orthanc did not start ({self.binary}). Last log lines:\n{last_error}")
+
+    def _wait_ready(self) -> bool:
+        deadline = time.monotonic() + self.startup_timeout
+        client = OrthancClient(self.url, auth=self._auth(), verify=False, timeout=(1, 5), retries=0)
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    return False
+                try:
+                    client.get_json("/system")
+                    return True
+                except OrthancPandasError:
+                    time.sleep(0.05)
+            return False
+        finally:
+            client.close()
+
+    def _auth(self):
+        if not self.users:
+            return None
+        user, pw = next(iter(self.users.items()))
+        return (user, pw)
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines Orthanc printed (for diagnosing a failed start)."""
+        if self.workdir is None:
+            return ""
+        text = []
+        for p in [self.workdir / "stdout.log", *sorted((self.workdir / "logs").glob("*"))]:
+            with contextlib.suppress(OSError):
+                text.extend(p.read_text(errors="replace").splitlines())
+        return "\n".join(text[-lines:])
+
+    def _terminate(self, sig=signal.SIGTERM, timeout: float = 20) -> None:
+        p = self.process
+        if p is None:
+            return
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(sig)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+        with contextlib.suppress(Exception):
+            self._stdout.close()
+        self.process = None
+
+    def kill(self) -> None:
+        """Kill the server abruptly (SIGKILL), as a crash would; files are kept for restart()."""
+        self._terminate(signal.SIGKILL)
+
+    def restart(self) -> LocalOrthanc:
+        """Stop (gracefully) and start again on the same port with the same storage."""
+        self._terminate()
+        self.requested_port = self.port
+        return self.start()
+
+    def stop(self) -> None:
+        """Stop the server and remove its temporary files (not a ``storage=`` folder)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        self._terminate()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def __enter__(self) -> LocalOrthanc:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.process is not None and self.process.poll() is None else "stopped"
+        where = f" at {self.url}" if self.port else ""
+        return f"<LocalOrthanc {state}{where}>"
+
+    # -- convenience ----------------------------------------------------------------------
+    def client(self, **kwargs) -> OrthancClient:
+        """An :class:`~orthanc_pandas.client.OrthancClient` for this server (with its first user)."""
+        if kwargs:
+            return OrthancClient(self.url, auth=self._auth(), **kwargs)
+        if self._client is None:
+            self._client = OrthancClient(self.url, auth=self._auth(),
+                                         verify=False if self.scheme == "https" else True)
+        return self._client
+
+    def upload_bytes(self, blobs: Iterable[bytes], *, batch_bytes: int = 64 << 20) -> list[dict]:
+        """Store DICOM files given as bytes, zipped into few requests (fast for many files).
+
+        Returns Orthanc's answers (one dict per stored instance).
+        """
+        results: list[dict] = []
+        buf, size, zf = io.BytesIO(), 0, None
+
+        def flush():
+            nonlocal buf, size, zf
+            if zf is None:
+                return
+            zf.close()
+            ans = self.client().post_json("/instances", data=buf.getvalue(),
+                                          headers={"Content-Type": "application/zip"}, idempotent=True)
+            results.extend(ans if isinstance(ans, list) else [ans])
+            buf, size, zf = io.BytesIO(), 0, None
+
+        for i, blob in enumerate(blobs):
+            if zf is None:
+                zf = zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED)
+            zf.writestr(f"{i:08d}.dcm", blob)
+            size += len(blob)
+            if size >= batch_bytes:
+                flush()
+        flush()
+        return results
+
+    def upload(self, paths: Iterable[str | os.PathLike]) -> dict[str, dict]:
+        """Store DICOM files one request each; returns ``{path: Orthanc's answer or error}``.
+
+        A file the server refuses is reported (``{"Status": "Error", "Message": ...}``), not raised.
+        """
+        out: dict[str, dict] = {}
+        client = self.client()
+        for p in paths:
+            data = Path(p).read_bytes()
+            try:
+                out[str(p)] = client.post_json("/instances", data=data, idempotent=True,
+                                               headers={"Content-Type": "application/dicom"})
+            except OrthancPandasError as exc:
+                out[str(p)] = {"Status": "Error", "Message": str(exc)}
+        return out
