@@ -100,6 +100,16 @@ class OrthancAccessor:
         """Distinct instances among the rows."""
         return self._nunique("instance")
 
+    # -- selection, tags, sorting (matching.py, tags.py) ---------------------------------
+
+    # -- headers and files (headers.py, transfer.py) ------------------------------------
+
+    # -- freshness (refresh.py) ----------------------------------------------------------
+
+    # -- volumes (volume.py) -------------------------------------------------------------
+
+    # -- scale (dask.py) -----------------------------------------------------------------
+
     def __repr__(self) -> str:
         c = self.counts
         src = self._df.attrs.get("orthanc", {}).get("url", "unknown server")

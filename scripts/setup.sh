@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One command for everything a fresh Debian/Ubuntu machine needs, then the job:
+#   bash scripts/setup.sh demo   # set up, then run the demo on a throw-away local Orthanc
+#   bash scripts/setup.sh test   # set up, then run the test suite against real Orthanc servers
+# Extra arguments go to the demo or to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+job="${1:-demo}"; shift || true
+VENV="${VENV:-.venv}"
+PY="${PYTHON:-python3}"
+
+apt_install() {  # install Debian packages when missing and possible, else say how
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo"; else
+      echo "Missing Debian packages: ${missing[*]}" >&2
+      echo "Install them with: sudo apt-get install -y ${missing[*]}" >&2
+      return 1
+    fi
+  fi
+  if ! command -v apt-get >/dev/null; then
+    echo "No apt-get here. Install Orthanc ($*) with your package manager, or set ORTHANC_BINARY." >&2
+    return 1
+  fi
+  echo "Installing ${missing[*]} from Debian's packages..." >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  # The packages start a system-wide Orthanc/PostgreSQL service where they can; we run our
+  # own servers on free ports and need neither.
+}
+
+if [ -z "${ORTHANC_BINARY:-}" ]; then
+  pkgs=(orthanc orthanc-dicomweb)
+  [ "$job" = test ] && pkgs+=(orthanc-postgresql postgresql)
+  apt_install "${pkgs[@]}"
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "Creating the virtualenv $VENV..." >&2
+  "$PY" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+extras=test
+[ "$job" = demo ] && extras=pixels,plot
+"$VENV/bin/python" -m pip install -q -e ".[$extras]"
+
+case "$job" in
+  demo) exec "$VENV/bin/orthanc-pandas" demo "$@" ;;
+  test) exec "$VENV/bin/python" -m pytest "$@" ;;
+  *) echo "usage: bash scripts/setup.sh [demo|test] [args...]" >&2; exit 2 ;;
+esac

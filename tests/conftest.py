@@ -1,0 +1,100 @@
+"""Real Orthanc servers for the test suite.
+
+Every server is a real Orthanc process (Debian's ``orthanc`` package) on a free 127.0.0.1 port
+with temporary storage. Under ``CI=true`` a missing Orthanc is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+import pydicom.data
+import pytest
+
+import orthanc_pandas as op
+from orthanc_pandas.errors import ParseWarning
+from orthanc_pandas.testing import LocalOrthanc, OrthancNotInstalledError, find_orthanc_binary
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _require_orthanc() -> None:
+    try:
+        find_orthanc_binary()
+    except OrthancNotInstalledError as exc:
+        if IN_CI:
+            pytest.fail(f"CI needs a real Orthanc: {exc}")
+        pytest.skip(str(exc))
+
+
+def corpus_paths() -> list[Path]:
+    """Every file of pydicom's own test data (DICOM or not), in a stable order."""
+    return sorted(Path(p) for p in pydicom.data.get_testdata_files() if os.path.isfile(p))
+
+
+@dataclass
+class Corpus:
+    """A server loaded with pydicom's test files, and what happened to each file."""
+
+    server: LocalOrthanc
+    results: dict[str, dict]  # path -> Orthanc's answer (Status Success/AlreadyStored/Error)
+    stored: dict[str, Path] = field(default_factory=dict)  # instance id -> the file that created it
+    order: list[str] = field(default_factory=list)  # instance ids in upload order
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def dataset(self, instance_id: str, **kw) -> pydicom.Dataset:
+        return pydicom.dcmread(self.stored[instance_id], **kw)
+
+
+@pytest.fixture(scope="session")
+def orthanc_available() -> None:
+    _require_orthanc()
+
+
+@pytest.fixture(scope="session")
+def corpus(orthanc_available) -> Corpus:
+    """One Orthanc (with DICOMweb) holding every pydicom test file it accepts."""
+    with LocalOrthanc(dicomweb=True, name="corpus") as server:
+        results = server.upload(corpus_paths())
+        c = Corpus(server, results)
+        for path, ans in results.items():
+            if ans.get("Status") == "Success":
+                c.stored[ans["ID"]] = Path(path)
+                c.order.append(ans["ID"])
+        yield c
+
+
+@pytest.fixture(scope="session")
+def corpus_frame(corpus):
+    """The index frame of the corpus server (some corpus files hold invalid values on purpose)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ParseWarning)
+        return op.read_orthanc(corpus.url)
+
+
+@pytest.fixture
+def orthanc_factory(orthanc_available):
+    """Start servers with any options; all are stopped at the end of the test."""
+    started: list[LocalOrthanc] = []
+
+    def make(**kwargs) -> LocalOrthanc:
+        server = LocalOrthanc(**kwargs).start()
+        started.append(server)
+        return server
+
+    yield make
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture
+def empty_server(orthanc_factory) -> LocalOrthanc:
+    """A fresh, empty Orthanc for tests that write."""
+    return orthanc_factory()
