@@ -323,6 +323,17 @@ def _text(raw: pa.Array) -> pd.Series:
     return pd.Series(pd.array(raw, dtype=TEXT_DTYPE))
 
 
+def _strip_padding(raw: pa.Array) -> pa.Array:
+    """Drop trailing spaces and NULs: DICOM padding, insignificant (pydicom drops it too)."""
+    return pc.utf8_rtrim(raw, characters=" \x00")
+
+
+def _numeric_text(text: pd.Series) -> pd.Series:
+    # Numeric VRs use the default repertoire, but Orthanc decodes them with the dataset's
+    # character set: under Japanese JIS X 0201 the value separator '\\' arrives as '¥'.
+    return text.str.replace("¥", "\\", regex=False).str.strip()
+
+
 def _warn(kw: str, bad: int, what: str) -> None:
     if bad:
         warnings.warn(
@@ -335,6 +346,7 @@ def _typed_columns(kw: str, raw: pa.Array, level: str, typed: bool) -> dict[str,
     if not typed:
         return {kw: _text(raw)}
     vr = tag_vr(kw)
+    raw = _strip_padding(raw)
     text = _text(raw)
     if vr == "DA":
         return {kw: parse_dates(text, kw)}
@@ -360,7 +372,7 @@ def parse_dates(text: pd.Series, kw: str = "date") -> pd.Series:
 
 def parse_numbers(text: pd.Series, kw: str = "number", integer: bool = False) -> pd.Series:
     """DICOM IS/DS strings -> ``Int64``/``Float64``; unparsable -> NA with a warning."""
-    stripped = text.str.strip()
+    stripped = _numeric_text(text)
     present = stripped.notna() & (stripped != "")
     num = pd.to_numeric(stripped.where(present), errors="coerce").astype("Float64")
     bad = present & num.isna()
@@ -375,7 +387,7 @@ def parse_numbers(text: pd.Series, kw: str = "number", integer: bool = False) ->
 
 def parse_vectors(text: pd.Series, kw: str, length: int) -> dict[str, pd.Series]:
     """``"x\\y\\z"`` -> columns ``kw_0``..; more components than expected get more columns."""
-    stripped = text.str.strip()
+    stripped = _numeric_text(text)
     present = stripped.notna() & (stripped != "")
     parts = stripped.where(present).str.split("\\", expand=True) if len(text) else pd.DataFrame()
     width = max(length, parts.shape[1] if parts.ndim == 2 else 0)

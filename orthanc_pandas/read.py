@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 #: Version of the frame layout written into ``df.attrs["orthanc"]["format"]``.
 FORMAT_VERSION = 1
+#: /changes entries that do not alter what the index frame holds (stability, jobs, metadata)
+NEUTRAL_CHANGES = frozenset({"StableSeries", "StableStudy", "StablePatient", "UpdatedMetadata",
+                             "JobSubmitted", "JobSuccess", "JobFailure"})
 _STAT_KEYS = {"patient": "CountPatients", "study": "CountStudies", "series": "CountSeries",
               "instance": "CountInstances"}
 
@@ -84,7 +87,7 @@ def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: b
         seq1 = client.last_change()
         stats1 = client.statistics()
         counts = {lvl: tables[lvl].n for lvl in LEVELS}
-        problem = _consistency_problem(seq0, seq1, stats0, stats1, counts)
+        problem = _consistency_problem(client, seq0, seq1, stats0, stats1, counts)
         if not problem:
             try:
                 df = build_frame(tables, typed=typed)
@@ -117,9 +120,28 @@ def read_tables(client: OrthancClient, *, page_size: int = 5000, bar=None) -> di
     return tables
 
 
-def _consistency_problem(seq0, seq1, stats0, stats1, counts) -> str:
+def content_changes(client: OrthancClient, since: int, until: int | None = None) -> list[dict]:
+    """The ``/changes`` entries after ``since`` (up to ``until``) that can alter the index."""
+    out, seq = [], since
+    while until is None or seq < until:
+        page = client.changes(seq, limit=1000)
+        for ch in page.get("Changes", []):
+            if until is not None and ch["Seq"] > until:
+                break
+            if ch.get("ChangeType") not in NEUTRAL_CHANGES:
+                out.append(ch)
+        if page.get("Done", True) or page.get("Last", seq) == seq:
+            break
+        seq = int(page["Last"])
+    return out
+
+
+def _consistency_problem(client, seq0, seq1, stats0, stats1, counts) -> str:
     if seq0 != seq1:
-        return f"change sequence moved from {seq0} to {seq1}"
+        moved = content_changes(client, seq0, seq1)
+        if moved:
+            kinds = sorted({c.get("ChangeType", "?") for c in moved})
+            return f"{len(moved)} change(s) ({', '.join(kinds)}) between sequence {seq0} and {seq1}"
     for lvl in LEVELS:
         a, b = int(stats0[_STAT_KEYS[lvl]]), int(stats1[_STAT_KEYS[lvl]])
         if a != b or counts[lvl] != b:

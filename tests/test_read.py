@@ -1,0 +1,227 @@
+"""read_orthanc against a real Orthanc loaded with pydicom's test files."""
+
+from __future__ import annotations
+
+import math
+import threading
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydicom.multival import MultiValue
+
+import orthanc_pandas as op
+from orthanc_pandas.errors import ParseWarning
+from orthanc_pandas.index import LEVELS, MAIN_TAGS, tag_level, tag_vr, vector_columns
+from orthanc_pandas.synthetic import generate_archive
+
+STAT_KEYS = {"patients": "CountPatients", "studies": "CountStudies", "series": "CountSeries",
+             "instances": "CountInstances"}
+
+
+def test_counts_equal_server_statistics(corpus, corpus_frame):
+    stats = corpus.server.client().statistics()
+    assert len(corpus_frame) == stats["CountInstances"]
+    for name, key in STAT_KEYS.items():
+        assert corpus_frame.orthanc.counts[name] == stats[key], name
+    # and the rows are exactly the server's instances
+    ids = set(corpus.server.client().list_ids("instances"))
+    assert set(corpus_frame.index.get_level_values("instance")) == ids
+
+
+def test_index_levels_match_server_parents(corpus, corpus_frame):
+    client = corpus.server.client()
+    sample = corpus_frame.index[:: max(1, len(corpus_frame) // 15)]
+    for patient, study, series, instance in sample:
+        info = client.get_json(f"/instances/{instance}")
+        assert info["ParentSeries"] == series
+        assert client.get_json(f"/series/{series}")["ParentStudy"] == study
+        assert client.get_json(f"/studies/{study}")["ParentPatient"] == patient
+
+
+def _expected(value, kw: str):
+    """What the frame should hold for a pydicom value, computed independently of index.py."""
+    vr = tag_vr(kw)
+    if isinstance(value, MultiValue):
+        items = list(value)
+    else:
+        items = [value]
+    text = "\\".join("" if v is None else str(v) for v in items)
+    if vr == "DA":
+        try:
+            return pd.Timestamp(pd.to_datetime(text.strip(), format="%Y%m%d"))
+        except (ValueError, TypeError):
+            return pd.NaT
+    if vr in ("IS", "DS", "US", "UL", "SS", "SL"):
+        try:
+            nums = [float(str(v).strip()) for v in text.split("\\")] if text.strip() else []
+        except ValueError:
+            nums = None
+        return nums
+    return text
+
+
+def _first_creator(corpus, frame, level: str) -> dict[str, str]:
+    """For each resource of a level, the instance whose file created it (first stored)."""
+    rank = {iid: i for i, iid in enumerate(corpus.order)}
+    ids = frame.index.to_frame(index=False)
+    ids["rank"] = ids["instance"].map(rank)
+    first = ids.sort_values("rank").drop_duplicates(level)
+    return dict(zip(first[level], first["instance"], strict=True))
+
+
+def test_every_main_tag_equals_pydicom(corpus, corpus_frame):
+    df = corpus_frame
+    creators = {lvl: _first_creator(corpus, df, lvl) for lvl in LEVELS}
+    checked = mismatches = 0
+    problems = []
+    cache = {}
+    for row_index, row in zip(df.index, df.itertuples(index=False), strict=True):
+        rowd = row._asdict()
+        for level in LEVELS:
+            resource = row_index[LEVELS.index(level)]
+            source = creators[level][resource]
+            if source not in cache:
+                cache[source] = corpus.dataset(source, stop_before_pixels=True)
+            ds = cache[source]
+            for kw in MAIN_TAGS[level]:
+                if tag_level(kw) != level or kw not in ds:
+                    continue
+                if len(str(ds[kw].value).encode()) > 256:
+                    # Orthanc 1.10 leaves values over 256 bytes out of its index (documented
+                    # limitation; with_tags() fetches them)
+                    continue
+                exp = _expected(ds[kw].value, kw)
+                cols = vector_columns(kw, df.columns)
+                if cols:
+                    got = [rowd[c] for c in cols]
+                    if exp is None:  # unparsable in the file -> all missing
+                        ok = all(pd.isna(g) for g in got)
+                    else:
+                        exp_full = exp + [None] * (len(cols) - len(exp))
+                        ok = all((pd.isna(g) and e is None) or (e is not None and not pd.isna(g)
+                                 and math.isclose(g, e, rel_tol=0, abs_tol=0)) for g, e in zip(got, exp_full, strict=True))
+                else:
+                    got = rowd[kw]
+                    vr = tag_vr(kw)
+                    if vr == "DA":
+                        ok = (pd.isna(got) and pd.isna(exp)) or got == exp
+                    elif vr in ("IS", "DS", "US", "UL", "SS", "SL"):
+                        if not exp:  # empty or unparsable
+                            ok = pd.isna(got)
+                        else:
+                            ok = not pd.isna(got) and float(got) == exp[0]
+                    else:
+                        ok = (not pd.isna(got)) and str(got) == exp
+                checked += 1
+                if not ok:
+                    mismatches += 1
+                    problems.append((corpus.stored[source].name, kw, got, exp))
+    assert checked > 1000
+    assert not problems, "\n".join(map(repr, problems))
+
+
+def test_documented_dtypes(corpus_frame):
+    df = corpus_frame
+    assert list(df.index.names) == ["patient", "study", "series", "instance"]
+    assert df["StudyDate"].dtype == np.dtype("datetime64[us]")
+    assert df["PatientBirthDate"].dtype == np.dtype("datetime64[us]")
+    assert df["InstanceNumber"].dtype == "Int64"
+    assert df["SeriesNumber"].dtype == "Int64"
+    assert df["ImagePositionPatient_2"].dtype == "Float64"
+    assert df["ImageOrientationPatient_5"].dtype == "Float64"
+    assert isinstance(df["Modality"].dtype, pd.CategoricalDtype)
+    assert isinstance(df["PatientName"].dtype, pd.CategoricalDtype)
+    assert df["SOPInstanceUID"].dtype == pd.StringDtype("pyarrow")
+    assert df["orthanc_file_size"].dtype == "Int64"
+
+
+def test_file_sizes_match_originals(corpus, corpus_frame):
+    sizes = corpus_frame["orthanc_file_size"].droplevel([0, 1, 2])
+    for iid, path in list(corpus.stored.items())[:40]:
+        assert sizes[iid] == path.stat().st_size
+
+
+def test_parse_failures_warn_and_typed_false_keeps_raw(corpus):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        typed = op.read_orthanc(corpus.url)
+    raw = op.read_orthanc(corpus.url, typed=False)
+    messages = [str(w.message) for w in caught if issubclass(w.category, ParseWarning)]
+    # pydicom's corpus holds a few deliberately invalid values (e.g. NumberOfFrames '1A')
+    bad_frames = raw["NumberOfFrames"].dropna()
+    bad_frames = bad_frames[~bad_frames.str.strip().str.fullmatch(r"[+-]?\d*")]
+    assert len(bad_frames) > 0
+    assert any("NumberOfFrames" in m for m in messages)
+    assert typed.loc[bad_frames.index, "NumberOfFrames"].isna().all()
+    assert raw["StudyDate"].dtype == pd.StringDtype("pyarrow")
+    assert raw.index.equals(typed.index)
+
+
+def test_attrs_are_json_provenance(corpus, corpus_frame):
+    import json
+
+    info = corpus_frame.attrs["orthanc"]
+    assert json.loads(json.dumps(info)) == info
+    assert info["url"] == corpus.url
+    assert info["version"] == corpus.server.client().version
+    client = corpus.server.client()
+    # later entries (if any) are only stability events, which change nothing in the frame
+    assert info["last_change"] <= client.last_change()
+    later = client.changes(info["last_change"], limit=10_000)["Changes"]
+    assert {c["ChangeType"] for c in later} <= {"StableSeries", "StableStudy", "StablePatient"}
+    assert info["counts"]["instances"] == len(corpus_frame)
+
+
+def test_parquet_round_trip_plain_read(corpus_frame, tmp_path):
+    path = tmp_path / "index.parquet"
+    corpus_frame.to_parquet(path)
+    back = pd.read_parquet(path)
+    pd.testing.assert_frame_equal(back, corpus_frame)
+    assert back.attrs == corpus_frame.attrs
+    assert back.orthanc.counts == corpus_frame.orthanc.counts
+
+
+def test_empty_server_gives_empty_typed_frame(empty_server, tmp_path):
+    df = op.read_orthanc(empty_server.url)
+    assert len(df) == 0
+    assert df["StudyDate"].dtype == np.dtype("datetime64[us]")
+    df.to_parquet(tmp_path / "e.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "e.parquet"), df)
+
+
+def test_paging_gives_same_frame(corpus, corpus_frame):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ParseWarning)
+        paged = op.read_orthanc(corpus.url, page_size=7)
+    pd.testing.assert_frame_equal(paged, corpus_frame)
+
+
+def test_concurrent_upload_gives_consistent_frame_or_error(empty_server):
+    """Another writer stores instances while we page: the frame matches the server at one moment."""
+    blobs = list(generate_archive(2, 1, 2, 60, rows=4, cols=4, seed="concurrent"))
+    empty_server.upload_bytes(blobs[:120])
+    stop = threading.Event()
+
+    def writer():
+        for b in blobs[120:]:
+            if stop.is_set():
+                return
+            empty_server.upload_bytes([b])
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        try:
+            df = op.read_orthanc(empty_server.url, page_size=10, max_attempts=50)
+        except op.ServerChangedError as exc:
+            assert "kept changing" in str(exc)
+            return
+    finally:
+        stop.set()
+        t.join()
+    # consistent: every row's hierarchy is right, and counts match the server at that moment
+    assert df.attrs["orthanc"]["counts"]["instances"] == len(df)
+    assert df.orthanc.instance_count == len(df)
+    assert df.index.get_level_values("series").nunique() == df.attrs["orthanc"]["counts"]["series"]
