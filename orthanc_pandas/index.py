@@ -364,7 +364,10 @@ def parse_dates(text: pd.Series, kw: str = "date") -> pd.Series:
     """DICOM DA strings -> ``datetime64[us]``; empty -> NaT; unparsable -> NaT with a warning."""
     stripped = text.str.strip()
     present = stripped.notna() & (stripped != "")
-    out = pd.to_datetime(stripped.where(present), format="%Y%m%d", errors="coerce")
+    # exactly YYYYMMDD (pandas' %Y%m%d would also take 7 digits), or ACR-NEMA's YYYY.MM.DD
+    stripped = stripped.str.replace(r"^(\d{4})\.(\d{2})\.(\d{2})$", r"\1\2\3", regex=True)
+    valid = present & stripped.str.fullmatch(r"\d{8}").fillna(False).astype(bool)
+    out = pd.to_datetime(stripped.where(valid), format="%Y%m%d", errors="coerce")
     out = out.astype(DATE_DTYPE)
     _warn(kw, int((present & out.isna()).sum()), "DICOM dates (YYYYMMDD)")
     return out
@@ -415,8 +418,8 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
 
 def _sort_key(col: pd.Series):
     if isinstance(col.dtype, pd.CategoricalDtype):
-        return col.astype(TEXT_DTYPE)
-    return col
+        col = col.astype(TEXT_DTYPE)
+    return col.array  # positional: the key frame has its own RangeIndex
 
 
 def empty_frame() -> pd.DataFrame:

@@ -50,8 +50,13 @@ class OrthancNotInstalledError(OrthancPandasError, FileNotFoundError):
 
 def find_orthanc_binary(binary: str | os.PathLike | None = None) -> str:
     """Path of the Orthanc executable: ``binary``, ``$ORTHANC_BINARY``, /usr/sbin/Orthanc, PATH."""
-    candidates = [binary, os.environ.get("ORTHANC_BINARY"), DEFAULT_BINARY, shutil.which("Orthanc")]
-    for c in candidates:
+    explicit = binary or os.environ.get("ORTHANC_BINARY")
+    if explicit:  # asked for by name: no silent fallback to another Orthanc
+        if Path(explicit).is_file() and os.access(explicit, os.X_OK):
+            return str(explicit)
+        raise OrthancNotInstalledError(f"The Orthanc executable {explicit} does not exist or is not "
+                                       f"executable. {INSTALL_HINT}")
+    for c in (DEFAULT_BINARY, shutil.which("Orthanc")):
         if c and Path(c).is_file() and os.access(c, os.X_OK):
             return str(c)
     raise OrthancNotInstalledError(f"No Orthanc server executable found. {INSTALL_HINT}")

@@ -1,0 +1,177 @@
+"""The HTTP client against real servers: auth, errors, retries, URL handling."""
+
+from __future__ import annotations
+
+import http.server
+import pickle
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+import orthanc_pandas as op
+from orthanc_pandas.client import OrthancClient, _normalize_url, get_client
+from orthanc_pandas.errors import (
+    NotOrthancError,
+    OrthancAuthError,
+    OrthancConnectionError,
+    OrthancHTTPError,
+    OrthancNotFoundError,
+    OrthancPandasError,
+)
+from orthanc_pandas.testing import free_port
+
+PASSWORD = "s3cr3t-Pa55word"
+
+
+@pytest.fixture(scope="module")
+def auth_server(orthanc_available):
+    from orthanc_pandas.testing import LocalOrthanc
+    from orthanc_pandas.synthetic import make_series, to_bytes
+
+    with LocalOrthanc(users={"alice": PASSWORD}) as server:
+        server.upload_bytes(to_bytes(d) for d in make_series(3, 8, 8, seed="auth"))
+        yield server
+
+
+@pytest.mark.parametrize("url, expected, creds", [
+    ("http://127.0.0.1:8042", "http://127.0.0.1:8042", None),
+    ("http://127.0.0.1:8042/", "http://127.0.0.1:8042", None),
+    ("https://pacs.example.org/orthanc/", "https://pacs.example.org/orthanc", None),
+    ("http://bob:p%40ss@host:1234/x", "http://host:1234/x", ("bob", "p@ss")),
+    ("HTTP://Host:80", "http://host:80", None),
+])
+def test_normalize_url(url, expected, creds):
+    assert _normalize_url(url) == (expected, creds)
+
+
+@pytest.mark.parametrize("bad", ["", "127.0.0.1:8042", "ftp://host", "http://host:notaport", "http://"])
+def test_malformed_urls_raise_valueerror_saying_what_to_do(bad):
+    with pytest.raises(ValueError, match="URL"):
+        OrthancClient(bad)
+
+
+def test_right_credentials_work(auth_server):
+    df = op.read_orthanc(auth_server.url, auth=("alice", PASSWORD))
+    assert len(df) == 3
+
+
+def test_wrong_and_missing_credentials_are_distinct_auth_errors(auth_server, monkeypatch, tmp_path):
+    monkeypatch.delenv("ORTHANC_USERNAME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    with pytest.raises(OrthancAuthError) as wrong:
+        op.read_orthanc(auth_server.url, auth=("alice", "not-" + PASSWORD))
+    assert wrong.value.status == 401
+    assert "rejected the credentials of user 'alice'" in str(wrong.value)
+    with pytest.raises(OrthancAuthError) as missing:
+        OrthancClient(auth_server.url).system()
+    assert "requires credentials and none were given" in str(missing.value)
+    for exc in (wrong.value, missing.value):
+        assert PASSWORD not in str(exc) and PASSWORD not in repr(exc)
+        assert isinstance(exc, PermissionError) and isinstance(exc, OrthancPandasError)
+
+
+def test_password_never_in_repr_attrs_or_parquet(auth_server, tmp_path):
+    client = op.connect(auth_server.url, auth=("alice", PASSWORD))
+    assert PASSWORD not in repr(client) and "alice" in repr(client)
+    df = op.read_orthanc(auth_server.url, auth=("alice", PASSWORD))
+    assert PASSWORD not in repr(df.attrs) and PASSWORD not in repr(df.orthanc)
+    path = tmp_path / "x.parquet"
+    df.to_parquet(path)
+    assert PASSWORD.encode() not in path.read_bytes()
+    # a pickled client (as sent to Dask workers) carries no credentials
+    assert PASSWORD.encode() not in pickle.dumps(client)
+    # ... but this process still finds the credentials for the frame read back
+    back = pd.read_parquet(path)
+    assert back.orthanc.client().has_credentials
+
+
+def test_credentials_from_url_environment_and_netrc(auth_server, monkeypatch, tmp_path):
+    host_url = auth_server.url
+    in_url = host_url.replace("http://", f"http://alice:{PASSWORD}@")
+    c = OrthancClient(in_url)
+    assert c.url == host_url and PASSWORD not in repr(c)
+    assert c.system()["Version"]
+    monkeypatch.setenv("ORTHANC_USERNAME", "alice")
+    monkeypatch.setenv("ORTHANC_PASSWORD", PASSWORD)
+    assert OrthancClient(host_url).statistics()["CountInstances"] == 3
+    monkeypatch.delenv("ORTHANC_USERNAME")
+    monkeypatch.delenv("ORTHANC_PASSWORD")
+    netrc = tmp_path / ".netrc"
+    netrc.write_text(f"machine 127.0.0.1 login alice password {PASSWORD}\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    assert OrthancClient(host_url).statistics()["CountInstances"] == 3
+
+
+def test_http_errors_carry_status_message_method_url(corpus):
+    client = corpus.server.client()
+    with pytest.raises(OrthancNotFoundError) as nf:
+        client.get_json("/instances/0000-does-not-exist")
+    e = nf.value
+    assert (e.status, e.method) == (404, "GET")
+    assert e.url == corpus.url + "/instances/0000-does-not-exist"
+    assert isinstance(e, LookupError)
+    with pytest.raises(OrthancHTTPError) as bad:
+        client.post_json("/tools/find", {"Level": "NoSuchLevel", "Query": {}})
+    assert bad.value.status == 400 and bad.value.orthanc_message
+    assert "Orthanc says:" in str(bad.value)
+
+
+def test_survives_server_closing_keepalive_connections(corpus):
+    client = OrthancClient(corpus.url)
+    for _ in range(3):
+        assert client.statistics()["CountInstances"] > 0
+        time.sleep(1.3)  # Orthanc 1.10 closes idle connections after 1 s
+
+
+def test_unreachable_server_is_a_connection_error():
+    port = free_port()
+    with pytest.raises(OrthancConnectionError, match="Check that the server is running"):
+        op.read_orthanc(f"http://127.0.0.1:{port}", timeout=2)
+
+
+class _NotOrthanc(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # a web server that is not Orthanc
+        body = b"<html>hello</html>"
+        self.send_response(200 if self.path == "/" else 404)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_port_that_is_not_orthanc():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotOrthanc)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(NotOrthancError, match="not an Orthanc"):
+            op.read_orthanc(f"http://127.0.0.1:{srv.server_address[1]}")
+    finally:
+        srv.shutdown()
+
+
+def test_binary_routes_are_not_gzipped(corpus):
+    client = corpus.server.client()
+    iid = next(iter(corpus.stored))
+    resp = client.request("GET", f"/instances/{iid}/file")
+    assert resp.headers.get("Content-Encoding") in (None, "identity")
+    assert resp.content == corpus.stored[iid].read_bytes()
+
+
+def test_registry_gives_the_same_client_for_a_url(corpus):
+    c = op.connect(corpus.url)
+    assert get_client(corpus.url) is c
+    assert get_client(corpus.url + "/") is c
+    assert get_client(c) is c
+
+
+def test_version(corpus):
+    client = corpus.server.client()
+    assert client.version == client.get_json("/system")["Version"]
+    assert client.version_tuple >= (1, 10)

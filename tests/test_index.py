@@ -1,0 +1,138 @@
+"""index.py: Orthanc JSON -> typed frame, on plain JSON (no server)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orthanc_pandas.errors import ParseWarning
+from orthanc_pandas.index import (
+    LEVELS,
+    InconsistentIndexError,
+    LevelTable,
+    build_frame,
+    empty_frame,
+    parse_dates,
+    parse_numbers,
+    vector_columns,
+)
+
+
+def archive(instances: list[dict], series_tags=None, study_tags=None, patient_tags=None) -> dict:
+    """Minimal four-level JSON: one patient, one study, one series holding ``instances``."""
+    pat = {"ID": "p1", "MainDicomTags": patient_tags or {"PatientID": "P1", "PatientName": "Doe^J"}}
+    stu = {"ID": "st1", "ParentPatient": "p1", "MainDicomTags": study_tags or {"StudyDate": "20200102"}}
+    ser = {"ID": "se1", "ParentStudy": "st1", "Status": "Unknown",
+           "MainDicomTags": series_tags or {"Modality": "CT", "SeriesNumber": "3"}}
+    inst = [{"ID": f"i{k}", "ParentSeries": "se1", "FileSize": 100 + k, "IndexInSeries": k + 1,
+             "MainDicomTags": tags} for k, tags in enumerate(instances)]
+    return {"patient": [pat], "study": [stu], "series": [ser], "instance": inst}
+
+
+def frame(json_levels: dict, **kw) -> pd.DataFrame:
+    return build_frame({lvl: LevelTable.from_resources(lvl, json_levels[lvl]) for lvl in LEVELS}, **kw)
+
+
+def test_one_row_per_instance_with_parent_values():
+    df = frame(archive([{"InstanceNumber": "2", "SOPInstanceUID": "1.2"},
+                        {"InstanceNumber": "1", "SOPInstanceUID": "1.1"}]))
+    assert len(df) == 2
+    assert df.index.names == ["patient", "study", "series", "instance"]
+    assert list(df["InstanceNumber"]) == [1, 2]  # sorted by InstanceNumber within the series
+    assert (df["Modality"] == "CT").all() and (df["PatientName"] == "Doe^J").all()
+    assert df["StudyDate"].iloc[0] == pd.Timestamp("2020-01-02")
+    assert list(df["orthanc_file_size"]) == [101, 100]
+
+
+def test_vectors_split_into_float_columns_and_series_orientation_fills_instances():
+    df = frame(archive(
+        [{"ImagePositionPatient": "1\\2.5\\-3e1", "SOPInstanceUID": "1"},
+         {"ImagePositionPatient": "4\\5\\6", "ImageOrientationPatient": "0\\1\\0\\0\\0\\-1", "SOPInstanceUID": "2"}],
+        series_tags={"ImageOrientationPatient": "1\\0\\0\\0\\1\\0", "Modality": "MR"}))
+    assert vector_columns("ImagePositionPatient", df.columns) == [f"ImagePositionPatient_{i}" for i in range(3)]
+    first = df.loc[df["SOPInstanceUID"] == "1"].iloc[0]
+    second = df.loc[df["SOPInstanceUID"] == "2"].iloc[0]
+    assert [first[f"ImagePositionPatient_{i}"] for i in range(3)] == [1.0, 2.5, -30.0]
+    assert [first[f"ImageOrientationPatient_{i}"] for i in range(6)] == [1, 0, 0, 0, 1, 0]
+    assert [second[f"ImageOrientationPatient_{i}"] for i in range(6)] == [0, 1, 0, 0, 0, -1]
+    assert "ImageOrientationPatient" not in df.columns
+
+
+def test_unparsable_values_warn_with_column_and_count():
+    with pytest.warns(ParseWarning, match=r"2 value\(s\) of InstanceNumber"):
+        df = frame(archive([{"InstanceNumber": "x"}, {"InstanceNumber": "1.5"}, {"InstanceNumber": "7"}]))
+    assert sorted(df["InstanceNumber"].dropna()) == [7]
+    raw = frame(archive([{"InstanceNumber": "x"}, {"InstanceNumber": "1.5"}]), typed=False)
+    assert sorted(raw["InstanceNumber"]) == ["1.5", "x"]
+
+
+def test_empty_values_are_missing_without_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        df = frame(archive([{"InstanceNumber": ""}], study_tags={"StudyDate": ""}))
+    assert df["InstanceNumber"].isna().all() and df["StudyDate"].isna().all()
+
+
+def test_orphans_mean_the_server_changed():
+    levels = archive([{"SOPInstanceUID": "1"}])
+    levels["instance"][0]["ParentSeries"] = "gone"
+    with pytest.raises(InconsistentIndexError):
+        frame(levels)
+
+
+def test_empty_frame_has_the_whole_schema():
+    df = empty_frame()
+    assert len(df) == 0
+    assert {"PatientName", "StudyDate", "Modality", "SOPInstanceUID", "ImagePositionPatient_2"} <= set(df.columns)
+    assert df["StudyDate"].dtype == np.dtype("datetime64[us]")
+
+
+def test_unknown_extra_main_tags_are_kept():
+    df = frame(archive([{"SOPInstanceUID": "1", "SliceThickness": "2.5"}]))
+    assert df["SliceThickness"].iloc[0] == 2.5
+
+
+def test_parse_helpers():
+    s = pd.Series(["20200131", "2020013", None, "", "20201332"], dtype="string[pyarrow]")
+    with pytest.warns(ParseWarning, match="2 value"):
+        out = parse_dates(s)
+    assert out.iloc[0] == pd.Timestamp("2020-01-31") and out.iloc[1:].isna().all()
+    n = parse_numbers(pd.Series([" 12 ", "-3", "+4"], dtype="string[pyarrow]"), integer=True)
+    assert list(n) == [12, -3, 4] and n.dtype == "Int64"
+
+
+# -- fuzzing: no crash, no silently lost value -------------------------------------------
+text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+maybe = st.one_of(st.none(), text, st.sampled_from(["", " ", "20200101", "1\\2\\3", "1e400", "nan", "¥"]))
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.fixed_dictionaries({}, optional={
+    "InstanceNumber": maybe, "InstanceCreationDate": maybe, "ImagePositionPatient": maybe,
+    "SOPInstanceUID": maybe, "ImageComments": maybe}), min_size=1, max_size=8),
+    st.fixed_dictionaries({}, optional={"PatientName": maybe, "PatientBirthDate": maybe}))
+def test_fuzz_no_crash_no_silent_loss(instances, patient_tags):
+    levels = archive(instances, patient_tags=patient_tags or {"PatientID": "x"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df = frame(levels)
+    raw = frame(levels, typed=False)
+    assert len(df) == len(instances) and set(df.index) == set(raw.index)
+    raw = raw.reindex(df.index)  # typed and raw frames may sort differently (NA sorts last)
+    warned = {str(w.message).split(" of ")[1].split(" ")[0] for w in caught if issubclass(w.category, ParseWarning)}
+    for col in ("InstanceNumber", "InstanceCreationDate", "PatientBirthDate"):
+        lost = raw[col].notna() & (raw[col].str.strip().str.rstrip("\x00") != "") & df[col].isna()
+        assert not lost.any() or col in warned, col
+    ipp = vector_columns("ImagePositionPatient", df.columns)
+    lost = raw["ImagePositionPatient"].notna() & (raw["ImagePositionPatient"].str.strip() != "") \
+        & df[ipp].isna().any(axis=1)
+    assert not lost.any() or "ImagePositionPatient" in warned
+    # text is kept (only DICOM padding removed)
+    for col in ("SOPInstanceUID", "ImageComments", "PatientName"):
+        both = raw[col].notna()
+        assert (df[col][both].astype(str) == raw[col][both].str.rstrip(" \x00")).all()
