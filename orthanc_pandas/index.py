@@ -19,7 +19,11 @@ The column schema
                           has: ``string`` (pyarrow)
   ======================  ================================================================
 
-  Text is kept as Orthanc sends it: DICOM multi-values stay joined by ``\\``, an empty
+  A tag that no resource of the archive has is an all-missing column of dtype
+  ``null[pyarrow]`` (:data:`NULL_DTYPE`): it costs no memory and survives parquet, and the
+  schema stays the same on every server.
+
+  Text is kept as Orthanc sends it, less DICOM's trailing padding: DICOM multi-values stay joined by ``\\``, an empty
   value stays ``""``; a tag absent from a resource is ``<NA>``.
 * Orthanc's own bookkeeping, prefixed ``orthanc_``: ``orthanc_file_size``,
   ``orthanc_index_in_series``, ``orthanc_series_status``, ``orthanc_series_expected_instances``.
@@ -44,7 +48,7 @@ from .errors import ParseWarning
 
 __all__ = [
     "LEVELS", "ROUTES", "MAIN_TAGS", "INDEX_NAMES", "LevelTable", "build_frame", "tag_level",
-    "vector_columns", "empty_frame", "TEXT_DTYPE", "DATE_DTYPE",
+    "vector_columns", "empty_frame", "TEXT_DTYPE", "DATE_DTYPE", "NULL_DTYPE",
 ]
 
 LEVELS = ("patient", "study", "series", "instance")
@@ -86,6 +90,8 @@ TEXT_DTYPE = pd.StringDtype("pyarrow")
 #: gives back for index levels and categories, so those use it.
 STR_DTYPE = pd.Index(["x"]).dtype
 DATE_DTYPE = np.dtype("datetime64[us]")
+#: dtype of a tag that no resource of the archive has: no memory, survives parquet
+NULL_DTYPE = pd.ArrowDtype(pa.null())
 _INTEGER_VRS = {"IS", "US", "UL", "SS", "SL", "SV", "UV"}
 _NUMERIC_VRS = _INTEGER_VRS | {"DS", "FL", "FD"}
 
@@ -265,8 +271,12 @@ def build_frame(tables: Mapping[str, LevelTable | Mapping[str, pa.Array]], *, ty
             raw = lvl.get("book:" + jkey)
             if raw is None:
                 raw = pa.nulls(len(lvl["ID"]), pa.int64() if kind == "int" else pa.string())
-            col = (pd.Series(raw.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get), dtype="Int64")
-                   if kind == "int" else _category(raw))
+            if raw.null_count == len(raw):
+                col = _null(len(raw))
+            elif kind == "int":
+                col = pd.Series(raw.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get), dtype="Int64")
+            else:
+                col = _category(raw)
             columns[name] = _expand(col, codes, level)
 
     index = pd.MultiIndex(
@@ -307,11 +317,15 @@ def _expand(col, codes: np.ndarray, level: str):
     return series.array.take(codes)
 
 
+def _null(n: int) -> pd.Series:
+    return pd.Series(pd.array(pa.nulls(n), dtype=NULL_DTYPE))
+
+
 def _category(raw: pa.Array) -> pd.Categorical | pd.Series:
     if raw.null_count == len(raw):
         # all-missing categoricals do not survive parquet (their categories come back as
-        # object), so a field no resource has stays a plain string column
-        return _text(raw)
+        # object); an Arrow null column does, and costs nothing
+        return _null(len(raw))
     strings = pd.array(raw.to_numpy(zero_copy_only=False), dtype=TEXT_DTYPE)
     # categories in pandas' default string dtype: what pd.read_parquet gives back
     cats = pd.Index(pd.unique(strings[~pd.isna(strings)]).to_numpy(dtype=object, na_value=None),
@@ -345,6 +359,11 @@ def _typed_columns(kw: str, raw: pa.Array, level: str, typed: bool) -> dict[str,
     """One or more typed columns for the raw strings of one tag at its own level."""
     if not typed:
         return {kw: _text(raw)}
+    if raw.null_count == len(raw):
+        # no resource has the tag: an Arrow null column costs no memory and survives parquet
+        width = _vector_length(kw)
+        names = [f"{kw}_{i}" for i in range(width)] if width else [kw]
+        return {name: _null(len(raw)) for name in names}
     vr = tag_vr(kw)
     raw = _strip_padding(raw)
     text = _text(raw)

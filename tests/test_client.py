@@ -27,8 +27,8 @@ PASSWORD = "s3cr3t-Pa55word"
 
 @pytest.fixture(scope="module")
 def auth_server(orthanc_available):
-    from orthanc_pandas.testing import LocalOrthanc
     from orthanc_pandas.synthetic import make_series, to_bytes
+    from orthanc_pandas.testing import LocalOrthanc
 
     with LocalOrthanc(users={"alice": PASSWORD}) as server:
         server.upload_bytes(to_bytes(d) for d in make_series(3, 8, 8, seed="auth"))

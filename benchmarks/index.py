@@ -1,0 +1,137 @@
+"""read_orthanc vs the floor and vs peers, on one 20,000-instance server, in one run.
+
+    python benchmarks/index.py [--repeat 3] [--peer-sample 2000]
+
+(a) floor: the same paged GET requests with requests + json.loads, no DataFrame
+(b) orthanc_pandas.read_orthanc
+(c) pyorthanc: its fastest route to a per-instance table of main tags (the same expanded GET
+    lists through its client, joined with pandas)
+(c') pyorthanc's resource API (find_instances, then each instance's main tags and its series')
+(d) one GET per instance, the simple-orthanc way (requests with default headers)
+(c') and (d) are timed on --peer-sample instances and scaled linearly to the whole archive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+import pandas as pd
+import requests
+from _common import archive_server, best_of, table
+
+import orthanc_pandas as op
+
+
+def floor(url: str, page: int = 5000) -> int:
+    s = requests.Session()
+    s.headers["Accept-Encoding"] = "identity"
+    n = 0
+    for level in ("instances", "series", "studies", "patients"):
+        since = 0
+        while True:
+            r = s.get(f"{url}/{level}", params={"expand": "", "since": since, "limit": page})
+            items = json.loads(r.content)
+            n += len(items)
+            if len(items) < page:
+                break
+            since += page
+    return n
+
+
+def floor_gzip(url: str, page: int = 5000) -> int:
+    s = requests.Session()  # requests' default Accept-Encoding: gzip, deflate
+    n = 0
+    for level in ("instances", "series", "studies", "patients"):
+        since = 0
+        while True:
+            items = s.get(f"{url}/{level}", params={"expand": "", "since": since, "limit": page}).json()
+            n += len(items)
+            if len(items) < page:
+                break
+            since += page
+    return n
+
+
+def pyorthanc_expand(url: str) -> pd.DataFrame:
+    import pyorthanc
+
+    client = pyorthanc.Orthanc(url)
+    rows = {}
+    for level, getter in (("instances", client.get_instances), ("series", client.get_series),
+                          ("studies", client.get_studies), ("patients", client.get_patients)):
+        items = getter(params={"expand": True})
+        rows[level] = pd.DataFrame([{"ID": r["ID"], "Parent": r.get("ParentSeries") or r.get("ParentStudy")
+                                     or r.get("ParentPatient"), **r["MainDicomTags"]} for r in items])
+    df = rows["instances"].merge(rows["series"], left_on="Parent", right_on="ID", suffixes=("", "_series"))
+    df = df.merge(rows["studies"], left_on="Parent_series", right_on="ID", suffixes=("", "_study"))
+    return df.merge(rows["patients"], left_on="Parent_study", right_on="ID", suffixes=("", "_patient"))
+
+
+def pyorthanc_resources(url: str, sample: int) -> int:
+    import pyorthanc
+
+    client = pyorthanc.Orthanc(url)
+    ids = client.get_instances()[:sample]
+    n = 0
+    for iid in ids:
+        inst = pyorthanc.Instance(iid, client)
+        tags = dict(inst.get_main_information()["MainDicomTags"])
+        series = inst.parent_series
+        tags.update(series.get_main_information()["MainDicomTags"])
+        tags.update(series.parent_study.get_main_information()["MainDicomTags"])
+        n += 1
+    return n
+
+
+def one_get_per_instance(url: str, sample: int) -> int:
+    ids = requests.get(f"{url}/instances").json()[:sample]
+    n = 0
+    for iid in ids:  # simple-orthanc: a request per resource, default headers
+        info = requests.get(f"{url}/instances/{iid}").json()
+        requests.get(f"{url}/series/{info['ParentSeries']}").json()
+        n += 1
+    return n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--peer-sample", type=int, default=2000)
+    args = ap.parse_args()
+    with archive_server("20k") as server:
+        url = server.url
+        n = server.client().statistics()["CountInstances"]
+        warnings.simplefilter("ignore")
+        results = []
+        t_floor, m_floor, _ = best_of(lambda: floor(url), args.repeat)
+        results.append(("(a) floor: GET lists + json.loads (identity)", t_floor, m_floor, ""))
+        t_gz, m_gz, _ = best_of(lambda: floor_gzip(url), args.repeat)
+        results.append(("(a') same, requests' default gzip", t_gz, m_gz, ""))
+        t_ours, m_ours, df = best_of(lambda: op.read_orthanc(url, progress=False), args.repeat)
+        results.append(("(b) orthanc_pandas.read_orthanc", t_ours, m_ours, ""))
+        t_pe, m_pe, _ = best_of(lambda: pyorthanc_expand(url), args.repeat)
+        results.append(("(c) pyorthanc: expanded lists + pandas merge", t_pe, m_pe, ""))
+        sample = min(args.peer_sample, n)
+        t_pr, _, _ = best_of(lambda: pyorthanc_resources(url, sample), 1)
+        results.append((f"(c') pyorthanc resource API (x{n / sample:.0f} from {sample})",
+                        t_pr * n / sample, t_pr * n / sample, "extrapolated"))
+        t_d, _, _ = best_of(lambda: one_get_per_instance(url, sample), 1)
+        results.append((f"(d) one GET per instance (x{n / sample:.0f} from {sample})",
+                        t_d * n / sample, t_d * n / sample, "extrapolated"))
+        rows = [(name, f"{best:.3f}", f"{med:.3f}", f"{best / t_floor:.2f}", f"{best / t_ours:.1f}", note)
+                for name, best, med, note in results]
+        print(f"\n{n} instances, Orthanc {server.client().version}, best/median of {args.repeat}\n")
+        print(table(rows, ("method", "best s", "median s", "x floor", "x read_orthanc", "note")))
+        mem = df.memory_usage(deep=True).sum()
+        print(f"\nframe: {len(df)} rows x {df.shape[1]} columns, {mem / 1e6:.2f} MB = "
+              f"{mem / len(df):.0f} bytes per instance (memory_usage(deep=True))")
+        print(f"targets: (b)/(a) = {t_ours / t_floor:.2f} (<= 1.25); (c)/(b) = {t_pe / t_ours:.1f}, "
+              f"(d)/(b) = {results[-1][1] / t_ours:.1f} (>= 10); bytes/instance <= 300")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
