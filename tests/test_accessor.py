@@ -11,14 +11,14 @@ from orthanc_pandas.errors import NotAnIndexError
 
 def test_not_an_index_frame_raises_attributeerror_saying_why():
     with pytest.raises(AttributeError, match="read_orthanc") as info:
-        pd.DataFrame({"a": [1]}).orthanc
+        pd.DataFrame({"a": [1]}).orthanc  # noqa: B018
     assert isinstance(info.value, NotAnIndexError)
     assert not hasattr(pd.DataFrame({"a": [1]}), "orthanc")
 
 
 def test_reset_index_frame_explains_how_to_restore(corpus_frame):
     with pytest.raises(AttributeError, match="set_index"):
-        corpus_frame.reset_index().orthanc
+        corpus_frame.reset_index().orthanc  # noqa: B018
 
 
 def test_counts_follow_the_rows(corpus_frame):
