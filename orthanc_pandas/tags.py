@@ -144,6 +144,8 @@ def resolve_tag(name: object) -> TagInfo:
     >>> resolve_tag("0019,10AB")
     TagInfo(tag=1642667, name='0019,10ab', vr='', vm='')
     """
+    if isinstance(name, TagInfo):
+        return name
     if isinstance(name, str) and name.strip() in keyword_dict:
         return _info_for(keyword_dict[name.strip()])
     number = _parse_number(name)
