@@ -120,7 +120,7 @@ class OrthancAccessor:
             Criterion forms:
 
             * ``"CT"`` equality; ``"Doe*"``, ``"C?"`` DICOM wildcards; ``"CT\\\\MR"`` any of;
-              ``""``/``"*"`` everything (missing values too);
+              ``"*"`` any value (not missing); ``""`` every row (missing values too);
             * DA/TM/DT ranges ``"20200101-20201231"``, ``"20200101-"``, ``"-20201231"``;
               ``datetime.date``/``datetime`` values; ``(low, high)`` tuples (``None`` = open);
             * ``(low, high)`` on numeric tags (IS, DS, US, FL...); a number = equality;

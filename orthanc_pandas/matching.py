@@ -10,7 +10,8 @@ criterion                  matches
 ``"Doe*"``, ``"C?"``       DICOM wildcards (text tags; dates/numbers are matched on their
                            DICOM text form): ``*`` any run of characters, ``?`` one character
 ``"CT\\\\MR"``             DICOM list matching: any of the values between backslashes
-``""`` or ``"*"``          universal matching: every row, missing values too
+``""``                     universal matching: every row, missing values too
+``"*"``                    every row that has the tag (any value, even empty)
 ``"20200101-20201231"``    DA/TM/DT range, bounds included; ``"20200101-"``, ``"-20201231"``
 ``date``/``datetime``      DA: that day; DT/TM: equality with the DICOM text of the value
 ``(low, high)``            on DA/TM/DT and numeric tags: an inclusive range, ``None`` = open
@@ -230,7 +231,7 @@ def mask(column: pd.Series | pd.DataFrame, criterion, vr: str = "", case_sensiti
     Returns
     -------
     numpy.ndarray of bool
-        One value per row; missing values never match (except ``None`` and universal ``"*"``).
+        One value per row; missing values never match (except for ``None`` and ``""``).
 
     Raises
     ------
@@ -267,8 +268,8 @@ def mask(column: pd.Series | pd.DataFrame, criterion, vr: str = "", case_sensiti
         if kind == "vector":
             return column.isna().all(axis=1).to_numpy()
         return column.isna().to_numpy(dtype=bool)
-    if isinstance(criterion, str) and criterion in ("", "*"):
-        return np.ones(n, dtype=bool)  # DICOM universal matching
+    if isinstance(criterion, str) and criterion == "":
+        return np.ones(n, dtype=bool)  # DICOM universal matching (Orthanc's find ignores it)
     if isinstance(criterion, list | tuple | set | frozenset) and not _is_range_tuple(criterion, vr, kind):
         if kind == "vector" and isinstance(criterion, tuple) and criterion and all(
                 _is_number(x) for x in criterion):

@@ -26,11 +26,13 @@ import pyarrow as pa
 from pydicom.datadict import get_entry, keyword_dict, keyword_for_tag
 
 from .errors import UnknownTagError
-from .index import _typed_columns, vector_columns
+from .index import _NUMERIC_VRS, _typed_columns, vector_columns
 
 __all__ = ["TagInfo", "resolve_tag", "is_tag_name", "suggest_keywords", "typed_tag_columns",
            "column_names", "json_like"]
 
+#: VRs whose character repertoire has no "¥" (numbers, codes, dates, UIDs)
+_NO_YEN_VRS = _NUMERIC_VRS | {"CS", "AE", "AS", "DA", "DT", "TM", "UI"}
 _HEX_FORMS = (
     re.compile(r"^\(?\s*([0-9a-fA-F]{4})\s*[,|-]\s*([0-9a-fA-F]{4})\s*\)?$"),
     re.compile(r"^\(?([0-9a-fA-F]{4})([0-9a-fA-F]{4})\)?$"),
@@ -222,7 +224,12 @@ def typed_tag_columns(info: TagInfo, values: Sequence) -> dict[str, pd.Series]:
     if info.vr == "SQ" or any(isinstance(v, list | dict) for v in values):
         seq = pd.Series([json_like(v) if v is not None else None for v in values], dtype=object)
         return {info.name: seq}
-    raw = pa.array([None if v is None else str(v) for v in values], pa.string())
+    texts = [None if v is None else str(v) for v in values]
+    if info.vr in _NO_YEN_VRS:
+        # Orthanc decodes the 0x5C delimiter as "¥" under Japanese character sets (JIS X 0201
+        # Roman); these VRs cannot hold "¥", so it can only be the delimiter
+        texts = [t.replace("\u00a5", "\\") if t is not None else None for t in texts]
+    raw = pa.array(texts, pa.string())
     # the index's own schema and parsers: one place decides how DICOM strings become types
     cols = _typed_columns(info.name, raw, "instance", True)
     return {name: pd.Series(col).reset_index(drop=True) for name, col in cols.items()}
