@@ -198,12 +198,12 @@ def _kind(column) -> str:
         return "other"
     if pd.api.types.is_numeric_dtype(dtype):
         return "numeric"
-    if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype):
-        return "text"
-    if dtype == object:
+    if pd.api.types.is_object_dtype(dtype):
         sample = column.dropna()
         if len(sample) and not all(isinstance(v, str) for v in sample.iloc[:50]):
-            return "object"
+            return "object"  # sequences (lists of dicts) and other Python objects
+        return "text"
+    if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype):
         return "text"
     return "other"
 
