@@ -101,6 +101,151 @@ class OrthancAccessor:
         return self._nunique("instance")
 
     # -- selection, tags, sorting (matching.py, tags.py) ---------------------------------
+    # (imports are local so that parallel branches adding sections do not conflict)
+    def select(self, case_sensitive: bool = False, **criteria) -> pd.DataFrame:
+        """The rows matching every criterion: a boolean mask on this frame.
+
+        Main tags are columns, so matching them needs no server. A keyword that is a DICOM
+        tag but not a column is first fetched for the current rows (:meth:`with_tags`, one
+        request per series) and kept as a column of the result. The criteria are recorded
+        as JSON in ``attrs["orthanc"]["criteria"]`` of the result (the parent's attrs are not
+        changed), so a refresh can apply them again.
+
+        Parameters
+        ----------
+        case_sensitive : bool, default False
+            Text equality and wildcards ignore case unless this is ``True``.
+        **criteria
+            ``keyword=criterion``; for a tag number use ``**{"0019,10ab": ...}``.
+            Criterion forms:
+
+            * ``"CT"`` equality; ``"Doe*"``, ``"C?"`` DICOM wildcards; ``"CT\\\\MR"`` any of;
+              ``"*"`` any value (not missing); ``""`` every row (missing values too);
+            * DA/TM/DT ranges ``"20200101-20201231"``, ``"20200101-"``, ``"-20201231"``;
+              ``datetime.date``/``datetime`` values; ``(low, high)`` tuples (``None`` = open);
+            * ``(low, high)`` on numeric tags (IS, DS, US, FL...); a number = equality;
+            * a list (or a tuple that is not a 2-tuple range) = any of its criteria;
+            * ``None`` = the value is missing;
+            * a function ``f(column) -> bool mask`` (not recordable: a refresh cannot re-apply
+              it); vector tags pass the (n, k) frame of components.
+
+        Returns
+        -------
+        pandas.DataFrame
+            A row subset of this frame (plus fetched tag columns); possibly empty.
+
+        Raises
+        ------
+        UnknownTagError
+            A keyword that is neither a column nor a DICOM tag (the message names the closest
+            keywords).
+        SelectionError
+            A criterion that does not fit the tag (e.g. a malformed date).
+
+        Examples
+        --------
+        >>> ct = df.orthanc.select(Modality=["CT", "MR"], StudyDate="20200101-20201231")  # doctest: +SKIP
+        >>> thin = ct.orthanc.select(SliceThickness=(0, 2))   # fetched: one request per series  # doctest: +SKIP
+        >>> does = df.orthanc.select(PatientName="doe*")         # case-insensitive              # doctest: +SKIP
+        >>> df.orthanc.select(PatientName="DOE*", case_sensitive=True)                          # doctest: +SKIP
+        >>> df.orthanc.select(InstanceNumber=lambda c: c % 2 == 0)                              # doctest: +SKIP
+        """
+        from .selection import select
+
+        return select(self._df, criteria, self.client, case_sensitive=case_sensitive)
+
+    def with_tags(self, *tags, progress=None, max_workers: int | None = 4, client=None) -> pd.DataFrame:
+        """This frame with a typed column for each tag, fetched in bulk.
+
+        One ``GET /series/{id}/instances-tags`` request per series of the rows (never one per
+        instance); tags that already are columns are not fetched. Long values are fetched in
+        full. An instance without the tag gets a missing value. Types follow the index schema:
+        DA -> datetime64, IS/DS/US... -> Int64/Float64, fixed multi-valued numbers -> one
+        column per component (``PixelSpacing_0``, ``PixelSpacing_1``), text -> string,
+        sequences -> lists of dicts keyed by keyword. Private tags are named ``"gggg,eeee"``.
+
+        Parameters
+        ----------
+        *tags : str or int
+            Keywords (``"SliceThickness"``) or tag numbers (``"0018,0050"``, ``"00180050"``).
+        progress : bool or tqdm, optional
+            Progress bar over the series.
+        max_workers : int, default 4
+            Concurrent requests (capped by the client's connection pool).
+        client : OrthancClient or str, optional
+            Defaults to the client of the frame's server.
+
+        Returns
+        -------
+        pandas.DataFrame
+
+        Examples
+        --------
+        >>> df2 = df.orthanc.with_tags("SliceThickness", "PixelSpacing", "0019,10ab")  # doctest: +SKIP
+        >>> df2[["SliceThickness", "PixelSpacing_0", "PixelSpacing_1"]].dtypes        # doctest: +SKIP
+        """
+        from .selection import with_tags
+
+        return with_tags(self._df, tags, lambda: self.client(client), max_workers=max_workers,
+                         progress=progress)
+
+    def values(self, tag, **fetch) -> pd.Series:
+        """One value of ``tag`` per row (fetched when it is not a column).
+
+        A vector tag (``ImagePositionPatient``, ``PixelSpacing``...) gives a Series of float
+        tuples (``None`` when missing); its components as a frame are
+        ``df[["ImagePositionPatient_0", "ImagePositionPatient_1", "ImagePositionPatient_2"]]``.
+
+        Examples
+        --------
+        >>> df.orthanc.values("SliceThickness")                       # doctest: +SKIP
+        >>> df.orthanc.values("ImagePositionPatient").iloc[0]         # doctest: +SKIP
+        (-100.0, -110.0, 0.0)
+        """
+        from .selection import tag_values
+
+        return tag_values(self._df, tag, self.client, **fetch)
+
+    def unique(self, tag, **fetch) -> list:
+        """The sorted distinct values of ``tag`` among the rows, without missing values.
+
+        Examples
+        --------
+        >>> df.orthanc.unique("PatientName")                          # doctest: +SKIP
+        ['Doe^John', 'Roe^Jane']
+        >>> df.orthanc.unique("Modality")                             # doctest: +SKIP
+        ['CT', 'MR']
+        """
+        from .selection import unique_values
+
+        return unique_values(self._df, tag, self.client, **fetch)
+
+    def tags(self, **fetch) -> list[str]:
+        """Every tag available for the rows: main-tag columns with a value, plus the tags of
+        one instance per series (one request per series). Private tags are ``"gggg,eeee"``.
+
+        Examples
+        --------
+        >>> "SliceThickness" in df.orthanc.tags()                     # doctest: +SKIP
+        True
+        """
+        from .selection import available_tags
+
+        return available_tags(self._df, self.client, **fetch)
+
+    def sort_by(self, tag, ascending: bool = True, **fetch) -> pd.DataFrame:
+        """The rows ordered by any tag (fetched when needed): stable, missing values last.
+
+        Vector tags sort by their components in order; category columns by their text.
+
+        Examples
+        --------
+        >>> df.orthanc.sort_by("SliceLocation")                       # doctest: +SKIP
+        >>> df.orthanc.sort_by("StudyDate", ascending=False)          # doctest: +SKIP
+        """
+        from .selection import sort_by
+
+        return sort_by(self._df, tag, self.client, ascending=ascending, **fetch)
 
     # -- headers and files (headers.py, transfer.py) ------------------------------------
 

@@ -1,0 +1,182 @@
+"""matching.py: DICOM criteria -> masks on every column kind, and their JSON record (pure)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from orthanc_pandas.errors import SelectionError
+from orthanc_pandas.matching import (
+    decode_criteria,
+    decode_criterion,
+    encode_criteria,
+    encode_criterion,
+    mask,
+    wildcard_regex,
+)
+
+NAMES = ["DOE^JOHN", "Doe^Jane", "Roe^Richard", None, "", "d?e*"]
+
+
+def text_columns(values):
+    """The same values as every text dtype a frame can hold."""
+    return [pd.Series(values, dtype="string[pyarrow]"), pd.Series(values, dtype="category"),
+            pd.Series(values, dtype=object)]
+
+
+@pytest.mark.parametrize("col", text_columns(NAMES), ids=["string", "category", "object"])
+def test_text_forms(col):
+    assert mask(col, "doe^john", "PN").tolist() == [True, False, False, False, False, False]
+    assert mask(col, "doe^john", "PN", case_sensitive=True).tolist() == [False] * 6
+    assert mask(col, "Doe*", "PN").tolist() == [True, True, False, False, False, False]
+    assert mask(col, "Doe*", "PN", case_sensitive=True).tolist() == [False, True, False, False, False, False]
+    assert mask(col, "?oe^*", "PN").tolist() == [True, True, True, False, False, False]
+    assert mask(col, "*", "PN").tolist() == [True, True, True, False, True, True]  # present values
+    assert mask(col, "", "PN").all()  # universal matching
+    assert mask(col, ["Roe^Richard", "doe^jane"], "PN").tolist() == [False, True, True, False, False, False]
+    assert mask(col, "Roe^Richard\\doe^jane", "PN").tolist() == mask(col, ["Roe^Richard", "doe^jane"], "PN").tolist()
+    assert mask(col, None, "PN").tolist() == [False, False, False, True, False, False]
+    assert mask(col, lambda c: c.str.len() > 8, "PN").tolist() == [False, False, True, False, False, False]
+
+
+def test_regex_characters_are_literal():
+    col = pd.Series(["a.b", "axb", "(x)", "a+"], dtype="string")
+    assert mask(col, "a.b").tolist() == [True, False, False, False]
+    assert mask(col, "(*)").tolist() == [False, False, True, False]
+    assert mask(col, "a+").tolist() == [False, False, False, True]
+
+
+@given(st.text(alphabet="ab*?.^\\[", max_size=6), st.text(alphabet="ab.^[", max_size=6))
+def test_wildcards_agree_with_fnmatch_semantics(pattern, value):
+    pattern = pattern.replace("\\", "")
+    rx = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    expected = re.fullmatch(rx, value, flags=re.S) is not None
+    got = mask(pd.Series([value], dtype="string"), pattern or "x", "LO", case_sensitive=True)[0]
+    if pattern:
+        assert got == expected
+    assert re.fullmatch(wildcard_regex(pattern), value) is not None or not expected
+
+
+DATES = pd.Series(pd.to_datetime(["2019-06-01", "2020-01-01", "2020-12-31", None, "2021-03-04"]))
+
+
+def test_dates():
+    assert mask(DATES, "20200101-20201231", "DA").tolist() == [False, True, True, False, False]
+    assert mask(DATES, "20200101-", "DA").tolist() == [False, True, True, False, True]
+    assert mask(DATES, "-20200101", "DA").tolist() == [True, True, False, False, False]
+    assert mask(DATES, "20201231", "DA").tolist() == [False, False, True, False, False]
+    assert mask(DATES, dt.date(2020, 12, 31), "DA").tolist() == [False, False, True, False, False]
+    assert mask(DATES, dt.datetime(2020, 12, 31, 15, 0), "DA").tolist() == [False, False, True, False, False]
+    assert mask(DATES, (dt.date(2020, 1, 1), None), "DA").tolist() == [False, True, True, False, True]
+    assert mask(DATES, (None, "20200101"), "DA").tolist() == [True, True, False, False, False]
+    assert mask(DATES, [dt.date(2019, 6, 1), "20210304"], "DA").tolist() == [True, False, False, False, True]
+    assert mask(DATES, "2020*", "DA").tolist() == [False, True, True, False, False]
+    with pytest.raises(SelectionError, match="YYYYMMDD"):
+        mask(DATES, "2020-13-45", "DA")
+
+
+def test_times_and_datetimes_compare_as_dicom_text():
+    tm = pd.Series(["080000", "120000.5", "235959", None], dtype="category")
+    assert mask(tm, "-120000", "TM").tolist() == [True, False, False, False]
+    assert mask(tm, "100000-", "TM").tolist() == [False, True, True, False]
+    assert mask(tm, (dt.time(8), dt.time(12, 0, 0, 500000)), "TM").tolist() == [True, True, False, False]
+    dtc = pd.Series(["20200101120000", "20210101", None], dtype="string")
+    assert mask(dtc, (dt.datetime(2020, 1, 1), None), "DT").tolist() == [True, True, False]
+
+
+NUMS = [0.5, 2.0, 5.0, None]
+
+
+@pytest.mark.parametrize("col", [pd.Series(NUMS, dtype="Float64"),
+                                 pd.Series(["0.5", "2", " 5.0", None], dtype="string"),
+                                 pd.Series(["0.5", "2", " 5.0", None], dtype="category")],
+                         ids=["Float64", "string", "category"])
+def test_numbers(col):
+    assert mask(col, (0, 2), "DS").tolist() == [True, True, False, False]
+    assert mask(col, (2, None), "DS").tolist() == [False, True, True, False]
+    assert mask(col, 2, "DS").tolist() == [False, True, False, False]
+    assert mask(col, [5, 0.5], "DS").tolist() == [True, False, True, False]
+
+
+def test_integers_and_text_numbers():
+    col = pd.Series([1, 10, 11, None], dtype="Int64")
+    assert mask(col, "1", "IS").tolist() == [True, False, False, False]
+    assert mask(col, "1*", "IS").tolist() == [True, True, True, False]
+    assert mask(col, "1\\11", "IS").tolist() == [True, False, True, False]
+    assert mask(col, (2, 10), "IS").tolist() == [False, True, False, False]
+    assert mask(col, [1, 2, 3, 11], "IS").tolist() == [True, False, True, False]
+
+
+def test_vectors():
+    ipp = pd.DataFrame({"ImagePositionPatient_0": [0.0, 0.0, None],
+                        "ImagePositionPatient_1": [1.0, 1.0, None],
+                        "ImagePositionPatient_2": [2.5, 5.0, None]}, dtype="Float64")
+    assert mask(ipp, "0\\1\\2.5").tolist() == [True, False, False]
+    assert mask(ipp, (0, 1, 5)).tolist() == [False, True, False]
+    assert mask(ipp, [(0, 1, 5), "0\\1\\2.5"]).tolist() == [True, True, False]
+    assert mask(ipp, None).tolist() == [False, False, True]
+    assert mask(ipp, lambda f: f.iloc[:, 2] > 3).tolist() == [False, True, False]
+    with pytest.raises(SelectionError, match="components"):
+        mask(ipp, (0, 1))  # a 2-tuple on a 3-vector: neither a vector nor a range of it
+
+
+def test_sequences_only_take_functions():
+    seq = pd.Series([[{"CodeValue": "1"}], None], dtype=object)
+    assert mask(seq, lambda s: s.map(lambda v: v is not None)).tolist() == [True, False]
+    with pytest.raises(SelectionError, match="sequences"):
+        mask(seq, "1")
+
+
+def test_bad_callables_and_criteria_are_refused():
+    col = pd.Series([1, 2], dtype="Int64")
+    with pytest.raises(SelectionError, match="2 rows"):
+        mask(col, lambda c: [True])
+    with pytest.raises(SelectionError, match="booleans"):
+        mask(col, lambda c: c * 2)
+    with pytest.raises(SelectionError, match="unsupported"):
+        mask(col, object())
+    with pytest.raises(SelectionError, match="not a number"):
+        mask(col, "abc", "IS")
+
+
+def test_empty_columns():
+    for col in [pd.Series([], dtype="string"), pd.Series([], dtype="category"),
+                pd.Series([], dtype="Float64"), pd.Series([], dtype="datetime64[us]")]:
+        assert mask(col, "1*", "LO").shape == (0,)
+        assert mask(col, None).shape == (0,)
+
+
+CRITERIA = st.recursive(
+    st.one_of(st.none(), st.text(max_size=8), st.integers(-10**6, 10**6),
+              st.floats(allow_nan=False, allow_infinity=True), st.dates(),
+              st.datetimes(), st.times()),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.tuples(inner, inner),
+                            st.tuples(inner, inner, inner)),
+    max_leaves=6)
+
+
+@given(CRITERIA)
+def test_criteria_round_trip_through_json(criterion):
+    recorded = json.loads(json.dumps(encode_criterion(criterion)))
+    assert decode_criterion(recorded) == criterion
+
+
+def test_criteria_entries_and_callables():
+    entry = encode_criteria({"Modality": ["CT", "MR"], "StudyDate": (dt.date(2020, 1, 1), None),
+                             "InstanceNumber": lambda c: c > 1}, case_sensitive=True)
+    stored = json.loads(json.dumps(entry))
+    assert stored["case_sensitive"] is True
+    assert stored["select"]["InstanceNumber"]["callable"].startswith("<function")
+    with pytest.raises(SelectionError, match="cannot be re-applied"):
+        decode_criteria(stored)
+    criteria, cs = decode_criteria(stored, callables="skip")
+    assert criteria == {"Modality": ["CT", "MR"], "StudyDate": (dt.date(2020, 1, 1), None)} and cs
+    col = pd.Series(["CT", "MR", "US"], dtype="category")
+    assert np.array_equal(mask(col, criteria["Modality"]), mask(col, ["CT", "MR"]))
