@@ -10,7 +10,7 @@ import pandas as pd
 from . import __version__
 from ._progress import progress_bar
 from .client import OrthancClient, get_client
-from .errors import ServerChangedError
+from .errors import OrthancConnectionError, ServerChangedError
 from .index import LEVELS, ROUTES, InconsistentIndexError, LevelTable, build_frame
 
 __all__ = ["read_orthanc", "read_tables", "provenance", "FORMAT_VERSION"]
@@ -82,6 +82,12 @@ def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: b
                            min_total=20_000)
         try:
             tables = read_tables(client, page_size=page_size, bar=bar)
+        except OrthancConnectionError as exc:
+            done = getattr(exc, "_progress", "")
+            raise type(exc)(
+                f"read_orthanc: the server stopped answering {done}; no frame was returned "
+                f"(nothing partial). Cause: {exc}"
+            ) from None
         finally:
             bar.close()
         seq1 = client.last_change()
@@ -112,10 +118,16 @@ def read_tables(client: OrthancClient, *, page_size: int = 5000, bar=None) -> di
     # level or as a moved change sequence, both of which the caller detects.
     for level in reversed(LEVELS):
         table = LevelTable(level)
-        for page in client.iter_pages(ROUTES[level], page_size=page_size):
-            table.add_page(page)
-            if bar is not None:
-                bar.update(len(page))
+        try:
+            for page in client.iter_pages(ROUTES[level], page_size=page_size):
+                table.add_page(page)
+                if bar is not None:
+                    bar.update(len(page))
+        except OrthancConnectionError as exc:
+            read = ", ".join(f"{t.n} {ROUTES[lvl]}" for lvl, t in tables.items())
+            exc._progress = (f"while reading {ROUTES[level]} (after {table.n} of them"
+                             + (f"; {read} read before" if read else "") + ")")
+            raise
         tables[level] = table
     return tables
 

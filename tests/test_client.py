@@ -175,3 +175,65 @@ def test_version(corpus):
     client = corpus.server.client()
     assert client.version == client.get_json("/system")["Version"]
     assert client.version_tuple >= (1, 10)
+
+
+# -- TLS, with a self-signed certificate made here -------------------------------------------
+@pytest.fixture(scope="module")
+def tls_server(orthanc_available, tmp_path_factory):
+    import shutil
+    import subprocess
+
+    from orthanc_pandas.testing import LocalOrthanc
+
+    if not shutil.which("openssl"):
+        pytest.fail("the TLS tests need the openssl command (Debian package openssl)")
+    d = tmp_path_factory.mktemp("tls")
+    key, cert = d / "key.pem", d / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    from tls_relay import TLSRelay
+
+    with LocalOrthanc(users={"tls": PASSWORD}) as server, \
+            TLSRelay(server.port, str(cert), str(key)) as relay:
+        yield relay, cert
+
+
+def test_tls_default_verification_fails_with_how_to_fix(tls_server):
+    server, _ = tls_server
+    assert server.url.startswith("https://")
+    from orthanc_pandas.errors import OrthancTLSError
+
+    with pytest.raises(OrthancTLSError, match="verify='/path/to/ca.pem'"):
+        OrthancClient(server.url, auth=("tls", PASSWORD)).system()
+
+
+def test_tls_with_ca_bundle_works_and_auth_errors_stay_distinct(tls_server):
+    server, cert = tls_server
+    assert len(op.read_orthanc(server.url, auth=("tls", PASSWORD), verify=str(cert))) == 0
+    with pytest.raises(OrthancAuthError, match="rejected"):
+        OrthancClient(server.url, auth=("tls", "nope"), verify=str(cert)).system()
+    with pytest.raises(OrthancAuthError, match="none were given"):
+        OrthancClient(server.url, verify=str(cert)).system()
+
+
+# -- a server that hangs ---------------------------------------------------------------------
+def test_stalled_server_times_out_with_a_clear_message(orthanc_factory):
+    import os
+    import signal
+
+    from orthanc_pandas.errors import OrthancTimeoutError
+
+    server = orthanc_factory()
+    client = OrthancClient(server.url, timeout=(1, 1.5), retries=0)
+    assert client.system()
+    os.kill(server.process.pid, signal.SIGSTOP)  # the process is alive but answers nothing
+    try:
+        t = time.perf_counter()
+        with pytest.raises(OrthancTimeoutError, match="timed out") as info:
+            client.statistics()
+        assert time.perf_counter() - t < 10
+        assert isinstance(info.value, TimeoutError)
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+    assert client.statistics()["CountInstances"] == 0  # and it recovers

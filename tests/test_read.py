@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import pytest
 from pydicom.multival import MultiValue
 from pydicom.valuerep import DA
 
@@ -226,3 +227,28 @@ def test_concurrent_upload_gives_consistent_frame_or_error(empty_server):
     assert df.attrs["orthanc"]["counts"]["instances"] == len(df)
     assert df.orthanc.instance_count == len(df)
     assert df.index.get_level_values("series").nunique() == df.attrs["orthanc"]["counts"]["series"]
+
+
+def test_server_killed_during_read_raises_naming_what_was_read(orthanc_factory):
+    """Kill Orthanc while read_orthanc pages: a clear error, never a partial frame."""
+    server = orthanc_factory()
+    server.upload_bytes(generate_archive(4, 1, 2, 100, rows=4, cols=4, seed="killed"))
+    pages = []
+    client = op.OrthancClient(server.url, retries=1)
+    original = client.iter_pages
+
+    def iter_pages_then_kill(level, page_size=5000):
+        for page in original(level, page_size=page_size):
+            pages.append(level)
+            if len(pages) == 3:
+                server.kill()  # a real crash between two page requests
+            yield page
+
+    client.iter_pages = iter_pages_then_kill
+    with pytest.raises(op.OrthancConnectionError) as info:
+        op.read_orthanc(client, page_size=100)
+    msg = str(info.value)
+    assert "stopped answering while reading instances (after 300 of them" in msg
+    assert "no frame was returned" in msg
+    server.restart()  # restarted between calls: the next call works
+    assert len(op.read_orthanc(server.url)) == 800

@@ -1,0 +1,76 @@
+"""A TLS endpoint in front of a real Orthanc, as hospitals deploy it behind a reverse proxy.
+
+Debian's Orthanc 1.10.1 crashes (civetweb worker segfault) on the first request when its own
+``SslEnabled`` is on, so the TLS tests terminate TLS here, with a certificate made in the
+test, and relay the bytes to the plain-HTTP Orthanc. Everything else is the real server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import threading
+
+
+class TLSRelay:
+    """Listen with TLS on 127.0.0.1:<port> and relay each connection to 127.0.0.1:<target>."""
+
+    def __init__(self, target_port: int, certfile: str, keyfile: str):
+        self.target_port = target_port
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(certfile, keyfile)
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> TLSRelay:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        try:
+            tls = self.ctx.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError):  # the client refused our certificate: that's the test
+            conn.close()
+            return
+        try:
+            backend = socket.create_connection(("127.0.0.1", self.target_port))
+        except OSError:
+            tls.close()
+            return
+        done = threading.Event()
+
+        def pump(src, dst):
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                done.set()
+
+        threading.Thread(target=pump, args=(backend, tls), daemon=True).start()
+        pump(tls, backend)
+        done.wait(1)
+        for s in (tls, backend):
+            with contextlib.suppress(OSError):
+                s.close()
