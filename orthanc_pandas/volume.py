@@ -33,6 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+from pydicom.datadict import keyword_dict
+from pydicom.dataelem import RawDataElement
 
 from .errors import (
     DuplicateSliceError,
@@ -169,9 +171,35 @@ def affine_matrix(position: Sequence[float], orientation: Sequence[float],
 
 
 # -- headers from pydicom datasets ------------------------------------------------------------
+_TEXT_TAGS = {kw: keyword_dict[kw] for kw in (
+    "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SpacingBetweenSlices",
+    "SliceThickness", "RescaleSlope", "RescaleIntercept", "InstanceNumber")}
+
+
+def _get(ds, keyword: str):
+    """A DS/IS value, read from the raw bytes when pydicom has not converted it yet.
+
+    pydicom's DS conversion (validation, DSfloat objects) costs ~50 us per element; geometry
+    needs only the numbers, and reading them here keeps volume() near the download floor.
+    """
+    tag = _TEXT_TAGS[keyword]
+    if tag not in ds:
+        return None
+    elem = ds.get_item(tag)
+    if isinstance(elem, RawDataElement):
+        v = elem.value
+        return None if v is None else v.decode("latin-1").strip(" \x00")
+    return elem.value
+
+
 def _floats(value, n: int) -> tuple[float, ...] | None:
     if value is None:
         return None
+    if isinstance(value, str | bytes):
+        value = value.decode("latin-1") if isinstance(value, bytes) else value
+        if not value.strip():
+            return None
+        value = value.split("\\")
     try:
         vals = tuple(float(v) for v in (value if isinstance(value, Sequence | np.ndarray)
                                         and not isinstance(value, str) else [value]))
@@ -205,7 +233,10 @@ def _int(value) -> int | None:
     try:
         return int(value)
     except (TypeError, ValueError):
-        return None
+        try:
+            return int(float(value))  # IS written as "5.0" by some writers
+        except (TypeError, ValueError):
+            return None
 
 
 def _number_of_frames(ds) -> int:
@@ -229,8 +260,8 @@ def slice_headers(ds, instance: str = "") -> list[SliceHeader]:
     common = dict(sop_instance_uid=str(ds.get("SOPInstanceUID", "")), instance=instance,
                   rows=int(ds.get("Rows", 0) or 0), columns=int(ds.get("Columns", 0) or 0),
                   samples=int(ds.get("SamplesPerPixel", 1) or 1),
-                  instance_number=_int(ds.get("InstanceNumber")),
-                  slice_spacing=_floats(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness"), 1))
+                  instance_number=_int(_get(ds, "InstanceNumber")),
+                  slice_spacing=_floats(_get(ds, "SpacingBetweenSlices") or _get(ds, "SliceThickness"), 1))
     if common["slice_spacing"] is not None:
         common["slice_spacing"] = common["slice_spacing"][0] or None
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
@@ -239,21 +270,21 @@ def slice_headers(ds, instance: str = "") -> list[SliceHeader]:
         out = []
         for f, item in enumerate(per_frame):
             pos = _group(ds, item, "PlanePositionSequence")
-            if pos is None or _floats(pos.get("ImagePositionPatient"), 3) is None:
+            if pos is None or _floats(_get(pos, "ImagePositionPatient"), 3) is None:
                 out = []
                 break
             ori = _group(ds, item, "PlaneOrientationSequence")
             meas = _group(ds, item, "PixelMeasuresSequence")
             thick = None
             if meas is not None:
-                thick = _floats(meas.get("SpacingBetweenSlices") or meas.get("SliceThickness"), 1)
+                thick = _floats(_get(meas, "SpacingBetweenSlices") or _get(meas, "SliceThickness"), 1)
             out.append(SliceHeader(
                 **{**common, "slice_spacing": thick[0] if thick else common["slice_spacing"]},
-                position=_floats(pos.get("ImagePositionPatient"), 3),
-                orientation=_floats(ori.get("ImageOrientationPatient"), 6) if ori is not None
-                else _floats(ds.get("ImageOrientationPatient"), 6),
-                pixel_spacing=_floats(meas.get("PixelSpacing"), 2) if meas is not None
-                else _floats(ds.get("PixelSpacing"), 2),
+                position=_floats(_get(pos, "ImagePositionPatient"), 3),
+                orientation=_floats(_get(ori, "ImageOrientationPatient"), 6) if ori is not None
+                else _floats(_get(ds, "ImageOrientationPatient"), 6),
+                pixel_spacing=_floats(_get(meas, "PixelSpacing"), 2) if meas is not None
+                else _floats(_get(ds, "PixelSpacing"), 2),
                 frame=f))
         if out:
             return out
@@ -262,11 +293,11 @@ def slice_headers(ds, instance: str = "") -> list[SliceHeader]:
     meas = _group(ds, None, "PixelMeasuresSequence")
     return [SliceHeader(
         **common,
-        position=_floats(ds.get("ImagePositionPatient"), 3),
-        orientation=_floats(ds.get("ImageOrientationPatient"), 6)
-        or (_floats(ori.get("ImageOrientationPatient"), 6) if ori is not None else None),
-        pixel_spacing=_floats(ds.get("PixelSpacing"), 2)
-        or (_floats(meas.get("PixelSpacing"), 2) if meas is not None else None))]
+        position=_floats(_get(ds, "ImagePositionPatient"), 3),
+        orientation=_floats(_get(ds, "ImageOrientationPatient"), 6)
+        or (_floats(_get(ori, "ImageOrientationPatient"), 6) if ori is not None else None),
+        pixel_spacing=_floats(_get(ds, "PixelSpacing"), 2)
+        or (_floats(_get(meas, "PixelSpacing"), 2) if meas is not None else None))]
 
 
 # -- geometry ---------------------------------------------------------------------------------
@@ -497,6 +528,9 @@ def decode_pixels(ds) -> np.ndarray:
             f"Instance {uid} (SOPClassUID {ds.get('SOPClassUID', '?')}, Modality "
             f"{ds.get('Modality', '?')}) has no pixel data: it is not an image. Select image "
             "instances only.")
+    fast = _native_view(ds)
+    if fast is not None:
+        return fast
     try:
         return pixel_array(ds)
     except Exception as exc:  # pydicom raises several types; give one with a remedy
@@ -508,6 +542,38 @@ def decode_pixels(ds) -> np.ndarray:
             "pip install 'orthanc-pandas[pixels]'.") from exc
 
 
+_NATIVE_LE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+
+
+def _native_view(ds) -> np.ndarray | None:
+    """A zero-copy view of uncompressed little-endian single-frame grey pixels, when it is
+    exactly what pydicom would return (all stored bits used, so no masking or sign extension
+    is needed); else None and pydicom decodes."""
+    try:
+        ts = str(ds.file_meta.TransferSyntaxUID)
+        if ts not in _NATIVE_LE or "PixelData" not in ds:
+            return None
+        bits, stored = int(ds.BitsAllocated), int(ds.BitsStored)
+        if bits not in (8, 16, 32) or stored != bits or int(ds.get("SamplesPerPixel", 1)) != 1:
+            return None
+        if _number_of_frames(ds) != 1 or "NumberOfFrames" in ds and ds.NumberOfFrames is None:
+            return None
+        signed = int(ds.PixelRepresentation)
+        if signed not in (0, 1):
+            return None
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        data = ds.PixelData
+        dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+        size = rows * cols * dtype.itemsize
+        # Exactly one frame's bytes (plus the even-length pad): anything else is unusual
+        # enough (bad NumberOfFrames, excess data) to leave to pydicom's checks.
+        if not isinstance(data, bytes | bytearray) or len(data) not in (size, size + 1):
+            return None
+        return np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
+    except (AttributeError, TypeError, ValueError, KeyError):
+        return None
+
+
 def _rescale_params(ds, frame: int | None):
     """(slope, intercept) or a LUT dataset for one frame; None when the LUT is the identity."""
     if ds.get("ModalityLUTSequence"):
@@ -517,8 +583,8 @@ def _rescale_params(ds, frame: int | None):
         pf = ds.PerFrameFunctionalGroupsSequence
         item = _group(ds, pf[frame] if frame < len(pf) else None, "PixelValueTransformationSequence")
     src = item if item is not None and "RescaleSlope" in item else ds
-    slope = _floats(src.get("RescaleSlope"), 1)
-    intercept = _floats(src.get("RescaleIntercept"), 1)
+    slope = _floats(_get(src, "RescaleSlope"), 1)
+    intercept = _floats(_get(src, "RescaleIntercept"), 1)
     if slope is None and intercept is None:
         return None
     return (slope[0] if slope else 1.0, intercept[0] if intercept else 0.0)

@@ -28,7 +28,6 @@ from orthanc_pandas.errors import (
 from orthanc_pandas.synthetic import make_multiframe, make_series, to_bytes, uid
 from orthanc_pandas.testing import LocalOrthanc
 
-
 OBLIQUE = (np.cos(0.3), np.sin(0.3), 0.0, -np.sin(0.3) * np.cos(0.2), np.cos(0.3) * np.cos(0.2),
            np.sin(0.2))
 
