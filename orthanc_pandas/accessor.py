@@ -179,7 +179,7 @@ class OrthancAccessor:
                                           desc=f"Series {series[0][:8]}", decode=True)
         vol = from_datasets(datasets, instances=ids, rescale=rescale,
                             allow_irregular=allow_irregular, dtype=dtype, arrays=arrays,
-                            max_workers=min(workers, 4), release=True)
+                            max_workers=min(workers, 4), release=True, progress=False)
         vol.attrs["orthanc_series"] = str(series[0])
         return vol
 

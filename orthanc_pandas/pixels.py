@@ -70,6 +70,9 @@ def fetch_datasets(client: OrthancClient, instance_ids: Sequence[str], *,
             raise PixelDataError(
                 f"Orthanc instance {iid} is not a readable DICOM file ({type(exc).__name__}: {exc})."
             ) from exc
+        # pydicom keeps the BytesIO (and so the whole file) as ds.buffer: let it go.
+        if getattr(ds, "buffer", None) is not None:
+            ds.buffer = None
         del blob
         arr = None
         if decode:
