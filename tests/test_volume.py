@@ -280,3 +280,18 @@ def test_geometry_on_headers_only():
     assert g.order.tolist() == [3, 2, 1, 0]
     np.testing.assert_allclose(g.z, [0, 3, 6, 9])
     assert g.kind == "regular" and g.problems == []
+
+
+def test_several_multiframe_instances_without_positions():
+    a = roundtrip(make_multiframe(3, 4, 4, per_frame_positions=False, seed="c1"))
+    b = roundtrip(make_multiframe(3, 4, 4, per_frame_positions=False, seed="c1"))
+    b.SOPInstanceUID = "1.2.3.4"
+    b.InstanceNumber = 0  # sorts first: InstanceNumber is the only order there is
+    with pytest.warns(GeometryWarning, match="InstanceNumber"):
+        da = from_datasets([a, b], rescale=False)
+    assert da.dims == ("z", "frame", "y", "x")
+    assert list(da.sop_instance_uid.values) == ["1.2.3.4", a.SOPInstanceUID]
+    np.testing.assert_array_equal(da.values, np.stack([b.pixel_array, a.pixel_array]))
+    c = roundtrip(make_multiframe(2, 4, 4, per_frame_positions=False, seed="c2"))
+    with pytest.raises(InconsistentSlicesError, match="NumberOfFrames"):
+        from_datasets([a, c])
