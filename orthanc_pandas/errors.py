@@ -22,8 +22,16 @@ __all__ = [
     "SelectionError",
     "NotAnIndexError",
     "GeometryError",
+    "MissingGeometryError",
+    "InconsistentSlicesError",
+    "MixedOrientationError",
+    "DuplicateSliceError",
+    "SliceSpacingError",
+    "GantryTiltError",
+    "PixelDataError",
     "OrthancPandasWarning",
     "ParseWarning",
+    "GeometryWarning",
 ]
 
 
@@ -98,7 +106,45 @@ class NotAnIndexError(OrthancPandasError, AttributeError):
 
 
 class GeometryError(OrthancPandasError, ValueError):
-    """A series does not form a regular volume (base of the geometry errors)."""
+    """A series does not form a regular volume (base of the geometry errors).
+
+    Attributes
+    ----------
+    slices : list of str
+        The SOPInstanceUIDs of the slices involved.
+    """
+
+    def __init__(self, message: str, *, slices=()):
+        super().__init__(message)
+        self.slices = list(slices)
+
+
+class MissingGeometryError(GeometryError):
+    """Some slices have ImagePositionPatient/ImageOrientationPatient and others do not."""
+
+
+class InconsistentSlicesError(GeometryError):
+    """Slices differ in Rows, Columns, PixelSpacing or samples per pixel, so they do not stack."""
+
+
+class MixedOrientationError(GeometryError):
+    """The slices do not all share one ImageOrientationPatient (e.g. a localizer in the series)."""
+
+
+class DuplicateSliceError(GeometryError):
+    """Two or more slices sit at the same position along the slice normal."""
+
+
+class SliceSpacingError(GeometryError):
+    """The distance between consecutive slices is not uniform (missing slices, or mixed spacing)."""
+
+
+class GantryTiltError(GeometryError):
+    """Slice positions step at an angle to the slice normal (gantry tilt): the grid is sheared."""
+
+
+class PixelDataError(OrthancPandasError, ValueError):
+    """An instance has no pixel data, or its pixel data cannot be decoded here."""
 
 
 class OrthancPandasWarning(UserWarning):
@@ -107,3 +153,8 @@ class OrthancPandasWarning(UserWarning):
 
 class ParseWarning(OrthancPandasWarning):
     """Some values could not be converted to their column's type and were kept as missing."""
+
+
+class GeometryWarning(OrthancPandasWarning):
+    """A volume was built from irregular or missing geometry (``allow_irregular=True``, or no
+    ImagePositionPatient at all); the message says what is off."""

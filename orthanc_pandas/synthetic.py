@@ -22,11 +22,13 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-__all__ = ["make_series", "to_bytes", "phantom", "generate_archive", "uid"]
+__all__ = ["make_series", "make_multiframe", "to_bytes", "phantom", "generate_archive", "uid"]
 
 _ROOT = "1.2.826.0.1.3680043.10.1234."  # a UID root for generated, non-clinical data
 _SOP_CLASS = {"CT": CTImageStorage, "MR": MRImageStorage}
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
+MULTIFRAME_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7.3"  # grayscale word
 
 
 def uid(*parts: object) -> str:
@@ -156,6 +158,90 @@ def make_series(n_slices: int = 10, rows: int = 64, cols: int = 64, *, modality:
             setattr(ds, kw, value)
         out.append(ds)
     return out
+
+
+def make_multiframe(n_frames: int = 5, rows: int = 16, cols: int = 16, *,
+                    per_frame_positions: bool = True, frame_order: str = "ascending",
+                    orientation: Sequence[float] = (1, 0, 0, 0, 1, 0),
+                    pixel_spacing: Sequence[float] = (0.7, 0.8), slice_spacing: float = 2.5,
+                    origin: Sequence[float] = (-100.0, -110.0, 0.0), dtype=np.int16,
+                    slope: float = 1.0, intercept: float = -1024.0, patient_id: str = "SYN0001",
+                    series_description: str = "multiframe", seed: object = None) -> Dataset:
+    """One multi-frame instance with known geometry.
+
+    With ``per_frame_positions`` it is an Enhanced CT image: orientation, pixel spacing and
+    rescale in ``SharedFunctionalGroupsSequence``, one ``PlanePositionSequence`` per frame in
+    ``PerFrameFunctionalGroupsSequence``. Without, a multi-frame secondary capture (a cine
+    clip) with no per-frame geometry.
+
+    Parameters
+    ----------
+    frame_order : "ascending" or "descending"
+        Whether frame k sits at ``origin + k * slice_spacing * normal`` or the reverse (to
+        check that readers sort frames by position).
+    Other parameters
+        As :func:`make_series`.
+
+    Returns
+    -------
+    pydicom.Dataset
+        Frame k holds ``phantom(rows, cols, z_k) + k`` (so every frame differs).
+
+    Examples
+    --------
+    >>> ds = make_multiframe(3, 8, 8)
+    >>> int(ds.NumberOfFrames), len(ds.PerFrameFunctionalGroupsSequence)
+    (3, 3)
+    """
+    from pydicom.sequence import Sequence as Seq
+
+    dtype = np.dtype(dtype)
+    key = seed if seed is not None else generate_uid()
+    ds = _base_dataset("CT" if per_frame_positions else "OT", patient_id, "Synthetic^Patient",
+                       "19700101", "O", uid("study", patient_id, key), "20200101",
+                       "Synthetic study", uid("series", patient_id, key, "mf"), series_description, 1)
+    sop_class = ENHANCED_CT if per_frame_positions else MULTIFRAME_SECONDARY_CAPTURE
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.SOPInstanceUID = uid("sop", ds.SeriesInstanceUID) if seed is not None else generate_uid(prefix=_ROOT)
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.InstanceNumber = 1
+    ds.NumberOfFrames = n_frames
+    iop = np.asarray(orientation, float)
+    normal = np.cross(iop[:3], iop[3:])
+    ks = list(range(n_frames)) if frame_order == "ascending" else list(range(n_frames))[::-1]
+    positions = [np.asarray(origin, float) + k * slice_spacing * normal for k in ks]
+    frames = np.stack([phantom(rows, cols, float(np.dot(p, normal)), dtype=dtype) + dtype.type(f)
+                       for f, p in enumerate(positions)])
+    if per_frame_positions:
+        ds.FrameOfReferenceUID = uid("frame", ds.StudyInstanceUID)
+        shared = Dataset()
+        po = Dataset()
+        po.ImageOrientationPatient = [_ds(v) for v in iop]
+        shared.PlaneOrientationSequence = Seq([po])
+        pm = Dataset()
+        pm.PixelSpacing = [_ds(v) for v in pixel_spacing]
+        pm.SliceThickness = _ds(slice_spacing)
+        shared.PixelMeasuresSequence = Seq([pm])
+        pv = Dataset()
+        pv.RescaleSlope = _ds(slope)
+        pv.RescaleIntercept = _ds(intercept)
+        pv.RescaleType = "HU"
+        shared.PixelValueTransformationSequence = Seq([pv])
+        ds.SharedFunctionalGroupsSequence = Seq([shared])
+        per = []
+        for f, p in enumerate(positions):
+            item = Dataset()
+            pp = Dataset()
+            pp.ImagePositionPatient = [_ds(v) for v in p]
+            item.PlanePositionSequence = Seq([pp])
+            fc = Dataset()
+            fc.InStackPositionNumber = f + 1
+            item.FrameContentSequence = Seq([fc])
+            per.append(item)
+        ds.PerFrameFunctionalGroupsSequence = Seq(per)
+    _set_pixels(ds, frames[0])
+    ds.PixelData = frames.astype(frames.dtype.newbyteorder("<"), copy=False).tobytes()
+    return ds
 
 
 def _ds(v: float) -> str:
