@@ -41,6 +41,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from .errors import SelectionError
 
@@ -209,6 +210,14 @@ def _kind(column) -> str:
 
 
 # -- the mask -------------------------------------------------------------------------------
+def _all_missing(column) -> bool:
+    if isinstance(column, pd.DataFrame):
+        return all(_all_missing(column[c]) for c in column.columns)
+    dtype = column.dtype
+    return (isinstance(dtype, pd.ArrowDtype) and dtype.pyarrow_dtype == pa.null()) or \
+        bool(len(column)) and bool(column.isna().all()) and dtype == object
+
+
 def mask(column: pd.Series | pd.DataFrame, criterion, vr: str = "", case_sensitive: bool = False,
          *, name: str | None = None) -> np.ndarray:
     """The rows of ``column`` that match a DICOM-style criterion.
@@ -270,6 +279,10 @@ def mask(column: pd.Series | pd.DataFrame, criterion, vr: str = "", case_sensiti
         return column.isna().to_numpy(dtype=bool)
     if isinstance(criterion, str) and criterion == "":
         return np.ones(n, dtype=bool)  # DICOM universal matching (Orthanc's find ignores it)
+    if _all_missing(column):
+        # no row has the tag (e.g. a null[pyarrow] column): no value can match, whatever the
+        # criterion's form; there is no dtype to check it against
+        return np.zeros(n, dtype=bool)
     if isinstance(criterion, list | tuple | set | frozenset) and not _is_range_tuple(criterion, vr, kind):
         if kind == "vector" and isinstance(criterion, tuple) and criterion and all(
                 _is_number(x) for x in criterion):

@@ -124,7 +124,8 @@ ORTHANC_NORMALIZED = {"PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOP
 
 
 def _values(raw_frame, tag) -> list[str]:
-    col = raw_frame[tag].dropna().astype(str)
+    # query values as a user types them: without DICOM's trailing padding (difference 9)
+    col = raw_frame[tag].dropna().astype(str).str.rstrip(" \x00")
     return sorted(v for v in col.unique() if v.strip())
 
 
@@ -218,6 +219,11 @@ def documented_differences(tag, kind, raw_frame, file_values) -> set[str]:
         mine = None if pd.isna(value) else str(value).strip()
         if own_text != mine:
             out.add(iid)
+    # 6. The typed frame drops DICOM's trailing padding (as pydicom does); Orthanc keeps it
+    #    in a few files ("O " for PatientSex) and its find compares the padded text.
+    if not (tag in DATE_TAGS or tag in TIME_TAGS or tag in NUMBER_TAGS):
+        text = col.astype("string")
+        out |= set(ids[(text != text.str.rstrip(" \x00")).fillna(False)])
     # 5. Orthanc indexes missing identifiers as "": "*" matches instances lacking them.
     if tag in ORTHANC_NORMALIZED:
         out |= set(ids[col.isna()])
