@@ -25,7 +25,7 @@ def main() -> None:
             s = requests.Session()
             s.headers["Accept-Encoding"] = enc
 
-            def lists():
+            def lists(s=s):
                 n = 0
                 for level in ("instances", "series", "studies", "patients"):
                     n += len(s.get(f"{url}/{level}", params={"expand": "", "since": 0, "limit": 100000}).content)
@@ -35,7 +35,7 @@ def main() -> None:
             wire = s.get(f"{url}/instances", params={"expand": "", "since": 0, "limit": 100000}, stream=True)
             wire_bytes = len(wire.raw.read(decode_content=False))
 
-            def files():
+            def files(s=s):
                 return sum(len(s.get(f"{url}/instances/{i}/file").content) for i in ids)
 
             t_bin, _, fbytes = best_of(files, 3)

@@ -215,7 +215,7 @@ def _all_missing(column) -> bool:
         return all(_all_missing(column[c]) for c in column.columns)
     dtype = column.dtype
     return (isinstance(dtype, pd.ArrowDtype) and dtype.pyarrow_dtype == pa.null()) or \
-        bool(len(column)) and bool(column.isna().all()) and dtype == object
+        bool(len(column)) and bool(column.isna().all()) and dtype == np.dtype(object)
 
 
 def mask(column: pd.Series | pd.DataFrame, criterion, vr: str = "", case_sensitive: bool = False,
