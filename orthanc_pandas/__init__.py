@@ -14,5 +14,6 @@ from .client import OrthancClient, connect  # noqa: E402
 from .errors import *  # noqa: E402,F401,F403
 from .errors import __all__ as _errors_all  # noqa: E402
 from .read import read_orthanc  # noqa: E402
+from .transfer import upload  # noqa: E402
 
-__all__ = ["__version__", "read_orthanc", "connect", "OrthancClient", *_errors_all]
+__all__ = ["__version__", "read_orthanc", "upload", "connect", "OrthancClient", *_errors_all]

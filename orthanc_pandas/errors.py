@@ -22,8 +22,10 @@ __all__ = [
     "SelectionError",
     "NotAnIndexError",
     "GeometryError",
+    "DownloadFolderError",
     "OrthancPandasWarning",
     "ParseWarning",
+    "RefreshWarning",
 ]
 
 
@@ -101,9 +103,18 @@ class GeometryError(OrthancPandasError, ValueError):
     """A series does not form a regular volume (base of the geometry errors)."""
 
 
+class DownloadFolderError(OrthancPandasError, PermissionError):
+    """The download folder cannot be created or written to."""
+
+
 class OrthancPandasWarning(UserWarning):
     """Base class of every warning emitted by orthanc-pandas."""
 
 
 class ParseWarning(OrthancPandasWarning):
     """Some values could not be converted to their column's type and were kept as missing."""
+
+
+class RefreshWarning(OrthancPandasWarning):
+    """``refresh()`` could not reproduce a fresh read exactly (a frame cut by plain pandas, or
+    selection criteria that cannot be replayed)."""

@@ -1,0 +1,291 @@
+"""``df.orthanc.refresh()``: bring a frame up to date from the changes since it was read.
+
+The cost grows with the changes, not with the archive:
+
+1. ``GET /changes?since=<attrs last_change>`` names the resources created or re-stored since
+   (a re-upload with ``OverwriteInstances`` logs a new ``NewInstance`` for the same id).
+2. ``GET /instances`` (ids only) finds deletions, which Orthanc does not log.
+3. Every *affected series* (one that gained, lost or re-stored an instance, or was created) is
+   fetched again whole: ``/series/{id}``, ``/series/{id}/instances`` and its study and patient.
+   Its rows are rebuilt with the same code as :func:`~orthanc_pandas.read_orthanc`
+   (:class:`~orthanc_pandas.index.LevelTable` and :func:`~orthanc_pandas.index.build_frame`);
+   rows of other series are kept as they are. A parent's tags only change when it is
+   re-created, which in Orthanc means all its old instances were deleted first, so keeping the
+   untouched series is exact.
+4. The recorded ``select`` criteria are replayed, so the result is what a fresh
+   ``read_orthanc`` followed by the same selects gives.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pandas as pd
+
+from .client import OrthancClient
+from .errors import OrthancNotFoundError, OrthancPandasError, RefreshWarning, ServerChangedError
+from .index import (
+    LEVELS,
+    ROUTES,
+    STR_DTYPE,
+    TEXT_DTYPE,
+    LevelTable,
+    _sorted,
+    build_frame,
+)
+
+__all__ = ["refresh", "changed_resources"]
+
+_STAT_KEYS = {"patients": "CountPatients", "studies": "CountStudies", "series": "CountSeries",
+              "instances": "CountInstances"}
+
+
+def changed_resources(changes: list[dict]) -> dict[str, set[str]]:
+    """Group ``/changes`` entries by resource type (pure).
+
+    ``Stable*`` entries are ignored: stability changes nothing in the frame.
+
+    Examples
+    --------
+    >>> changed_resources([{"ChangeType": "NewInstance", "ResourceType": "Instance", "ID": "a"},
+    ...                    {"ChangeType": "StableSeries", "ResourceType": "Series", "ID": "s"}])
+    {'patient': set(), 'study': set(), 'series': set(), 'instance': {'a'}}
+    """
+    out: dict[str, set[str]] = {lvl: set() for lvl in LEVELS}
+    kinds = {"Patient": "patient", "Study": "study", "Series": "series", "Instance": "instance"}
+    for c in changes:
+        level = kinds.get(c.get("ResourceType"))
+        if level is None or str(c.get("ChangeType", "")).startswith("Stable"):
+            continue
+        out[level].add(c["ID"])
+    return out
+
+
+def _all_changes(client: OrthancClient, since: int) -> list[dict]:
+    out: list[dict] = []
+    while True:
+        page = client.changes(since, limit=1000)
+        out.extend(page.get("Changes") or [])
+        if page.get("Done", True) or int(page.get("Last", since)) <= since:
+            return out
+        since = int(page["Last"])
+
+
+def _is_typed(df: pd.DataFrame) -> bool:
+    if "StudyDate" in df.columns:
+        return not isinstance(df["StudyDate"].dtype, pd.StringDtype)
+    return True
+
+
+def _get_or_none(client: OrthancClient, path: str):
+    try:
+        return client.get_json(path)
+    except OrthancNotFoundError:
+        return None  # deleted meanwhile
+
+
+def _pmap(fn, items, workers: int = 4) -> list:
+    items = list(items)
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(workers, thread_name_prefix="orthanc-refresh") as pool:
+        return list(pool.map(fn, items))
+
+
+def _fetch_series(client: OrthancClient, series_ids: set[str], typed: bool) -> pd.DataFrame | None:
+    """The rows of whole series, built the way read_orthanc builds them."""
+    workers = max(1, min(4, client.pool_size))
+    series = [s for s in _pmap(lambda s: _get_or_none(client, f"/series/{s}"), sorted(series_ids),
+                               workers) if s]
+    if not series:
+        return None
+    inst_lists = _pmap(lambda s: _get_or_none(client, f"/series/{s['ID']}/instances") or [],
+                       series, workers)
+    studies = [s for s in _pmap(lambda st: _get_or_none(client, f"/studies/{st}"),
+                                sorted({s["ParentStudy"] for s in series}), workers) if s]
+    patients = [p for p in _pmap(lambda p: _get_or_none(client, f"/patients/{p}"),
+                                 sorted({s["ParentPatient"] for s in studies}), workers) if p]
+    study_ids = {s["ID"] for s in studies}
+    series = [s for s in series if s["ParentStudy"] in study_ids]
+    series_ids_ok = {s["ID"] for s in series}
+    instances = [i for lst in inst_lists for i in lst if i.get("ParentSeries") in series_ids_ok]
+    tables = {
+        "patient": LevelTable.from_resources("patient", patients),
+        "study": LevelTable.from_resources("study", studies),
+        "series": LevelTable.from_resources("series", series),
+        "instance": LevelTable.from_resources("instance", instances),
+    }
+    return build_frame(tables, typed=typed, sort=False)
+
+
+def _combine(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Stack frames made at different times into what one build_frame call would give.
+
+    Categorical columns get the categories a fresh read would give them (the values present,
+    sorted); a column that is all missing is a plain string column, as in a fresh read.
+    """
+    parts = [p for p in parts if p is not None]
+    columns: list[str] = []
+    for p in parts:
+        columns.extend(c for c in p.columns if c not in columns)
+    index = parts[0].index
+    for p in parts[1:]:
+        index = index.append(p.index)
+    n = len(index)
+    data = {}
+    for c in columns:
+        pieces = [p[c] if c in p.columns else None for p in parts]
+        dtypes = [s.dtype for s in pieces if s is not None]
+        if any(isinstance(d, pd.CategoricalDtype) for d in dtypes):
+            values = np.concatenate([
+                (s.astype(object).where(s.notna(), None).to_numpy(dtype=object) if s is not None
+                 else np.full(len(p), None, dtype=object)) for s, p in zip(pieces, parts)])
+            present = [v for v in values if v is not None]
+            if not present:
+                data[c] = pd.array(values, dtype=TEXT_DTYPE)
+            else:
+                cats = pd.Index(pd.unique(np.array(present, dtype=object)), dtype=STR_DTYPE).sort_values()
+                data[c] = pd.Categorical(values, categories=cats)
+        else:
+            dtype = dtypes[0]
+            filled = [s.reset_index(drop=True) if s is not None
+                      else pd.Series(pd.NA, index=range(len(p))).astype(dtype)
+                      for s, p in zip(pieces, parts)]
+            data[c] = pd.concat(filled, ignore_index=True).astype(dtype).array
+    out = pd.DataFrame(data, index=index, columns=columns) if columns else pd.DataFrame(index=index)
+    assert len(out) == n
+    return out
+
+
+def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -> pd.DataFrame:
+    """The frame as a fresh :func:`~orthanc_pandas.read_orthanc` (+ the same selects) gives it.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A frame from ``read_orthanc``, possibly narrowed by ``df.orthanc.select`` or by pandas.
+    client : OrthancClient
+    max_attempts : int, default 3
+        Tries while the archive keeps changing during the refresh.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A new frame with new provenance (``last_change``, ``read_at``, ``counts``).
+
+    Warns
+    -----
+    RefreshWarning
+        When ``df`` was cut by plain pandas operations (fewer rows than the archive had and no
+        recorded criteria) or its criteria cannot be replayed (a callable): only the rows it
+        has are refreshed (new values, deleted rows dropped); new instances cannot be seen.
+
+    Raises
+    ------
+    OrthancPandasError
+        When ``df.attrs`` does not record the change sequence it was read at.
+
+    Examples
+    --------
+    >>> df = op.read_orthanc(url)                                       # doctest: +SKIP
+    >>> # ... uploads and deletions happen ...
+    >>> df = df.orthanc.refresh()                                       # doctest: +SKIP
+    """
+    info = dict(df.attrs.get("orthanc") or {})
+    if info.get("last_change") is None:
+        raise OrthancPandasError(
+            "refresh() needs the change sequence the frame was read at (df.attrs['orthanc']"
+            "['last_change']), and this frame has none (attrs lost, e.g. after pd.concat). "
+            "Read it again with orthanc_pandas.read_orthanc(url).")
+    since = int(info["last_change"])
+    criteria = list(info.get("criteria") or [])
+    counts = info.get("counts") or {}
+    replayable = all("callable" not in e for e in criteria)
+    old_ids = df.index.get_level_values("instance")
+    full = (not criteria and len(df) == counts.get("instances") and old_ids.is_unique)
+    keep_only_rows = not full and not (criteria and replayable)
+    if keep_only_rows:
+        why = ("its selection criteria include a callable, which cannot be replayed"
+               if criteria else
+               f"it has {len(df)} rows, the archive had {counts.get('instances')}, and no "
+               "recorded select() criteria explain the difference (cut by plain pandas?)")
+        warnings.warn(
+            f"refresh() updates only the rows this frame has: {why}. New instances that would "
+            "match cannot be seen. Use df.orthanc.select(...) on a full read to make a frame "
+            "that refresh() can keep complete.", RefreshWarning, stacklevel=3)
+    typed = _is_typed(df)
+    old_set = set(map(str, old_ids))
+    series_of = dict(zip(map(str, old_ids), map(str, df.index.get_level_values("series"))))
+
+    for _attempt in range(max_attempts):
+        seq0 = client.last_change()
+        changed = changed_resources(_all_changes(client, since))
+        stats = client.statistics()
+        server_ids = set(client.list_ids("instances"))
+        deleted = old_set - server_ids
+        affected = set(changed["series"]) | {series_of[i] for i in deleted}
+        affected |= {series_of[i] for i in changed["instance"] if i in series_of}
+        # study / patient entries: the series under them now
+        for level in ("study", "patient"):
+            for rid in changed[level]:
+                found = _get_or_none(client, f"/{ROUTES[level]}/{rid}/series")
+                affected |= {s["ID"] for s in found or []}
+        if not keep_only_rows:
+            # new instances in series not yet known: one small request each
+            unknown = [i for i in changed["instance"] if i not in series_of and i in server_ids]
+            new = _fetch_series(client, affected, typed) if affected else None
+            covered = set(map(str, new.index.get_level_values("instance"))) if new is not None else set()
+            more = {r["ParentSeries"] for r in _pmap(
+                lambda i: _get_or_none(client, f"/instances/{i}") or {"ParentSeries": None},
+                [i for i in unknown if i not in covered]) if r.get("ParentSeries")} - affected
+            if more:
+                extra = _fetch_series(client, more, typed)
+                new = extra if new is None else _combine([new, extra])
+                affected |= more
+        else:
+            new = _fetch_series(client, affected, typed) if affected else None
+        if client.last_change() == seq0:
+            break
+    else:
+        raise ServerChangedError(
+            f"The archive at {client.url} kept changing during {max_attempts} refresh attempts; "
+            "retry when uploads have settled.")
+
+    affected_rows = df.index.get_level_values("series").isin(list(affected))
+    gone_rows = old_ids.isin(list(deleted))
+    kept = df[~affected_rows & ~gone_rows]
+    if new is not None and keep_only_rows:
+        new = new[new.index.get_level_values("instance").isin(list(old_set))]
+    parts = [kept.drop(columns=[c for c in kept.columns if c not in df.columns])]
+    if new is not None and len(new):
+        parts.append(new)
+    out = _combine(parts)
+    out.index = out.index.remove_unused_levels()
+    if keep_only_rows:
+        position = pd.Series(np.arange(len(df)), index=old_ids.astype(str))
+        position = position[~position.index.duplicated()]
+        order = position.reindex(out.index.get_level_values("instance").astype(str)).to_numpy()
+        out = out.iloc[np.argsort(order, kind="stable")]
+    elif len(out):
+        out = _sorted(out)
+
+    attrs = dict(info)
+    attrs.update(
+        last_change=int(seq0),
+        read_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        counts={route: int(stats[_STAT_KEYS[route]]) for route in ROUTES.values()},
+        criteria=[],
+    )
+    out.attrs = {k: v for k, v in df.attrs.items() if k != "orthanc"}
+    out.attrs["orthanc"] = attrs
+    if criteria and not keep_only_rows:
+        from .matching import decode_criteria  # built on another branch; imported when needed
+
+        for entry in criteria:
+            crit, case_sensitive = decode_criteria(entry)
+            out = out.orthanc.select(**crit, case_sensitive=case_sensitive)
+    out.attrs["orthanc"] = {**out.attrs.get("orthanc", attrs), "criteria": criteria}
+    return out
