@@ -142,7 +142,7 @@ def _combine(parts: list[pd.DataFrame]) -> pd.DataFrame:
         if any(isinstance(d, pd.CategoricalDtype) for d in dtypes):
             values = np.concatenate([
                 (s.astype(object).where(s.notna(), None).to_numpy(dtype=object) if s is not None
-                 else np.full(len(p), None, dtype=object)) for s, p in zip(pieces, parts)])
+                 else np.full(len(p), None, dtype=object)) for s, p in zip(pieces, parts, strict=False)])
             present = [v for v in values if v is not None]
             if not present:
                 data[c] = pd.array(values, dtype=TEXT_DTYPE)
@@ -153,7 +153,7 @@ def _combine(parts: list[pd.DataFrame]) -> pd.DataFrame:
             dtype = dtypes[0]
             filled = [s.reset_index(drop=True) if s is not None
                       else pd.Series(pd.NA, index=range(len(p))).astype(dtype)
-                      for s, p in zip(pieces, parts)]
+                      for s, p in zip(pieces, parts, strict=False)]
             data[c] = pd.concat(filled, ignore_index=True).astype(dtype).array
     out = pd.DataFrame(data, index=index, columns=columns) if columns else pd.DataFrame(index=index)
     assert len(out) == n
@@ -218,7 +218,7 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
             "that refresh() can keep complete.", RefreshWarning, stacklevel=3)
     typed = _is_typed(df)
     old_set = set(map(str, old_ids))
-    series_of = dict(zip(map(str, old_ids), map(str, df.index.get_level_values("series"))))
+    series_of = dict(zip(map(str, old_ids), map(str, df.index.get_level_values("series")), strict=False))
 
     for _attempt in range(max_attempts):
         seq0 = client.last_change()

@@ -189,7 +189,7 @@ def download(df: pd.DataFrame, client: OrthancClient, folder: str | os.PathLike 
     sizes = (df["orthanc_file_size"].tolist() if "orthanc_file_size" in df.columns
              else [None] * len(df))
     jobs: dict[Path, tuple[str, object]] = {}
-    for ids, path, size in zip(idx, targets, sizes):
+    for ids, path, size in zip(idx, targets, sizes, strict=False):
         jobs.setdefault(path, (str(ids[3]), size))
     workers = max(1, min(int(max_workers), client.pool_size, len(jobs) or 1))
     with progress_bar(progress, total=len(jobs), desc="Downloading", unit="file",
@@ -260,17 +260,15 @@ def _expand_inputs(paths, recursive: bool) -> list[Path]:
 
 
 def _looks_like_dicom(data: bytes) -> bool:
+    """A cheap local sniff: the Part 10 ``DICM`` marker, or a raw dataset starting with a
+    group 0002/0008 element (Orthanc also stores files without preamble)."""
     if len(data) >= 132 and data[128:132] == b"DICM":
         return True
-    # Files without the Part 10 preamble: accept what pydicom can read a SOP Instance UID from
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True,
-                             specific_tags=["SOPInstanceUID"])
-        return bool(ds.get("SOPInstanceUID"))
-    except Exception:
+    if len(data) < 16:
         return False
+    group_le = int.from_bytes(data[0:2], "little")
+    group_be = int.from_bytes(data[0:2], "big")
+    return group_le in (0x0002, 0x0008) or group_be == 0x0008
 
 
 def _items(files: list[Path]) -> Iterator[tuple[str, object]]:
@@ -312,9 +310,9 @@ def upload(paths, url_or_client: str | OrthancClient, *, recursive: bool = False
     recursive : bool, default False
         Descend into subfolders.
     check_dicom : bool, default True
-        Check locally that a file is DICOM before sending it (the ``DICM`` marker, or a SOP
-        Instance UID pydicom can read in a file without preamble). Non-DICOM files are then
-        reported ``NotDicom`` without being sent. ``False`` sends everything and lets Orthanc
+        Sniff locally that a file is DICOM before sending it (the ``DICM`` marker, or a
+        dataset without preamble that starts with a group 0002/0008 element). Other files are
+        then reported ``NotDicom`` without being sent. ``False`` sends everything and lets Orthanc
         judge.
     progress : bool or tqdm, optional
         Progress bar; shown in terminals and notebooks from 50 files by default.
