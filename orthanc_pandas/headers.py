@@ -75,7 +75,7 @@ def parse_header_prefix(buf: bytes, complete: bool) -> pydicom.Dataset | None:
     except Exception:  # a truncated element or sequence: wait for more bytes
         return None
     pos = fp.tell()
-    if pos + 4 <= len(buf) and buf[pos:pos + 4] in (_PIXEL_TAGS_LE if ds.is_little_endian
+    if pos + 4 <= len(buf) and buf[pos:pos + 4] in (_PIXEL_TAGS_LE if ds.original_encoding[1]
                                                      else _PIXEL_TAGS_BE):
         return ds
     return None
