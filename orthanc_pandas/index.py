@@ -391,39 +391,20 @@ def parse_vectors(text: pd.Series, kw: str, length: int) -> dict[str, pd.Series]
     return out
 
 
-_SORT_KEYS = ("PatientID", "StudyDate", "StudyInstanceUID", "SeriesNumber", "SeriesInstanceUID",
-              "InstanceNumber", "SOPInstanceUID")
-
-
-def _rank_codes(values) -> np.ndarray:
-    """Integer codes in ascending sort order of ``values``, missing values last."""
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        # categories are built sorted (see _category), so codes are ranks already
-        cats = values.categories
-        if not cats.is_monotonic_increasing:
-            values = values.reorder_categories(cats.sort_values())
-        codes = np.asarray(values.codes, dtype=np.int64)
-        n_unique = len(values.categories)
-    else:
-        codes, uniques = pd.factorize(values, sort=True, use_na_sentinel=True)
-        codes = np.asarray(codes, dtype=np.int64)
-        n_unique = len(uniques)
-    codes = codes.copy()
-    codes[codes < 0] = n_unique
-    return codes
-
-
 def _sorted(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows ordered by PatientID, StudyDate, StudyInstanceUID, SeriesNumber, SeriesInstanceUID,
-    InstanceNumber, SOPInstanceUID, then the Orthanc ids; missing values last.
-
-    One ``np.lexsort`` over rank codes (values, not Series: a Series would align its
-    MultiIndex against a new index and sort on nothing but missing values).
-    """
-    keys = [_rank_codes(df[k].array) for k in _SORT_KEYS if k in df.columns]
-    keys += [_rank_codes(df.index.get_level_values(name).array) for name in df.index.names]
-    order = np.lexsort(keys[::-1])
+    keys = [k for k in ("PatientID", "StudyDate", "StudyInstanceUID", "SeriesNumber",
+                        "SeriesInstanceUID", "InstanceNumber", "SOPInstanceUID") if k in df.columns]
+    frame = pd.DataFrame({k: _sort_key(df[k]) for k in keys}, index=pd.RangeIndex(len(df)))
+    for i, name in enumerate(INDEX_NAMES):
+        frame[f"__id{i}"] = df.index.get_level_values(name).to_numpy(dtype=object)
+    order = frame.sort_values(list(frame.columns), kind="stable", na_position="last").index.to_numpy()
     return df.take(order)
+
+
+def _sort_key(col: pd.Series):
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return col.astype(TEXT_DTYPE)
+    return col
 
 
 def empty_frame() -> pd.DataFrame:
