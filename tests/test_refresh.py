@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pandas as pd
 import pytest
 
@@ -18,7 +16,7 @@ def _canon(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def assert_same(refreshed: pd.DataFrame, fresh: pd.DataFrame) -> None:
-    pd.testing.assert_frame_equal(_canon(refreshed), _canon(fresh))
+    pd.testing.assert_frame_equal(refreshed, fresh)  # same rows, values, dtypes and order
     a = {k: v for k, v in refreshed.attrs["orthanc"].items() if k != "read_at"}
     b = {k: v for k, v in fresh.attrs["orthanc"].items() if k != "read_at"}
     assert a == b
@@ -47,7 +45,10 @@ def test_refresh_full_frame_after_uploads_deletes_and_overwrite(server):
     client = server.client()
     # new series for a known patient, new patient, one more instance in an existing series
     server.upload_bytes([to_bytes(d) for d in _series("d", patient_id="P1", series_number=9)])
-    server.upload_bytes([to_bytes(d) for d in _series("e", patient_id="P3")])
+    # a tag no resource had before: an all-missing column becomes a real one
+    assert df.BodyPartExamined.isna().all()
+    server.upload_bytes([to_bytes(d) for d in _series("e", patient_id="P3",
+                                                      extra={"BodyPartExamined": "HEAD"})])
     extra = _series("b", n=5, patient_id="P2", series_number=2)[4]
     server.upload_bytes([to_bytes(extra)])
     # deletions: one instance, one whole series
@@ -66,8 +67,12 @@ def test_refresh_full_frame_after_uploads_deletes_and_overwrite(server):
     assert len(refreshed) != len(df)  # the test really changed something
     assert 77 in refreshed.InstanceNumber.tolist()
     assert_same(refreshed, fresh)
+    assert (refreshed.BodyPartExamined == "HEAD").sum() == 4
     # and a second refresh with nothing new changes nothing
     assert_same(refreshed.orthanc.refresh(), fresh)
+    # deleting the only series with the tag makes the column all-missing again
+    client.delete(f"/patients/{refreshed[refreshed.PatientID == 'P3'].index[0][0]}")
+    assert_same(refreshed.orthanc.refresh(), op.read_orthanc(server.url))
 
 
 def test_refresh_cut_frame_keeps_its_rows_and_warns(server):
@@ -100,6 +105,13 @@ def test_refresh_needs_last_change(server):
         df.orthanc.refresh()
 
 
+def test_callable_criteria_are_not_replayed():
+    from orthanc_pandas.refresh import _has_callable
+
+    assert _has_callable({"select": {"Modality": {"callable": "<lambda>"}}, "case_sensitive": False})
+    assert not _has_callable({"select": {"Modality": {"any": ["CT"]}}, "case_sensitive": False})
+
+
 def test_changed_resources_ignores_stable():
     got = changed_resources([
         {"ChangeType": "NewSeries", "ResourceType": "Series", "ID": "s"},
@@ -109,14 +121,24 @@ def test_changed_resources_ignores_stable():
     assert got == {"patient": set(), "study": set(), "series": {"s"}, "instance": set()}
 
 
-@pytest.mark.skipif(importlib.util.find_spec("orthanc_pandas.matching") is None,
-                    reason="orthanc_pandas.matching (select) is on another branch")
+def _has_select() -> bool:
+    try:
+        from orthanc_pandas.matching import decode_criteria  # noqa: F401
+    except ImportError:
+        return False
+    return hasattr(op.accessor.OrthancAccessor, "select")
+
+
+@pytest.mark.skipif(not _has_select(),
+                    reason="orthanc_pandas.matching / df.orthanc.select are on another branch")
 def test_refresh_replays_select(server):
     df = op.read_orthanc(server.url)
     sel = df.orthanc.select(PatientID="P2")
     assert sel.attrs["orthanc"]["criteria"]
     server.upload_bytes([to_bytes(d) for d in _series("g", patient_id="P2", series_number=8)])
     server.upload_bytes([to_bytes(d) for d in _series("h", patient_id="P4")])
+    server.client().delete(f"/instances/{sel.index[0][3]}")
     refreshed = sel.orthanc.refresh()
+    assert len(refreshed) == len(sel) - 1 + 4
     expected = op.read_orthanc(server.url).orthanc.select(PatientID="P2")
     assert_same(refreshed, expected)
