@@ -128,15 +128,20 @@ def _is_null_dtype(dtype) -> bool:
     return isinstance(dtype, pd.ArrowDtype) and pa.types.is_null(dtype.pyarrow_dtype)
 
 
-def _all_missing(n: int, dtype, column: str, typed: bool):
+def _na_like(arr, n: int):
+    """``n`` missing values of ``arr``'s dtype (a fill-take: no Python objects)."""
+    return arr.take(np.full(n, -1, dtype=np.intp), allow_fill=True)
+
+
+def _all_missing(n: int, real: list, column: str, typed: bool):
     """The all-missing column build_frame makes: ``null[pyarrow]`` where the index module has
     it (typed tags, bookkeeping), else missing values of the column's own dtype."""
     null_dtype = getattr(_index, "NULL_DTYPE", None)
     if null_dtype is not None and (typed or column.startswith("orthanc_")):
         return pd.array(pa.nulls(n), dtype=null_dtype)
-    if dtype is None or isinstance(dtype, pd.CategoricalDtype) or _is_null_dtype(dtype):
-        dtype = TEXT_DTYPE
-    return pd.Series(pd.NA, index=range(n)).astype(dtype).array
+    if not real or isinstance(real[0].dtype, pd.CategoricalDtype):
+        return pd.array(pa.nulls(n, pa.string()), dtype=TEXT_DTYPE)
+    return _na_like(real[0], n)
 
 
 def _as_categorical(arr, n: int) -> pd.Categorical:
@@ -178,7 +183,7 @@ def _combine(parts: list[pd.DataFrame], typed: bool = True, keep_categories: boo
         has_cats = keep_categories and any(
             isinstance(a.dtype, pd.CategoricalDtype) and len(a.categories) for a in real)
         if not real or (all(bool(a.isna().all()) for a in real) and not has_cats):
-            data[c] = _all_missing(n, real[0].dtype if real else None, c, typed)
+            data[c] = _all_missing(n, real, c, typed)
         elif any(isinstance(a.dtype, pd.CategoricalDtype) for a in real):
             cats = [_as_categorical(a, len(p)) for a, p in zip(pieces, parts, strict=True)]
             merged = union_categoricals(cats, sort_categories=True, ignore_order=True)
@@ -187,12 +192,9 @@ def _combine(parts: list[pd.DataFrame], typed: bool = True, keep_categories: boo
             data[c] = pd.Categorical.from_codes(
                 merged.codes, categories=pd.Index(merged.categories, dtype=STR_DTYPE))
         else:
-            dtype = real[0].dtype
-            filled = [pd.Series(a) if a is not None and not _is_null_dtype(a.dtype)
-                      else pd.Series(pd.NA, index=range(len(p))).astype(dtype)
+            filled = [a if a is not None and not _is_null_dtype(a.dtype) else _na_like(real[0], len(p))
                       for a, p in zip(pieces, parts, strict=True)]
-            data[c] = (pd.concat(filled, ignore_index=True) if len(filled) > 1
-                       else filled[0]).astype(dtype).array
+            data[c] = type(filled[0])._concat_same_type(filled) if len(filled) > 1 else filled[0]
     return pd.DataFrame(data, index=index, columns=columns) if columns else pd.DataFrame(index=index)
 
 
