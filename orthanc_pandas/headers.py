@@ -134,7 +134,7 @@ def _instance_ids(df: pd.DataFrame) -> list[str]:
     return [str(i) for i in df.index.get_level_values("instance")]
 
 
-def headers(df: pd.DataFrame, client: OrthancClient, *, progress=None,
+def headers(df: pd.DataFrame, client: OrthancClient, progress=None,
             max_workers: int = 4) -> list[pydicom.Dataset]:
     """The DICOM header of every row, in row order, without pixel data.
 
