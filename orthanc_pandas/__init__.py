@@ -15,5 +15,6 @@ from .compat import Orthanc  # noqa: E402
 from .errors import *  # noqa: E402,F401,F403
 from .errors import __all__ as _errors_all  # noqa: E402
 from .read import read_orthanc  # noqa: E402
+from .transfer import upload  # noqa: E402
 
-__all__ = ["__version__", "read_orthanc", "connect", "OrthancClient", "Orthanc", *_errors_all]
+__all__ = ["__version__", "read_orthanc", "upload", "connect", "OrthancClient", "Orthanc", *_errors_all]

@@ -248,8 +248,85 @@ class OrthancAccessor:
         return sort_by(self._df, tag, self.client, ascending=ascending, **fetch)
 
     # -- headers and files (headers.py, transfer.py) ------------------------------------
+    def headers(self, *, progress=None, max_workers: int = 4, client=None) -> list:
+        """The pydicom header of every row, in row order, without pixel data (lossless).
+
+        See :func:`orthanc_pandas.headers.headers`.
+
+        Examples
+        --------
+        >>> datasets = df[df.Modality == "CT"].orthanc.headers()          # doctest: +SKIP
+        """
+        from .headers import headers
+
+        return headers(self._df, self.client(client), progress=progress, max_workers=max_workers)
+
+    def header(self, *, client=None):
+        """The pydicom header of the one row of the frame (``SelectionError`` otherwise).
+
+        Examples
+        --------
+        >>> ds = df[df.SOPInstanceUID == uid].orthanc.header()             # doctest: +SKIP
+        """
+        from .headers import header
+
+        return header(self._df, self.client(client))
+
+    def download(self, folder=None, *, layout: str = "flat", verify: str = "size", progress=None,
+                 max_workers: int = 4, client=None) -> pd.Series:
+        """Save the stored file of every row; the paths in row order.
+
+        See :func:`orthanc_pandas.transfer.download`.
+
+        Examples
+        --------
+        >>> paths = df.orthanc.download("files", layout="tree")            # doctest: +SKIP
+        """
+        from .transfer import download
+
+        return download(self._df, self.client(client), folder, layout=layout, verify=verify,
+                        progress=progress, max_workers=max_workers)
+
+    def to_zip(self, path, *, client=None):
+        """Write Orthanc's ZIP archive of the rows' series to ``path``.
+
+        See :func:`orthanc_pandas.transfer.to_zip`.
+
+        Examples
+        --------
+        >>> df.orthanc.to_zip("cohort.zip")                                # doctest: +SKIP
+        """
+        from .transfer import to_zip
+
+        return to_zip(self._df, self.client(client), path)
+
+    def delete(self, level: str = "instance", *, confirm: bool = False, progress=None,
+               client=None) -> pd.DataFrame:
+        """Delete the rows' resources at ``level`` - a dry run unless ``confirm=True``.
+
+        See :func:`orthanc_pandas.transfer.delete`.
+
+        Examples
+        --------
+        >>> df[df.PatientID == "X"].orthanc.delete(level="patient")        # dry run  # doctest: +SKIP
+        """
+        from .transfer import delete
+
+        return delete(self._df, self.client(client), level, confirm=confirm, progress=progress)
 
     # -- freshness (refresh.py) ----------------------------------------------------------
+    def refresh(self, *, client=None) -> pd.DataFrame:
+        """The frame as it would be read now, from the changes since it was read.
+
+        See :func:`orthanc_pandas.refresh.refresh`.
+
+        Examples
+        --------
+        >>> df = df.orthanc.refresh()                                      # doctest: +SKIP
+        """
+        from .refresh import refresh
+
+        return refresh(self._df, self.client(client))
 
     # -- volumes (volume.py) -------------------------------------------------------------
     def volume(self, *, rescale: bool = True, allow_irregular: bool = False, dtype="float32",

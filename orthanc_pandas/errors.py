@@ -29,9 +29,11 @@ __all__ = [
     "SliceSpacingError",
     "GantryTiltError",
     "PixelDataError",
+    "DownloadFolderError",
     "OrthancPandasWarning",
     "ParseWarning",
     "GeometryWarning",
+    "RefreshWarning",
 ]
 
 
@@ -147,6 +149,10 @@ class PixelDataError(OrthancPandasError, ValueError):
     """An instance has no pixel data, or its pixel data cannot be decoded here."""
 
 
+class DownloadFolderError(OrthancPandasError, PermissionError):
+    """The download folder cannot be created or written to."""
+
+
 class OrthancPandasWarning(UserWarning):
     """Base class of every warning emitted by orthanc-pandas."""
 
@@ -158,3 +164,8 @@ class ParseWarning(OrthancPandasWarning):
 class GeometryWarning(OrthancPandasWarning):
     """A volume was built from irregular or missing geometry (``allow_irregular=True``, or no
     ImagePositionPatient at all); the message says what is off."""
+
+
+class RefreshWarning(OrthancPandasWarning):
+    """``refresh()`` could not reproduce a fresh read exactly (a frame cut by plain pandas, or
+    selection criteria that cannot be replayed)."""

@@ -1,0 +1,350 @@
+"""``df.orthanc.refresh()``: bring a frame up to date from the changes since it was read.
+
+The cost grows with the changes, not with the archive:
+
+1. ``GET /changes?since=<attrs last_change>`` names the resources created or re-stored since
+   (a re-upload with ``OverwriteInstances`` logs a new ``NewInstance`` for the same id).
+2. ``GET /instances`` (ids only) finds deletions, which Orthanc does not log.
+3. Every *affected series* (one that gained, lost or re-stored an instance, or was created) is
+   fetched again whole: ``/series/{id}``, ``/series/{id}/instances`` and its study and patient.
+   Its rows are rebuilt with the same code as :func:`~orthanc_pandas.read_orthanc`
+   (:class:`~orthanc_pandas.index.LevelTable` and :func:`~orthanc_pandas.index.build_frame`);
+   rows of other series are kept as they are. A parent's tags only change when it is
+   re-created, which in Orthanc means all its old instances were deleted first, so keeping the
+   untouched series is exact.
+4. The recorded ``select`` criteria are replayed, so the result is what a fresh
+   ``read_orthanc`` followed by the same selects gives.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from pandas.api.types import union_categoricals
+
+from . import index as _index
+from .client import OrthancClient
+from .errors import OrthancNotFoundError, OrthancPandasError, RefreshWarning, ServerChangedError
+from .index import (
+    LEVELS,
+    ROUTES,
+    STR_DTYPE,
+    TEXT_DTYPE,
+    LevelTable,
+    _sorted,
+    build_frame,
+)
+
+__all__ = ["refresh", "changed_resources"]
+
+_STAT_KEYS = {"patients": "CountPatients", "studies": "CountStudies", "series": "CountSeries",
+              "instances": "CountInstances"}
+
+
+def changed_resources(changes: list[dict]) -> dict[str, set[str]]:
+    """Group ``/changes`` entries by resource type (pure).
+
+    ``Stable*`` entries are ignored: stability changes nothing in the frame.
+
+    Examples
+    --------
+    >>> changed_resources([{"ChangeType": "NewInstance", "ResourceType": "Instance", "ID": "a"},
+    ...                    {"ChangeType": "StableSeries", "ResourceType": "Series", "ID": "s"}])
+    {'patient': set(), 'study': set(), 'series': set(), 'instance': {'a'}}
+    """
+    out: dict[str, set[str]] = {lvl: set() for lvl in LEVELS}
+    kinds = {"Patient": "patient", "Study": "study", "Series": "series", "Instance": "instance"}
+    for c in changes:
+        level = kinds.get(c.get("ResourceType"))
+        if level is None or str(c.get("ChangeType", "")).startswith("Stable"):
+            continue
+        out[level].add(c["ID"])
+    return out
+
+
+def _all_changes(client: OrthancClient, since: int) -> list[dict]:
+    out: list[dict] = []
+    while True:
+        page = client.changes(since, limit=1000)
+        out.extend(page.get("Changes") or [])
+        if page.get("Done", True) or int(page.get("Last", since)) <= since:
+            return out
+        since = int(page["Last"])
+
+
+def _is_typed(df: pd.DataFrame) -> bool:
+    if "StudyDate" in df.columns:
+        return not isinstance(df["StudyDate"].dtype, pd.StringDtype)
+    return True
+
+
+def _get_or_none(client: OrthancClient, path: str):
+    try:
+        return client.get_json(path)
+    except OrthancNotFoundError:
+        return None  # deleted meanwhile
+
+
+def _pmap(fn, items, workers: int = 4) -> list:
+    items = list(items)
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(workers, thread_name_prefix="orthanc-refresh") as pool:
+        return list(pool.map(fn, items))
+
+
+def _fetch_series(client: OrthancClient, series_ids: set[str], typed: bool) -> pd.DataFrame | None:
+    """The rows of whole series, built the way read_orthanc builds them."""
+    workers = max(1, min(4, client.pool_size))
+    series = [s for s in _pmap(lambda s: _get_or_none(client, f"/series/{s}"), sorted(series_ids),
+                               workers) if s]
+    if not series:
+        return None
+    inst_lists = _pmap(lambda s: _get_or_none(client, f"/series/{s['ID']}/instances") or [],
+                       series, workers)
+    studies = [s for s in _pmap(lambda st: _get_or_none(client, f"/studies/{st}"),
+                                sorted({s["ParentStudy"] for s in series}), workers) if s]
+    patients = [p for p in _pmap(lambda p: _get_or_none(client, f"/patients/{p}"),
+                                 sorted({s["ParentPatient"] for s in studies}), workers) if p]
+    study_ids = {s["ID"] for s in studies}
+    series = [s for s in series if s["ParentStudy"] in study_ids]
+    series_ids_ok = {s["ID"] for s in series}
+    instances = [i for lst in inst_lists for i in lst if i.get("ParentSeries") in series_ids_ok]
+    tables = {
+        "patient": LevelTable.from_resources("patient", patients),
+        "study": LevelTable.from_resources("study", studies),
+        "series": LevelTable.from_resources("series", series),
+        "instance": LevelTable.from_resources("instance", instances),
+    }
+    return build_frame(tables, typed=typed, sort=False)
+
+
+def _is_null_dtype(dtype) -> bool:
+    return isinstance(dtype, pd.ArrowDtype) and pa.types.is_null(dtype.pyarrow_dtype)
+
+
+def _na_like(arr, n: int):
+    """``n`` missing values of ``arr``'s dtype (a fill-take: no Python objects)."""
+    return arr.take(np.full(n, -1, dtype=np.intp), allow_fill=True)
+
+
+def _all_missing(n: int, real: list, column: str, typed: bool):
+    """The all-missing column build_frame makes: ``null[pyarrow]`` where the index module has
+    it (typed tags, bookkeeping), else missing values of the column's own dtype."""
+    null_dtype = getattr(_index, "NULL_DTYPE", None)
+    if null_dtype is not None and (typed or column.startswith("orthanc_")):
+        return pd.array(pa.nulls(n), dtype=null_dtype)
+    if not real or isinstance(real[0].dtype, pd.CategoricalDtype):
+        return pd.array(pa.nulls(n, pa.string()), dtype=TEXT_DTYPE)
+    return _na_like(real[0], n)
+
+
+def _as_categorical(arr, n: int) -> pd.Categorical:
+    if arr is None or _is_null_dtype(arr.dtype):
+        return pd.Categorical.from_codes(np.full(n, -1, np.int8),
+                                         categories=pd.Index([], dtype=STR_DTYPE))
+    if isinstance(arr.dtype, pd.CategoricalDtype):
+        return arr
+    values = pd.Index(pd.array(arr, dtype=TEXT_DTYPE).dropna().unique().to_numpy(dtype=object),
+                      dtype=STR_DTYPE)
+    return pd.Categorical(np.asarray(arr.astype(object)), categories=values)
+
+
+def _combine(parts: list[pd.DataFrame], typed: bool = True, keep_categories: bool = False) -> pd.DataFrame:
+    """Stack frames made at different times into what one build_frame call would give.
+
+    Categorical columns get the categories a fresh read would give them (the values present,
+    sorted); a column left with no value at all gets the all-missing form build_frame gives.
+    ``keep_categories=True`` keeps every category of the parts instead, as a selection of a
+    full read has the categories of the whole archive.
+    """
+    parts = [p for p in parts if p is not None]
+    columns: list[str] = []
+    for p in parts:
+        columns.extend(c for c in p.columns if c not in columns)
+    index = parts[0].index
+    for p in parts[1:]:
+        index = index.append(p.index)
+    n = len(index)
+    # column arrays without their MultiIndex: Series over a RangeIndex are cheap to take
+    flat = []
+    for p in parts:
+        q = p.reset_index(drop=True)
+        flat.append({c: q[c].array for c in q.columns})
+    data = {}
+    for c in columns:
+        pieces = [f.get(c) for f in flat]
+        real = [a for a in pieces if a is not None and not _is_null_dtype(a.dtype)]
+        has_cats = keep_categories and any(
+            isinstance(a.dtype, pd.CategoricalDtype) and len(a.categories) for a in real)
+        if not real or (all(bool(a.isna().all()) for a in real) and not has_cats):
+            data[c] = _all_missing(n, real, c, typed)
+        elif any(isinstance(a.dtype, pd.CategoricalDtype) for a in real):
+            cats = [_as_categorical(a, len(p)) for a, p in zip(pieces, parts, strict=True)]
+            merged = union_categoricals(cats, sort_categories=True, ignore_order=True)
+            if not keep_categories:
+                merged = merged.remove_unused_categories()
+            data[c] = pd.Categorical.from_codes(
+                merged.codes, categories=pd.Index(merged.categories, dtype=STR_DTYPE))
+        else:
+            filled = [a if a is not None and not _is_null_dtype(a.dtype) else _na_like(real[0], len(p))
+                      for a, p in zip(pieces, parts, strict=True)]
+            data[c] = type(filled[0])._concat_same_type(filled) if len(filled) > 1 else filled[0]
+    return pd.DataFrame(data, index=index, columns=columns) if columns else pd.DataFrame(index=index)
+
+
+def _has_callable(entry: dict) -> bool:
+    """Whether a recorded select() entry holds a function (which cannot be replayed)."""
+    if "callable" in entry:
+        return True
+    return any(isinstance(v, dict) and "callable" in v for v in (entry.get("select") or {}).values())
+
+
+def _new_attrs(info: dict, seq: int, stats: dict, criteria: list) -> dict:
+    attrs = dict(info)
+    attrs.update(
+        last_change=int(seq),
+        read_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        counts={route: int(stats[_STAT_KEYS[route]]) for route in ROUTES.values()},
+        criteria=list(criteria),
+    )
+    return attrs
+
+
+def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -> pd.DataFrame:
+    """The frame as a fresh :func:`~orthanc_pandas.read_orthanc` (+ the same selects) gives it.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A frame from ``read_orthanc``, possibly narrowed by ``df.orthanc.select`` or by pandas.
+    client : OrthancClient
+    max_attempts : int, default 3
+        Tries while the archive keeps changing during the refresh.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A new frame with new provenance (``last_change``, ``read_at``, ``counts``).
+
+    Warns
+    -----
+    RefreshWarning
+        When ``df`` was cut by plain pandas operations (fewer rows than the archive had and no
+        recorded criteria) or its criteria cannot be replayed (a callable): only the rows it
+        has are refreshed (new values, deleted rows dropped); new instances cannot be seen.
+
+    Raises
+    ------
+    OrthancPandasError
+        When ``df.attrs`` does not record the change sequence it was read at.
+
+    Examples
+    --------
+    >>> df = op.read_orthanc(url)                                       # doctest: +SKIP
+    >>> # ... uploads and deletions happen ...
+    >>> df = df.orthanc.refresh()                                       # doctest: +SKIP
+    """
+    info = dict(df.attrs.get("orthanc") or {})
+    if info.get("last_change") is None:
+        raise OrthancPandasError(
+            "refresh() needs the change sequence the frame was read at (df.attrs['orthanc']"
+            "['last_change']), and this frame has none (attrs lost, e.g. after pd.concat). "
+            "Read it again with orthanc_pandas.read_orthanc(url).")
+    since = int(info["last_change"])
+    criteria = list(info.get("criteria") or [])
+    counts = info.get("counts") or {}
+    replayable = not any(_has_callable(e) for e in criteria)
+    old_ids = df.index.get_level_values("instance")
+    full = (not criteria and len(df) == counts.get("instances") and old_ids.is_unique)
+    keep_only_rows = not full and not (criteria and replayable)
+    if keep_only_rows:
+        why = ("its selection criteria include a callable, which cannot be replayed"
+               if criteria else
+               f"it has {len(df)} rows, the archive had {counts.get('instances')}, and no "
+               "recorded select() criteria explain the difference (cut by plain pandas?)")
+        warnings.warn(
+            f"refresh() updates only the rows this frame has: {why}. New instances that would "
+            "match cannot be seen. Use df.orthanc.select(...) on a full read to make a frame "
+            "that refresh() can keep complete.", RefreshWarning, stacklevel=3)
+    typed = _is_typed(df)
+    old_list = old_ids.tolist()  # tolist() is C-fast on Arrow-backed ids; map(str) is not
+    old_set = set(old_list)
+    series_of = dict(zip(old_list, df.index.get_level_values("series").tolist(), strict=True))
+
+    for _attempt in range(max_attempts):
+        seq0 = client.last_change()
+        changed = changed_resources(_all_changes(client, since))
+        stats = client.statistics()
+        server_ids = set(client.list_ids("instances"))
+        deleted = old_set - server_ids
+        affected = set(changed["series"]) | {series_of[i] for i in deleted}
+        affected |= {series_of[i] for i in changed["instance"] if i in series_of}
+        # study / patient entries: the series under them now
+        for level in ("study", "patient"):
+            for rid in changed[level]:
+                found = _get_or_none(client, f"/{ROUTES[level]}/{rid}/series")
+                affected |= {s["ID"] for s in found or []}
+        if not keep_only_rows:
+            # new instances in series not yet known: one small request each
+            unknown = [i for i in changed["instance"] if i not in series_of and i in server_ids]
+            new = _fetch_series(client, affected, typed) if affected else None
+            covered = set(new.index.get_level_values("instance").tolist()) if new is not None else set()
+            more = {r["ParentSeries"] for r in _pmap(
+                lambda i: _get_or_none(client, f"/instances/{i}") or {"ParentSeries": None},
+                [i for i in unknown if i not in covered]) if r.get("ParentSeries")} - affected
+            if more:
+                extra = _fetch_series(client, more, typed)
+                new = extra if new is None else _combine([new, extra], typed)
+                affected |= more
+        else:
+            new = _fetch_series(client, affected, typed) if affected else None
+        if client.last_change() == seq0:
+            break
+    else:
+        raise ServerChangedError(
+            f"The archive at {client.url} kept changing during {max_attempts} refresh attempts; "
+            "retry when uploads have settled.")
+
+    if not affected and not deleted:  # nothing changed for these rows: same frame, new attrs
+        out = df.copy()
+        out.attrs = {k: v for k, v in df.attrs.items() if k != "orthanc"}
+        out.attrs["orthanc"] = _new_attrs(info, seq0, stats, criteria)
+        if criteria and not keep_only_rows:
+            pass  # the rows are what the criteria selected last time, and nothing changed
+        return out
+    affected_rows = df.index.get_level_values("series").isin(list(affected))
+    gone_rows = old_ids.isin(list(deleted))
+    kept = df[~affected_rows & ~gone_rows]
+    if new is not None and keep_only_rows:
+        new = new[new.index.get_level_values("instance").isin(list(old_set))]
+    parts = [kept.drop(columns=[c for c in kept.columns if c not in df.columns])]
+    if new is not None and len(new):
+        parts.append(new)
+    # a selection keeps the categories of the whole archive (as select() on a fresh read does)
+    out = _combine(parts, typed, keep_categories=bool(criteria) and not keep_only_rows)
+    out.index = out.index.remove_unused_levels()
+    if keep_only_rows:
+        position = pd.Series(np.arange(len(df)), index=old_ids.astype(str))
+        position = position[~position.index.duplicated()]
+        order = position.reindex(out.index.get_level_values("instance").astype(str)).to_numpy()
+        out = out.iloc[np.argsort(order, kind="stable")]
+    elif len(out):
+        out = _sorted(out)
+
+    attrs = _new_attrs(info, seq0, stats, [])
+    out.attrs = {k: v for k, v in df.attrs.items() if k != "orthanc"}
+    out.attrs["orthanc"] = attrs
+    if criteria and not keep_only_rows:
+        from .matching import decode_criteria  # built on another branch; imported when needed
+
+        for entry in criteria:
+            crit, case_sensitive = decode_criteria(entry)
+            out = out.orthanc.select(**crit, case_sensitive=case_sensitive)
+    out.attrs["orthanc"] = {**out.attrs.get("orthanc", attrs), "criteria": criteria}
+    return out

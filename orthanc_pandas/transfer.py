@@ -1,0 +1,504 @@
+"""Files in and out of Orthanc: ``download``, ``to_zip``, ``upload``, ``delete``.
+
+* Downloads are byte-identical copies of the stored files (``GET /instances/{id}/file`` with
+  ``Accept-Encoding: identity``), written to a temporary name in the target folder and renamed
+  into place, so an interrupted run never leaves a truncated file under a final name. A rerun
+  skips files that are already complete.
+* Uploads report every input path (ZIP members included) with a status; nothing aborts a batch.
+* Deletes are dry runs unless ``confirm=True``; the dry run lists what would go, including
+  instances outside the frame that go with a whole study or patient.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import threading
+import zipfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import requests
+
+from ._progress import progress_bar
+from .client import OrthancClient, get_client
+from .errors import (
+    DownloadFolderError,
+    OrthancConnectionError,
+    OrthancHTTPError,
+    OrthancPandasError,
+)
+from .index import ROUTES
+
+__all__ = ["download", "to_zip", "upload", "delete", "default_download_folder",
+           "UPLOAD_STATUSES"]
+
+UPLOAD_STATUSES = ("Success", "AlreadyStored", "NotDicom", "Failure", "Error")
+_LEVELS = ("instance", "series", "study", "patient")
+_CHUNK = 1 << 20
+
+
+def default_download_folder(url: str) -> Path:
+    """``<system temp dir>/orthanc-pandas/<host_port>``: where downloads go by default.
+
+    Examples
+    --------
+    >>> default_download_folder("http://127.0.0.1:8042").name
+    '127.0.0.1_8042'
+    """
+    host = url.split("://", 1)[-1].strip("/").replace(":", "_").replace("/", "_")
+    return Path(tempfile.gettempdir()) / "orthanc-pandas" / host
+
+
+def _writable_folder(folder: Path) -> Path:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadFolderError(
+            f"Cannot create the download folder {folder} ({exc.strerror}). Pass a folder you can "
+            "write to: df.orthanc.download('/path/to/folder')."
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DownloadFolderError(
+            f"The download folder {folder} is not writable. Pass a folder you can write to: "
+            "df.orthanc.download('/path/to/folder')."
+        )
+    return folder
+
+
+def _target(folder: Path, ids: tuple[str, str, str, str], layout: str) -> Path:
+    patient, study, series, instance = ids
+    if layout == "flat":
+        return folder / f"{instance}.dcm"
+    return folder / patient / study / series / f"{instance}.dcm"
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _complete(client: OrthancClient, path: Path, instance: str, size, verify: str) -> bool:
+    """Whether ``path`` already holds the stored file (so a rerun can skip it)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    if verify == "none":
+        return True
+    if size is None or pd.isna(size):
+        size = client.get_json(f"/instances/{instance}").get("FileSize")
+    if size is None or st.st_size != int(size):
+        return False
+    if verify == "md5":
+        try:
+            stored = client.get_bytes(f"/instances/{instance}/attachments/dicom/md5").decode().strip()
+        except OrthancHTTPError:
+            return False  # the server keeps no MD5 (StoreMD5ForAttachments off): download again
+        return stored == _md5(path)
+    return True
+
+
+def _fetch_to(client: OrthancClient, instance: str, path: Path) -> None:
+    """Stream one file to a temporary name next to ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.part"):  # left by an interrupted run
+        stale.unlink(missing_ok=True)
+    for attempt in range(2):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                resp = client.request("GET", f"/instances/{instance}/file", stream=True)
+                try:
+                    expected = resp.headers.get("Content-Length")
+                    written = 0
+                    for chunk in resp.iter_content(_CHUNK):
+                        out.write(chunk)
+                        written += len(chunk)
+                finally:
+                    resp.close()
+            if expected is not None and written != int(expected):
+                raise OrthancConnectionError(
+                    f"GET /instances/{instance}/file ended after {written} of {expected} bytes.")
+            os.replace(tmp, path)
+            return
+        except (requests.exceptions.RequestException, OrthancConnectionError) as exc:
+            Path(tmp).unlink(missing_ok=True)
+            if attempt == 0:
+                continue  # a kept-alive connection closed by the server: try once more
+            raise OrthancConnectionError(
+                f"Downloading instance {instance} failed ({exc}); rerun download() to resume: "
+                "complete files are skipped.") from None
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def download(df: pd.DataFrame, client: OrthancClient, folder: str | os.PathLike | None = None,
+             *, layout: str = "flat", verify: str = "size", progress=None,
+             max_workers: int = 4) -> pd.Series:
+    """Save the stored DICOM file of every row; return the paths in row order.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        An Orthanc index frame (or a selection of one).
+    client : OrthancClient
+    folder : path, optional
+        Where to write. Default: ``<system temp dir>/orthanc-pandas/<host_port>`` (never
+        deleted by this library).
+    layout : {"flat", "tree"}, default "flat"
+        ``flat``: ``folder/<instance id>.dcm``. ``tree``:
+        ``folder/<patient id>/<study id>/<series id>/<instance id>.dcm`` (Orthanc ids: safe
+        file names, unique, and the same on every server for the same UIDs).
+    verify : {"size", "md5", "none"}, default "size"
+        How a file already on disk is judged complete before it is skipped: its size equals
+        the stored size (the ``orthanc_file_size`` column); ``md5`` also compares the MD5 that
+        Orthanc keeps for the attachment (one small request and one local read per file);
+        ``none`` skips any existing file.
+    progress : bool or tqdm, optional
+        Progress bar; by default shown in terminals and notebooks from 50 files.
+    max_workers : int, default 4
+        Concurrent downloads (never more than ``client.pool_size``).
+
+    Returns
+    -------
+    pandas.Series
+        String paths, indexed like ``df``, named ``path``.
+
+    Examples
+    --------
+    >>> paths = df[df.Modality == "CT"].orthanc.download("ct_files")       # doctest: +SKIP
+    >>> paths = df.orthanc.download("by_series", layout="tree")             # doctest: +SKIP
+    >>> pydicom.dcmread(paths.iloc[0])                                      # doctest: +SKIP
+    """
+    if layout not in ("flat", "tree"):
+        raise ValueError(f"layout must be 'flat' or 'tree', got {layout!r}.")
+    if verify not in ("size", "md5", "none"):
+        raise ValueError(f"verify must be 'size', 'md5' or 'none', got {verify!r}.")
+    root = _writable_folder(Path(folder) if folder is not None else default_download_folder(client.url))
+    idx = list(df.index)
+    targets = [_target(root, tuple(map(str, ids)), layout) for ids in idx]
+    sizes = (df["orthanc_file_size"].tolist() if "orthanc_file_size" in df.columns
+             else [None] * len(df))
+    jobs: dict[Path, tuple[str, object]] = {}
+    for ids, path, size in zip(idx, targets, sizes, strict=False):
+        jobs.setdefault(path, (str(ids[3]), size))
+    workers = max(1, min(int(max_workers), client.pool_size, len(jobs) or 1))
+    with progress_bar(progress, total=len(jobs), desc="Downloading", unit="file",
+                      min_total=50) as bar:
+        def one(item):
+            path, (instance, size) = item
+            if not _complete(client, path, instance, size, verify):
+                _fetch_to(client, instance, path)
+            bar.update(1)
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="orthanc-download") as pool:
+            for fut in [pool.submit(one, item) for item in jobs.items()]:
+                fut.result()
+    return pd.Series([str(p) for p in targets], index=df.index, name="path", dtype=object)
+
+
+def to_zip(df: pd.DataFrame, client: OrthancClient, path: str | os.PathLike) -> Path:
+    """Write Orthanc's ZIP archive of the series of the rows to ``path``.
+
+    The archive holds whole series (Orthanc's ``/tools/create-archive`` works on resources):
+    a frame holding part of a series gets the whole series. It is streamed to a temporary file
+    next to ``path`` and renamed into place when complete.
+
+    Examples
+    --------
+    >>> df[df.Modality == "MR"].orthanc.to_zip("mr.zip")                   # doctest: +SKIP
+    PosixPath('mr.zip')
+    """
+    path = Path(path)
+    _writable_folder(path.parent if str(path.parent) else Path("."))
+    series = list(dict.fromkeys(map(str, df.index.get_level_values("series"))))
+    if not series:
+        raise OrthancPandasError("to_zip() got a frame with no rows: there is nothing to archive.")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            resp = client.request("POST", "/tools/create-archive", stream=True, idempotent=True,
+                                  json_body={"Resources": series, "Synchronous": True})
+            try:
+                for chunk in resp.iter_content(_CHUNK):
+                    out.write(chunk)
+            except requests.exceptions.RequestException as exc:
+                raise OrthancConnectionError(
+                    f"The connection broke while writing the archive ({exc}); nothing was "
+                    f"written to {path}. Try again.") from None
+            finally:
+                resp.close()
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# -- upload ---------------------------------------------------------------------------------
+def _expand_inputs(paths, recursive: bool) -> list[Path]:
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            found = p.rglob("*") if recursive else p.iterdir()
+            out.extend(sorted(f for f in found if f.is_file()))
+        else:
+            out.append(p)  # a missing file is reported as Error, not skipped
+    return out
+
+
+def _looks_like_dicom(data: bytes) -> bool:
+    """A cheap local sniff: the Part 10 ``DICM`` marker, or a raw dataset starting with a
+    group 0002/0008 element (Orthanc also stores files without preamble)."""
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return True
+    if len(data) < 16:
+        return False
+    group_le = int.from_bytes(data[0:2], "little")
+    group_be = int.from_bytes(data[0:2], "big")
+    return group_le in (0x0002, 0x0008) or group_be == 0x0008
+
+
+def _items(files: list[Path]) -> Iterator[tuple[str, object]]:
+    """(report path, bytes or an exception) for every file and every ZIP member."""
+    for f in files:
+        try:
+            data = f.read_bytes()
+        except OSError as exc:
+            yield str(f), exc
+            continue
+        if data[:4] == b"PK\x03\x04" and f.suffix.lower() != ".dcm":
+            try:
+                with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                    members = [m for m in zf.infolist() if not m.is_dir()]
+                    for m in members:
+                        try:
+                            yield f"{f}!{m.filename}", zf.read(m)
+                        except Exception as exc:  # a corrupt member: report it, go on
+                            yield f"{f}!{m.filename}", exc
+                    if not members:
+                        yield str(f), ValueError("empty ZIP archive")
+                continue
+            except zipfile.BadZipFile as exc:
+                yield str(f), exc
+                continue
+        yield str(f), data
+
+
+def upload(paths, url_or_client: str | OrthancClient, *, recursive: bool = False,
+           check_dicom: bool = True, progress=None, max_workers: int = 4) -> pd.DataFrame:
+    """Store DICOM files in Orthanc; report every input path.
+
+    Parameters
+    ----------
+    paths : path or list of paths
+        Files, folders (their files; subfolders too with ``recursive=True``) and ZIP archives.
+        Each member of a ZIP is uploaded and reported on its own as ``"archive.zip!member"``.
+    url_or_client : str or OrthancClient
+    recursive : bool, default False
+        Descend into subfolders.
+    check_dicom : bool, default True
+        Sniff locally that a file is DICOM before sending it (the ``DICM`` marker, or a
+        dataset without preamble that starts with a group 0002/0008 element). Other files are
+        then reported ``NotDicom`` without being sent. ``False`` sends everything and lets Orthanc
+        judge.
+    progress : bool or tqdm, optional
+        Progress bar; shown in terminals and notebooks from 50 files by default.
+    max_workers : int, default 4
+        Concurrent uploads.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per input file or ZIP member, in input order, with columns ``path``,
+        ``status`` (``Success``, ``AlreadyStored``, ``NotDicom``: not a DICOM file;
+        ``Failure``: a DICOM file Orthanc refused (truncated, corrupt, missing required tags);
+        ``Error``: unreadable file, bad ZIP, or the server failed), ``message``, ``instance``,
+        ``series``, ``study``, ``patient`` (Orthanc ids, missing unless stored).
+
+    Examples
+    --------
+    >>> report = orthanc_pandas.upload("incoming/", "http://127.0.0.1:8042", recursive=True)  # doctest: +SKIP
+    >>> report.status.value_counts()                                                          # doctest: +SKIP
+    >>> report[report.status.isin(["Failure", "Error"])]                                      # doctest: +SKIP
+    """
+    client = get_client(url_or_client)
+    files = _expand_inputs(paths, recursive)
+    rows: list[dict] = []
+    lock = threading.Lock()
+
+    def send(i: int, name: str, data) -> None:
+        row = {"path": name, "status": "Error", "message": "", "instance": None, "series": None,
+               "study": None, "patient": None}
+        if isinstance(data, BaseException):
+            row["message"] = f"{type(data).__name__}: {data}"
+        elif check_dicom and not _looks_like_dicom(data):
+            row.update(status="NotDicom", message="not a DICOM file (no DICM marker, no SOP Instance UID)")
+        else:
+            try:
+                ans = client.post_json("/instances", data=data, idempotent=True,
+                                       headers={"Content-Type": "application/dicom"})
+                if isinstance(ans, list):  # Orthanc answers a list for ZIP bodies
+                    ans = ans[0] if len(ans) == 1 else {"Status": "Failure",
+                                                        "Message": f"{len(ans)} answers"}
+                row.update(status=str(ans.get("Status", "Failure")), message=ans.get("Message", ""),
+                           instance=ans.get("ID"), series=ans.get("ParentSeries"),
+                           study=ans.get("ParentStudy"), patient=ans.get("ParentPatient"))
+                if row["status"] not in UPLOAD_STATUSES:
+                    row["status"] = "Failure"
+            except OrthancHTTPError as exc:
+                bad_format = (exc.status == 400 and "Bad file format" in (exc.orthanc_message or ""))
+                if bad_format and not (check_dicom or _looks_like_dicom(data)):
+                    row["status"] = "NotDicom"
+                elif exc.status < 500:
+                    row["status"] = "Failure"  # a DICOM file Orthanc refused
+                row["message"] = exc.orthanc_message or str(exc)
+            except OrthancPandasError as exc:
+                row["message"] = str(exc)
+            except Exception as exc:  # never abort the batch: report it on its row
+                row["message"] = f"{type(exc).__name__}: {exc}"
+        with lock:
+            rows.append((i, row))
+
+    workers = max(1, min(int(max_workers), client.pool_size))
+    with progress_bar(progress, total=len(files), desc="Uploading", unit="file",
+                      min_total=50) as bar, \
+            ThreadPoolExecutor(workers, thread_name_prefix="orthanc-upload") as pool:
+        futures = []
+        last = None
+        # Reading the files is lazy, and the pool is kept at most 4x busy, so a huge folder is
+        # never all in memory at once.
+        for i, (name, data) in enumerate(_items(files)):
+            if last != name.split("!", 1)[0]:
+                if last is not None:
+                    bar.update(1)
+                last = name.split("!", 1)[0]
+            futures.append(pool.submit(send, i, name, data))
+            if len(futures) >= 4 * workers:
+                futures.pop(0).result()
+        for fut in futures:
+            fut.result()
+        if last is not None:
+            bar.update(1)
+    rows.sort(key=lambda r: r[0])
+    report = pd.DataFrame([r for _, r in rows],
+                          columns=["path", "status", "message", "instance", "series", "study", "patient"])
+    report["status"] = pd.Categorical(report["status"], categories=list(UPLOAD_STATUSES))
+    return report
+
+
+# -- delete ---------------------------------------------------------------------------------
+def _plan(df: pd.DataFrame, client: OrthancClient, level: str) -> pd.DataFrame:
+    """Every instance that deleting the rows' resources at ``level`` removes, from the server."""
+    in_frame = set(map(str, df.index.get_level_values("instance")))
+    # resource id -> the (patient, study, series) known from the frame
+    resources = {}
+    for p, st, se, i in df.index:
+        key = {"patient": p, "study": st, "series": se, "instance": i}[level]
+        resources.setdefault(str(key), (str(p), str(st), str(se), str(i)))
+    existing = set(client.list_ids(ROUTES[level]))
+    rows = []
+    for rid, (p, st, se, i) in resources.items():
+        if rid not in existing:
+            rows.append({"level": level, "resource": rid, "patient": p if level != "instance" else p,
+                         "study": st, "series": se, "instance": i if level == "instance" else None,
+                         "in_frame": i in in_frame if level == "instance" else None,
+                         "status": "AlreadyGone"})
+            continue
+        if level == "instance":
+            rows.append({"level": level, "resource": rid, "patient": p, "study": st, "series": se,
+                         "instance": rid, "in_frame": True, "status": "WouldDelete"})
+            continue
+        try:
+            # the server's own lists: instances outside the frame that go with it are included
+            if level == "series":
+                series = [{"ID": rid, "ParentStudy": st}]
+            else:
+                series = client.get_json(f"/{ROUTES[level]}/{rid}/series")
+            study_of = {s["ID"]: s.get("ParentStudy") for s in series}
+            insts = client.get_json(f"/{ROUTES[level]}/{rid}/instances")
+        except OrthancHTTPError as exc:
+            if getattr(exc, "status", None) != 404:
+                raise
+            rows.append({"level": level, "resource": rid, "patient": p, "study": st, "series": se,
+                         "instance": None, "in_frame": None, "status": "AlreadyGone"})
+            continue
+        patient = p
+        for inst in insts:
+            s_id = inst.get("ParentSeries")
+            rows.append({"level": level, "resource": rid, "patient": patient,
+                         "study": study_of.get(s_id, st), "series": s_id, "instance": inst["ID"],
+                         "in_frame": inst["ID"] in in_frame, "status": "WouldDelete"})
+    out = pd.DataFrame(rows, columns=["level", "resource", "patient", "study", "series", "instance",
+                                      "in_frame", "status"])
+    out["in_frame"] = out["in_frame"].astype("boolean")
+    return out
+
+
+def delete(df: pd.DataFrame, client: OrthancClient, level: str = "instance", *,
+           confirm: bool = False, progress=None) -> pd.DataFrame:
+    """Delete the rows' resources at ``level`` from Orthanc - only with ``confirm=True``.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        An Orthanc index frame (or a selection of one).
+    client : OrthancClient
+    level : {"instance", "series", "study", "patient"}, default "instance"
+        ``instance`` deletes exactly the rows. ``series``/``study``/``patient`` delete every
+        resource any row belongs to, *with all its instances, in the frame or not*.
+    confirm : bool, default False
+        ``False``: a dry run, nothing is deleted. ``True``: delete.
+    progress : bool or tqdm, optional
+        Progress bar over the resources deleted.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per instance that goes (per resource already gone), with columns ``level``,
+        ``resource`` (the id deleted), ``patient``, ``study``, ``series``, ``instance``,
+        ``in_frame`` (whether that instance is a row of ``df``) and ``status``:
+        ``WouldDelete`` (dry run), ``Deleted``, ``AlreadyGone`` (not on the server any more;
+        reported, not raised). ``attrs["dry_run"]`` says which it was.
+
+    Examples
+    --------
+    >>> plan = df[df.SeriesDescription == "scout"].orthanc.delete(level="series")   # doctest: +SKIP
+    >>> plan.in_frame.value_counts()          # instances outside the frame too?     # doctest: +SKIP
+    >>> report = df[df.SeriesDescription == "scout"].orthanc.delete(level="series",
+    ...                                                              confirm=True)   # doctest: +SKIP
+    """
+    if level not in _LEVELS:
+        raise ValueError(f"level must be one of {_LEVELS}, got {level!r}.")
+    plan = _plan(df, client, level)
+    plan.attrs["dry_run"] = not confirm
+    if not confirm:
+        return plan
+    todo = list(dict.fromkeys(plan.loc[plan.status == "WouldDelete", "resource"]))
+    gone: set[str] = set()
+    with progress_bar(progress, total=len(todo), desc="Deleting", unit=level, min_total=50) as bar:
+        for rid in todo:
+            try:
+                client.delete(f"/{ROUTES[level]}/{rid}")
+            except OrthancHTTPError as exc:
+                if exc.status != 404:
+                    raise
+                gone.add(rid)  # deleted meanwhile (e.g. with its last sibling): fine
+            bar.update(1)
+    would = plan.status == "WouldDelete"
+    plan.loc[would, "status"] = "Deleted"
+    plan.loc[would & plan.resource.isin(gone), "status"] = "AlreadyGone"
+    plan.attrs["dry_run"] = False
+    return plan

@@ -1,0 +1,94 @@
+"""headers(): every stored pydicom test file comes back as pydicom reads the original."""
+
+from __future__ import annotations
+
+import warnings
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+
+from orthanc_pandas.errors import SelectionError
+from orthanc_pandas.headers import parse_header_prefix
+from orthanc_pandas.synthetic import make_series, to_bytes
+
+
+def assert_same_dataset(got: Dataset, ref: Dataset, where: str = "") -> None:
+    """Element by element: tag, VR, value (sequences recursively)."""
+    assert list(got.keys()) == list(ref.keys()), where
+    for tag in ref.keys():
+        a, b = got[tag], ref[tag]
+        assert a.VR == b.VR, f"{where} {tag} VR {a.VR} != {b.VR}"
+        if b.VR == "SQ":
+            assert len(a.value) == len(b.value), f"{where} {tag}"
+            for k, (ia, ib) in enumerate(zip(a.value, b.value, strict=False)):
+                assert_same_dataset(ia, ib, f"{where} {tag}[{k}]")
+        else:
+            assert a.value == b.value, f"{where} {tag} {a.value!r} != {b.value!r}"
+
+
+def _reference(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(path, stop_before_pixels=True, force=True)
+
+
+def test_headers_equal_pydicom_for_every_stored_corpus_file(corpus, corpus_frame):
+    frame = corpus_frame[corpus_frame.index.get_level_values("instance").isin(list(corpus.stored))]
+    assert len(frame) == len(corpus.stored) > 50
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # some corpus files are odd on purpose
+        datasets = frame.orthanc.headers()
+    assert len(datasets) == len(frame)
+    checked = set()
+    for iid, ds in zip(frame.index.get_level_values("instance"), datasets, strict=False):
+        ref = _reference(corpus.stored[iid])
+        assert "PixelData" not in ds
+        assert_same_dataset(ds, ref, corpus.stored[iid].name)
+        assert_same_dataset(ds.file_meta, ref.file_meta, corpus.stored[iid].name + " meta")
+        assert ds.original_character_set == ref.original_character_set
+        checked.add(iid)
+    assert checked == set(corpus.stored)
+
+
+def test_header_one_row_and_error(corpus, corpus_frame):
+    one = corpus_frame.iloc[[3]]
+    iid = one.index[0][3]
+    ds = one.orthanc.header()
+    assert_same_dataset(ds, _reference(corpus.stored[iid]))
+    with pytest.raises(SelectionError, match=r"exactly one row.*2 rows"):
+        corpus_frame.iloc[:2].orthanc.header()
+    with pytest.raises(SelectionError, match="no rows"):
+        corpus_frame.iloc[:0].orthanc.header()
+
+
+def test_headers_repeat_rows_in_order(corpus, corpus_frame):
+    rows = corpus_frame.iloc[[5, 1, 5]]
+    a, b, c = rows.orthanc.headers(max_workers=2)
+    assert a is c and a.SOPInstanceUID != b.SOPInstanceUID
+    assert a.SOPInstanceUID == _reference(corpus.stored[rows.index[0][3]]).SOPInstanceUID
+
+
+def test_prefix_parse_never_accepts_a_truncated_header():
+    """Cut a file at every element boundary: a prefix is accepted only if it reached pixels."""
+    ds = make_series(1, 16, 16, extra={"ImageComments": "x" * 300})[0]
+    data = to_bytes(ds)
+    full = pydicom.dcmread(pydicom.filebase.DicomBytesIO(data), stop_before_pixels=True)
+    pixel_start = data.index(bytes.fromhex("e07f1000"))
+    accepted = 0
+    for cut in range(132, len(data), 7):
+        got = parse_header_prefix(data[:cut], complete=False)
+        if got is None:
+            continue
+        accepted += 1
+        assert cut > pixel_start
+        assert_same_dataset(got, full)
+    assert accepted > 0  # the cut just after the pixel tag is accepted
+    assert parse_header_prefix(data[:pixel_start], complete=False) is None
+
+
+def test_deflated_needs_the_whole_file():
+    path = pydicom.data.get_testdata_file("image_dfl.dcm")
+    data = open(path, "rb").read()
+    assert parse_header_prefix(data[: len(data) // 2], complete=False) is None
+    assert parse_header_prefix(data, complete=True).SOPInstanceUID == _reference(path).SOPInstanceUID

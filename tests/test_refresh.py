@@ -1,0 +1,134 @@
+"""refresh(): equal to a fresh read_orthanc after uploads, deletions and overwrites."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+import orthanc_pandas as op
+from orthanc_pandas.errors import OrthancPandasError, RefreshWarning
+from orthanc_pandas.refresh import changed_resources
+from orthanc_pandas.synthetic import make_series, to_bytes
+
+
+def _canon(df: pd.DataFrame) -> pd.DataFrame:
+    return df.sort_index()
+
+
+def assert_same(refreshed: pd.DataFrame, fresh: pd.DataFrame) -> None:
+    pd.testing.assert_frame_equal(refreshed, fresh)  # same rows, values, dtypes and order
+    a = {k: v for k, v in refreshed.attrs["orthanc"].items() if k != "read_at"}
+    b = {k: v for k, v in fresh.attrs["orthanc"].items() if k != "read_at"}
+    assert a == b
+
+
+def _series(seed, n=4, **kw):
+    return make_series(n, 8, 8, seed=seed, **kw)
+
+
+@pytest.fixture
+def server(orthanc_factory):
+    s = orthanc_factory(config={"OverwriteInstances": True})
+    s.upload_bytes([to_bytes(d) for d in _series("a", patient_id="P1")])
+    s.upload_bytes([to_bytes(d) for d in _series("b", patient_id="P2", series_number=2)])
+    s.upload_bytes([to_bytes(d) for d in _series("c", patient_id="P2", series_number=3)])
+    return s
+
+
+def test_refresh_without_changes_is_identity(server):
+    df = op.read_orthanc(server.url)
+    assert_same(df.orthanc.refresh(), op.read_orthanc(server.url))
+
+
+def test_refresh_full_frame_after_uploads_deletes_and_overwrite(server):
+    df = op.read_orthanc(server.url)
+    client = server.client()
+    # new series for a known patient, new patient, one more instance in an existing series
+    server.upload_bytes([to_bytes(d) for d in _series("d", patient_id="P1", series_number=9)])
+    # a tag no resource had before: an all-missing column becomes a real one
+    assert df.BodyPartExamined.isna().all()
+    server.upload_bytes([to_bytes(d) for d in _series("e", patient_id="P3",
+                                                      extra={"BodyPartExamined": "HEAD"})])
+    extra = _series("b", n=5, patient_id="P2", series_number=2)[4]
+    server.upload_bytes([to_bytes(extra)])
+    # deletions: one instance, one whole series
+    some = df.index[0]
+    client.delete(f"/instances/{some[3]}")
+    series_c = df[df.PatientID == "P2"].index.get_level_values("series")[-1]
+    client.delete(f"/series/{series_c}")
+    # overwrite with changed instance-level tags (same SOPInstanceUID, same Orthanc id)
+    ds = _series("a", patient_id="P1")[2]
+    ds.InstanceNumber = 77
+    ds.ImageComments = "re-sent"
+    server.upload_bytes([to_bytes(ds)])
+
+    refreshed = df.orthanc.refresh()
+    fresh = op.read_orthanc(server.url)
+    assert len(refreshed) != len(df)  # the test really changed something
+    assert 77 in refreshed.InstanceNumber.tolist()
+    assert_same(refreshed, fresh)
+    assert (refreshed.BodyPartExamined == "HEAD").sum() == 4
+    # and a second refresh with nothing new changes nothing
+    assert_same(refreshed.orthanc.refresh(), fresh)
+    # deleting the only series with the tag makes the column all-missing again
+    client.delete(f"/patients/{refreshed[refreshed.PatientID == 'P3'].index[0][0]}")
+    assert_same(refreshed.orthanc.refresh(), op.read_orthanc(server.url))
+
+
+def test_refresh_cut_frame_keeps_its_rows_and_warns(server):
+    df = op.read_orthanc(server.url)
+    cut = df[df.PatientID == "P2"]
+    client = server.client()
+    gone = cut.index[0]
+    client.delete(f"/instances/{gone[3]}")
+    ds = _series("b", patient_id="P2", series_number=2)[1]
+    ds.InstanceNumber = 55
+    server.upload_bytes([to_bytes(ds)])
+    server.upload_bytes([to_bytes(d) for d in _series("f", patient_id="P2", series_number=7)])
+    with pytest.warns(RefreshWarning, match="only the rows"):
+        refreshed = cut.orthanc.refresh()
+    fresh = op.read_orthanc(server.url)
+    expected = fresh[fresh.index.get_level_values("instance").isin(
+        cut.index.get_level_values("instance"))]
+    assert gone[3] not in refreshed.index.get_level_values("instance")
+    assert 55 in refreshed.InstanceNumber.tolist()
+    # same values as a fresh read for exactly the surviving rows (categories may differ: the
+    # cut frame's categories are those of the whole archive, like any pandas cut)
+    pd.testing.assert_frame_equal(_canon(refreshed), _canon(expected), check_categorical=False)
+    assert refreshed.attrs["orthanc"]["last_change"] == fresh.attrs["orthanc"]["last_change"]
+
+
+def test_refresh_needs_last_change(server):
+    df = op.read_orthanc(server.url)
+    df.attrs["orthanc"].pop("last_change")
+    with pytest.raises(OrthancPandasError, match="last_change"):
+        df.orthanc.refresh()
+
+
+def test_callable_criteria_are_not_replayed():
+    from orthanc_pandas.refresh import _has_callable
+
+    assert _has_callable({"select": {"Modality": {"callable": "<lambda>"}}, "case_sensitive": False})
+    assert not _has_callable({"select": {"Modality": {"any": ["CT"]}}, "case_sensitive": False})
+
+
+def test_changed_resources_ignores_stable():
+    got = changed_resources([
+        {"ChangeType": "NewSeries", "ResourceType": "Series", "ID": "s"},
+        {"ChangeType": "StableStudy", "ResourceType": "Study", "ID": "t"},
+        {"ChangeType": "JobSuccess", "ResourceType": "Job", "ID": "j"},
+    ])
+    assert got == {"patient": set(), "study": set(), "series": {"s"}, "instance": set()}
+
+
+def test_refresh_replays_select(server):
+    df = op.read_orthanc(server.url)
+    sel = df.orthanc.select(PatientID="P2")
+    assert sel.attrs["orthanc"]["criteria"]
+    server.upload_bytes([to_bytes(d) for d in _series("g", patient_id="P2", series_number=8)])
+    server.upload_bytes([to_bytes(d) for d in _series("h", patient_id="P4")])
+    server.client().delete(f"/instances/{sel.index[0][3]}")
+    refreshed = sel.orthanc.refresh()
+    assert len(refreshed) == len(sel) - 1 + 4
+    expected = op.read_orthanc(server.url).orthanc.select(PatientID="P2")
+    assert_same(refreshed, expected)

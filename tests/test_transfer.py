@@ -1,0 +1,250 @@
+"""download / to_zip / upload / delete against a real Orthanc."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import orthanc_pandas as op
+from orthanc_pandas.errors import DownloadFolderError
+from orthanc_pandas.synthetic import make_series, to_bytes
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def files_server(orthanc_available):
+    """Two series of generated CT slices (one of 256x256, one of 512x512)."""
+    from orthanc_pandas.testing import LocalOrthanc
+
+    with LocalOrthanc(name="files") as server:
+        blobs = [to_bytes(d) for d in make_series(6, 64, 64, seed="small", patient_id="S1")]
+        blobs += [to_bytes(d) for d in make_series(30, 512, 512, seed="big", patient_id="S2")]
+        answers = server.upload_bytes(blobs)
+        by_id = {a["ID"]: b for a, b in zip(answers, blobs, strict=False)}
+        yield server, by_id
+
+
+def test_download_is_byte_identical_in_row_order(files_server, tmp_path):
+    server, originals = files_server
+    df = op.read_orthanc(server.url)
+    rows = df.iloc[::-1]
+    paths = rows.orthanc.download(tmp_path)
+    assert isinstance(paths, pd.Series) and paths.index.equals(rows.index)
+    for (_, _, _, iid), p in paths.items():
+        assert Path(p).name == f"{iid}.dcm"
+        assert sha(Path(p).read_bytes()) == sha(originals[iid])
+    assert not list(tmp_path.glob(".*.part"))
+
+
+def test_download_tree_layout_and_rerun_skips(files_server, tmp_path):
+    server, originals = files_server
+    df = op.read_orthanc(server.url)
+    small = df[df.PatientID == "S1"]
+    paths = small.orthanc.download(tmp_path, layout="tree")
+    for (p, st, se, i), path in paths.items():
+        assert Path(path) == tmp_path / p / st / se / f"{i}.dcm"
+    mtimes = {p: os.stat(p).st_mtime_ns for p in paths}
+    # a damaged file (wrong size) is fetched again, complete ones are skipped
+    victim = paths.iloc[0]
+    Path(victim).write_bytes(b"junk")
+    time.sleep(0.01)
+    again = small.orthanc.download(tmp_path, layout="tree", verify="md5")
+    assert again.equals(paths)
+    for p in paths:
+        if p == victim:
+            assert sha(Path(p).read_bytes()) == sha(originals[Path(p).stem])
+        else:
+            assert os.stat(p).st_mtime_ns == mtimes[p]
+
+
+def test_download_default_folder_and_unwritable(files_server, tmp_path):
+    server, _ = files_server
+    df = op.read_orthanc(server.url).iloc[:1]
+    path = Path(df.orthanc.download().iloc[0])
+    assert str(path).startswith(str(Path(__import__("tempfile").gettempdir())))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(DownloadFolderError, match="Cannot create"):
+        df.orthanc.download(a_file / "sub")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if not os.access(ro, os.W_OK):  # as root permissions are not enforced
+            with pytest.raises(DownloadFolderError, match="not writable"):
+                df.orthanc.download(ro)
+    finally:
+        ro.chmod(0o700)
+
+
+def test_killed_download_rerun_completes(files_server, tmp_path):
+    server, originals = files_server
+    out = tmp_path / "out"
+    script = textwrap.dedent(f"""
+        import time, orthanc_pandas as op
+        class Slow:  # a progress object that makes the run last long enough to be killed
+            def update(self, n=1):
+                time.sleep(0.05)
+        df = op.read_orthanc({server.url!r})
+        df.orthanc.download({str(out)!r}, progress=Slow(), max_workers=2)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list(out.glob("*.dcm"))) < 8:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    finished = list(out.glob("*.dcm"))
+    assert 8 <= len(finished) < len(originals), "kill did not land mid-download"
+    for p in finished:  # whatever has a final name is complete
+        assert sha(p.read_bytes()) == sha(originals[p.stem])
+    df = op.read_orthanc(server.url)
+    paths = df.orthanc.download(out)
+    assert sorted(Path(p).stem for p in paths) == sorted(originals)
+    for p in paths:
+        assert sha(Path(p).read_bytes()) == sha(originals[Path(p).stem])
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{i}.dcm" for i in originals)
+
+
+def test_to_zip_holds_the_series(files_server, tmp_path):
+    server, originals = files_server
+    df = op.read_orthanc(server.url)
+    small = df[df.PatientID == "S1"].iloc[:2]  # part of a series: the whole series goes
+    path = small.orthanc.to_zip(tmp_path / "a.zip")
+    with zipfile.ZipFile(path) as zf:
+        blobs = [zf.read(n) for n in zf.namelist() if not n.endswith("/")]
+    want = {sha(originals[i]) for i in df[df.PatientID == "S1"].index.get_level_values("instance")}
+    assert {sha(b) for b in blobs} == want
+    assert not list(tmp_path.glob(".*.part"))
+
+
+# -- upload ---------------------------------------------------------------------------------
+def test_upload_mixed_folder_reports_every_path(empty_server, tmp_path):
+    series = make_series(4, 32, 32, seed="up")
+    blobs = [to_bytes(d) for d in series]
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    for k, b in enumerate(blobs[:2]):
+        (folder / f"good{k}.dcm").write_bytes(b)
+    (folder / "dup_of_good0.dcm").write_bytes(blobs[0])
+    (folder / "notes.txt").write_text("not DICOM at all\n" * 20)
+    (folder / "truncated.dcm").write_bytes(blobs[2][:400])
+    with zipfile.ZipFile(folder / "batch.zip", "w") as zf:
+        zf.writestr("a/one.dcm", blobs[2])
+        zf.writestr("a/two.dcm", blobs[3])
+        zf.writestr("readme.md", "hello")
+    (folder / "sub" / "deep.dcm").write_bytes(blobs[3])  # only seen with recursive=True
+    report = op.upload(folder, empty_server.url)
+    got = dict(zip(report.path, report.status.astype(str), strict=False))
+    expected = {
+        str(folder / "good1.dcm"): "Success",
+        str(folder / "notes.txt"): "NotDicom",
+        str(folder / "truncated.dcm"): "Failure",
+        f"{folder / 'batch.zip'}!a/one.dcm": "Success",
+        f"{folder / 'batch.zip'}!a/two.dcm": "Success",
+        f"{folder / 'batch.zip'}!readme.md": "NotDicom",
+    }
+    # good0 and its copy are sent in parallel: exactly one of them is stored first
+    pair = sorted([got.pop(str(folder / "dup_of_good0.dcm")), got.pop(str(folder / "good0.dcm"))])
+    assert pair == ["AlreadyStored", "Success"]
+    assert got == expected
+    stored = report[report.status.isin(["Success", "AlreadyStored"])]
+    server_ids = set(empty_server.client().list_ids("instances"))
+    assert server_ids == set(stored.instance)
+    assert len(server_ids) == 4
+    assert report.loc[report.status == "Failure", "message"].str.len().gt(0).all()
+
+    deeper = op.upload(folder, empty_server.url, recursive=True)
+    assert set(deeper.path) == set(report.path) | {str(folder / "sub" / "deep.dcm")}
+    assert deeper.set_index("path").loc[str(folder / "sub" / "deep.dcm"), "status"] == "AlreadyStored"
+
+
+def test_upload_single_file_missing_file_and_bad_zip(empty_server, tmp_path):
+    good = tmp_path / "x.dcm"
+    good.write_bytes(to_bytes(make_series(1, 8, 8)[0]))
+    bad_zip = tmp_path / "broken.zip"
+    bad_zip.write_bytes(b"PK\x03\x04" + b"\0" * 50)
+    text = tmp_path / "t.txt"
+    text.write_text("hello")
+    report = op.upload([good, tmp_path / "missing.dcm", bad_zip, text], empty_server.client(),
+                       check_dicom=False)
+    assert list(report.path) == [str(good), str(tmp_path / "missing.dcm"), str(bad_zip), str(text)]
+    assert list(report.status.astype(str)) == ["Success", "Error", "Error", "NotDicom"]
+    single = op.upload(good, empty_server.url)
+    assert list(single.status.astype(str)) == ["AlreadyStored"]
+
+
+# -- delete ---------------------------------------------------------------------------------
+@pytest.fixture
+def delete_server(orthanc_factory):
+    s = orthanc_factory()
+    for k, pid in enumerate(["D1", "D1", "D2"]):
+        s.upload_bytes([to_bytes(d) for d in make_series(3, 8, 8, seed=f"del{k}", patient_id=pid,
+                                                          series_number=k + 1)])
+    return s
+
+
+def _counts(client):
+    return {k: v for k, v in client.statistics().items() if k.startswith("Count")}
+
+
+def test_delete_dry_run_changes_nothing_and_lists_all_instances(delete_server):
+    client = delete_server.client()
+    df = op.read_orthanc(delete_server.url)
+    before = _counts(client)
+    one_row = df[df.PatientID == "D1"].iloc[[0]]
+    plan = one_row.orthanc.delete(level="patient")
+    assert _counts(client) == before
+    assert plan.attrs["dry_run"] is True
+    assert (plan.status == "WouldDelete").all()
+    d1 = df[df.PatientID == "D1"]
+    assert set(plan.instance) == set(d1.index.get_level_values("instance"))
+    assert plan.in_frame.sum() == 1 and len(plan) == 6
+    assert set(plan.series) == set(d1.index.get_level_values("series"))
+    with pytest.raises(ValueError, match="level must be"):
+        df.orthanc.delete(level="frame")
+
+
+def test_confirmed_series_delete_removes_exactly_that_series(delete_server):
+    delete_server.client()
+    df = op.read_orthanc(delete_server.url)
+    target = df.index.get_level_values("series")[0]
+    rows = df[df.index.get_level_values("series") == target].iloc[:1]
+    report = rows.orthanc.delete(level="series", confirm=True)
+    assert (report.status == "Deleted").all() and len(report) == 3
+    after = op.read_orthanc(delete_server.url)
+    assert set(after.index.get_level_values("instance")) == set(
+        df[df.index.get_level_values("series") != target].index.get_level_values("instance"))
+    # rows already gone are reported, not raised
+    again = rows.orthanc.delete(level="series", confirm=True)
+    assert list(again.status) == ["AlreadyGone"]
+    inst = df[df.index.get_level_values("series") == target]
+    gone = inst.orthanc.delete(level="instance", confirm=True)
+    assert (gone.status == "AlreadyGone").all() and len(gone) == 3
+
+
+def test_delete_instances(delete_server):
+    df = op.read_orthanc(delete_server.url)
+    rows = df.iloc[[0, 4]]
+    report = rows.orthanc.delete(confirm=True)
+    assert (report.status == "Deleted").all()
+    left = set(delete_server.client().list_ids("instances"))
+    assert left == set(df.index.get_level_values("instance")) - set(rows.index.get_level_values("instance"))
