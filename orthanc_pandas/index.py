@@ -342,10 +342,39 @@ def _strip_padding(raw: pa.Array) -> pa.Array:
     return pc.utf8_rtrim(raw, characters=" \x00")
 
 
-def _numeric_text(text: pd.Series) -> pd.Series:
+_NUMBER_RE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+_NULL_STR = pa.scalar(None, pa.string())
+
+
+def _arrow_text(text) -> pa.Array:
+    """Strings as one Arrow array, whatever pandas holds them in."""
+    if isinstance(text, pa.ChunkedArray):
+        return text.combine_chunks()
+    if isinstance(text, pa.Array):
+        return text
+    arr = pa.array(pd.Series(text).astype(TEXT_DTYPE).array)
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+def _numeric_text(a: pa.Array) -> pa.Array:
     # Numeric VRs use the default repertoire, but Orthanc decodes them with the dataset's
     # character set: under Japanese JIS X 0201 the value separator '\\' arrives as '¥'.
-    return text.str.replace("¥", "\\", regex=False).str.strip()
+    return pc.utf8_trim_whitespace(pc.replace_substring(a, "¥", "\\"))
+
+
+def _present(a: pa.Array) -> pa.Array:
+    return pc.fill_null(pc.greater(pc.utf8_length(a), 0), False)
+
+
+def _arrow_numbers(a: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Trimmed strings -> (float64 values, bool: present but not a number)."""
+    ok = pc.fill_null(pc.match_substring_regex(a, _NUMBER_RE), False)
+    values = pc.cast(pc.if_else(ok, a, _NULL_STR), pa.float64())
+    return values, pc.and_(_present(a), pc.invert(ok))
+
+
+def _count(mask: pa.Array) -> int:
+    return int(pc.sum(pc.cast(mask, pa.int64())).as_py() or 0)
 
 
 def _warn(kw: str, bad: int, what: str) -> None:
@@ -366,79 +395,112 @@ def _typed_columns(kw: str, raw: pa.Array, level: str, typed: bool) -> dict[str,
         return {name: _null(len(raw)) for name in names}
     vr = tag_vr(kw)
     raw = _strip_padding(raw)
-    text = _text(raw)
     if vr == "DA":
-        return {kw: parse_dates(text, kw)}
+        return {kw: parse_dates(raw, kw)}
     if vr in _NUMERIC_VRS:
         length = _vector_length(kw)
         if length:
-            return parse_vectors(text, kw, length)
-        return {kw: parse_numbers(text, kw, integer=(vr in _INTEGER_VRS))}
+            return parse_vectors(raw, kw, length)
+        return {kw: parse_numbers(raw, kw, integer=(vr in _INTEGER_VRS))}
     if level == "instance":
-        return {kw: text}
+        return {kw: _text(raw)}
     return {kw: _category(raw)}
 
 
-def parse_dates(text: pd.Series, kw: str = "date") -> pd.Series:
-    """DICOM DA strings -> ``datetime64[us]``; empty -> NaT; unparsable -> NaT with a warning."""
-    stripped = text.str.strip()
-    present = stripped.notna() & (stripped != "")
-    # exactly YYYYMMDD (pandas' %Y%m%d would also take 7 digits), or ACR-NEMA's YYYY.MM.DD
-    stripped = stripped.str.replace(r"^(\d{4})\.(\d{2})\.(\d{2})$", r"\1\2\3", regex=True)
-    valid = present & stripped.str.fullmatch(r"\d{8}").fillna(False).astype(bool)
-    out = pd.to_datetime(stripped.where(valid), format="%Y%m%d", errors="coerce")
-    out = out.astype(DATE_DTYPE)
-    _warn(kw, int((present & out.isna()).sum()), "DICOM dates (YYYYMMDD)")
-    return out
+def parse_dates(text, kw: str = "date") -> pd.Series:
+    """DICOM DA strings -> ``datetime64[us]``; empty -> NaT; unparsable -> NaT with a warning.
+
+    Exactly ``YYYYMMDD`` (or ACR-NEMA's ``YYYY.MM.DD``, which pydicom reads too).
+
+    >>> parse_dates(pd.Series(["20200131", "", None])).tolist()
+    [Timestamp('2020-01-31 00:00:00'), NaT, NaT]
+    """
+    a = pc.utf8_trim_whitespace(_arrow_text(text))
+    a = pc.replace_substring_regex(a, r"^(\d{4})\.(\d{2})\.(\d{2})$", r"\1\2\3")
+    ok = pc.fill_null(pc.match_substring_regex(a, r"^\d{8}$"), False)
+    dates = pc.strptime(pc.if_else(ok, a, _NULL_STR), format="%Y%m%d", unit="us", error_is_null=True)
+    _warn(kw, _count(pc.and_(_present(a), pc.is_null(dates))), "DICOM dates (YYYYMMDD)")
+    return pd.Series(dates.to_numpy(zero_copy_only=False).astype(DATE_DTYPE), copy=False)
 
 
-def parse_numbers(text: pd.Series, kw: str = "number", integer: bool = False) -> pd.Series:
-    """DICOM IS/DS strings -> ``Int64``/``Float64``; unparsable -> NA with a warning."""
-    stripped = _numeric_text(text)
-    present = stripped.notna() & (stripped != "")
-    num = pd.to_numeric(stripped.where(present), errors="coerce").astype("Float64")
-    bad = present & num.isna()
+def parse_numbers(text, kw: str = "number", integer: bool = False) -> pd.Series:
+    """DICOM IS/DS strings -> ``Int64``/``Float64``; unparsable -> NA with a warning.
+
+    >>> parse_numbers(pd.Series([" 12 ", "x", None]), integer=True).tolist()
+    [12, <NA>, <NA>]
+    """
+    values, bad = _arrow_numbers(_numeric_text(_arrow_text(text)))
     if integer:
-        frac = num.notna() & (num != num.round())
-        num = num.mask(frac)
-        bad |= frac
-        num = num.astype("Int64")
-    _warn(kw, int(bad.sum()), "integers (IS)" if integer else "decimal numbers (DS)")
-    return num
+        frac = pc.fill_null(pc.not_equal(values, pc.floor(values)), False)
+        values = pc.if_else(frac, pa.scalar(None, pa.float64()), values)
+        bad = pc.or_(bad, frac)
+    _warn(kw, _count(bad), "integers (IS)" if integer else "decimal numbers (DS)")
+    out = pd.array(values.to_numpy(zero_copy_only=False), dtype="Float64")
+    out[np.asarray(pc.is_null(values))] = pd.NA
+    return pd.Series(out.astype("Int64") if integer else out, copy=False)
 
 
-def parse_vectors(text: pd.Series, kw: str, length: int) -> dict[str, pd.Series]:
-    """``"x\\y\\z"`` -> columns ``kw_0``..; more components than expected get more columns."""
-    stripped = _numeric_text(text)
-    present = stripped.notna() & (stripped != "")
-    parts = stripped.where(present).str.split("\\", expand=True) if len(text) else pd.DataFrame()
-    width = max(length, parts.shape[1] if parts.ndim == 2 else 0)
+def parse_vectors(text, kw: str, length: int) -> dict[str, pd.Series]:
+    """``"x\\y\\z"`` -> columns ``kw_0``..; more components than expected get more columns.
+
+    >>> parse_vectors(pd.Series(["1\\2\\3"]), "ImagePositionPatient", 3)["ImagePositionPatient_2"].tolist()
+    [3.0]
+    """
+    a = _numeric_text(_arrow_text(text))
+    present = _present(a)
+    lists = pc.split_pattern(pc.if_else(present, a, ""), "\\")
+    widest = pc.max(pc.list_value_length(lists)).as_py() or 0
+    width = max(length, widest)
     out = {}
-    bad = pd.Series(False, index=text.index)
+    bad = pa.array(np.zeros(len(a), dtype=bool))
     for i in range(width):
-        comp = parts[i] if i in parts.columns else pd.Series(pd.NA, index=text.index, dtype=TEXT_DTYPE)
-        comp = comp.astype(TEXT_DTYPE).str.strip()
-        num = pd.to_numeric(comp, errors="coerce").astype("Float64")
-        bad |= present & num.isna()
-        out[f"{kw}_{i}"] = num
-    _warn(kw, int(bad.sum()), f"{length} decimal numbers")
+        comp = pc.list_flatten(pc.list_slice(lists, i, i + 1, return_fixed_size_list=True))
+        values, _ = _arrow_numbers(pc.utf8_trim_whitespace(comp))
+        bad = pc.or_(bad, pc.and_(present, pc.is_null(values)))
+        col = pd.array(values.to_numpy(zero_copy_only=False), dtype="Float64")
+        col[np.asarray(pc.is_null(values))] = pd.NA
+        out[f"{kw}_{i}"] = pd.Series(col, copy=False)
+    _warn(kw, _count(bad), f"{length} decimal numbers")
     return out
+
+
+SORT_KEYS = ("PatientID", "StudyDate", "StudyInstanceUID", "SeriesNumber", "SeriesInstanceUID",
+             "InstanceNumber", "SOPInstanceUID")
+
+
+def sort_order(df: pd.DataFrame) -> np.ndarray:
+    """Row positions in the index frame's order: :data:`SORT_KEYS`, then the ids; NA last."""
+    keys = [_rank(df[k]) for k in SORT_KEYS if k in df.columns]
+    index = df.index
+    if isinstance(index, pd.MultiIndex):
+        for level, codes in zip(index.levels, index.codes, strict=True):
+            keys.append(_rank_codes(np.asarray(codes), level))
+    if not keys:
+        return np.arange(len(df))
+    return np.lexsort(keys[::-1])  # lexsort sorts by its last key first
+
+
+def _rank_codes(codes: np.ndarray, categories) -> np.ndarray:
+    """Codes into (possibly unsorted) categories -> ranks in sorted order; -1 (NA) last."""
+    n = len(categories)
+    rank = np.empty(n + 1, dtype=np.int64)
+    rank[np.argsort(np.asarray(categories, dtype=object), kind="stable")] = np.arange(n)
+    rank[n] = n
+    return rank[np.where(codes < 0, n, codes)]
+
+
+def _rank(col: pd.Series) -> np.ndarray:
+    """Integer ranks of a column's values (ties equal, NA last), for np.lexsort."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return _rank_codes(col.cat.codes.to_numpy(), col.cat.categories)
+    if isinstance(col.dtype, pd.ArrowDtype) and col.dtype.pyarrow_dtype == pa.null():
+        return np.zeros(len(col), dtype=np.int64)
+    codes, uniques = pd.factorize(col, sort=True)
+    return np.where(codes < 0, len(uniques), codes)
 
 
 def _sorted(df: pd.DataFrame) -> pd.DataFrame:
-    keys = [k for k in ("PatientID", "StudyDate", "StudyInstanceUID", "SeriesNumber",
-                        "SeriesInstanceUID", "InstanceNumber", "SOPInstanceUID") if k in df.columns]
-    frame = pd.DataFrame({k: _sort_key(df[k]) for k in keys}, index=pd.RangeIndex(len(df)))
-    for i, name in enumerate(INDEX_NAMES):
-        frame[f"__id{i}"] = df.index.get_level_values(name).to_numpy(dtype=object)
-    order = frame.sort_values(list(frame.columns), kind="stable", na_position="last").index.to_numpy()
-    return df.take(order)
-
-
-def _sort_key(col: pd.Series):
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        col = col.astype(TEXT_DTYPE)
-    return col.array  # positional: the key frame has its own RangeIndex
+    return df.take(sort_order(df))
 
 
 def empty_frame() -> pd.DataFrame:

@@ -135,3 +135,17 @@ def test_fuzz_no_crash_no_silent_loss(instances, patient_tags):
     for col in ("SOPInstanceUID", "ImageComments", "PatientName"):
         both = raw[col].notna()
         assert (df[col][both].astype(str) == raw[col][both].str.rstrip(" \x00")).all()
+
+
+def test_sort_order_is_a_stable_lexicographic_sort_with_na_last(corpus_frame):
+    """The fast lexsort gives exactly pandas' sort over the documented keys, NA last."""
+    from orthanc_pandas.index import INDEX_NAMES, SORT_KEYS, sort_order
+
+    shuffled = corpus_frame.sample(frac=1, random_state=7)
+    keys = pd.DataFrame({k: (shuffled[k].astype("string") if isinstance(shuffled[k].dtype, pd.CategoricalDtype)
+                             else shuffled[k]).array for k in SORT_KEYS}, index=pd.RangeIndex(len(shuffled)))
+    for i, name in enumerate(INDEX_NAMES):
+        keys[f"id{i}"] = shuffled.index.get_level_values(name).to_numpy(dtype=object)
+    expected = keys.sort_values(list(keys.columns), kind="stable", na_position="last").index.to_numpy()
+    assert np.array_equal(sort_order(shuffled), expected)
+    assert shuffled.take(sort_order(shuffled)).index.equals(corpus_frame.index)
