@@ -39,6 +39,9 @@ class OrthancAccessor:
                 f"{INDEX_NAMES}); this frame's index is {names}. If you called reset_index(), "
                 "restore it with df.set_index(['patient', 'study', 'series', 'instance'])."
             )
+        from .read import check_format
+
+        check_format(df.attrs)  # a newer frame format could silently mean other rows
         self._df = df
 
     # -- provenance and client -----------------------------------------------------------

@@ -18,6 +18,8 @@ __all__ = [
     "OrthancTLSError",
     "NotOrthancError",
     "ServerChangedError",
+    "ServerMismatchError",
+    "FrameFormatError",
     "UnknownTagError",
     "SelectionError",
     "NotAnIndexError",
@@ -90,6 +92,14 @@ class NotOrthancError(OrthancPandasError, ValueError):
 
 class ServerChangedError(OrthancPandasError, RuntimeError):
     """The archive kept changing while it was being read; no consistent snapshot was possible."""
+
+
+class ServerMismatchError(OrthancPandasError, ValueError):
+    """A frame is used against another server (or another database) than the one it was read from."""
+
+
+class FrameFormatError(OrthancPandasError, ValueError):
+    """The frame was written by an orthanc-pandas with a frame format this version cannot read."""
 
 
 class UnknownTagError(OrthancPandasError, KeyError):

@@ -10,10 +10,10 @@ import pandas as pd
 from . import __version__
 from ._progress import progress_bar
 from .client import OrthancClient, get_client
-from .errors import OrthancConnectionError, ServerChangedError
+from .errors import FrameFormatError, OrthancConnectionError, ServerChangedError
 from .index import LEVELS, ROUTES, InconsistentIndexError, LevelTable, build_frame
 
-__all__ = ["read_orthanc", "read_tables", "provenance", "FORMAT_VERSION"]
+__all__ = ["read_orthanc", "read_tables", "provenance", "check_format", "FORMAT_VERSION"]
 
 log = logging.getLogger(__name__)
 
@@ -176,3 +176,32 @@ def provenance(client: OrthancClient, system: dict, last_change: int, counts: di
         "library": f"orthanc-pandas {__version__}",
         "criteria": [],
     }
+
+
+def check_format(attrs) -> None:
+    """Refuse a frame whose ``attrs["orthanc"]["format"]`` this version does not know.
+
+    A frame (or parquet file) written by a newer orthanc-pandas may lay out its columns
+    differently, so using it here could select or download the wrong rows without any error.
+    Frames without provenance (attrs dropped, e.g. by ``pd.concat``) are not refused here.
+
+    Examples
+    --------
+    >>> check_format({"orthanc": {"format": FORMAT_VERSION}})
+    >>> check_format({"orthanc": {"format": 99, "library": "orthanc-pandas 9.0"}})
+    Traceback (most recent call last):
+    ...
+    orthanc_pandas.errors.FrameFormatError: This frame has orthanc-pandas frame format 99 (written by orthanc-pandas 9.0); this orthanc-pandas ... reads format 1. ...
+    """
+    info = attrs.get("orthanc") if isinstance(attrs, dict) else None
+    if not isinstance(info, dict) or "format" not in info:
+        return
+    fmt = info["format"]
+    if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt == FORMAT_VERSION:
+        return
+    who = info.get("library") or "an unknown version"
+    raise FrameFormatError(
+        f"This frame has orthanc-pandas frame format {fmt!r} (written by {who}); this "
+        f"orthanc-pandas {__version__} reads format {FORMAT_VERSION}. Upgrade orthanc-pandas, "
+        "or read the server again with orthanc_pandas.read_orthanc(url)."
+    )

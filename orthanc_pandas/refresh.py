@@ -29,7 +29,13 @@ from pandas.api.types import union_categoricals
 
 from . import index as _index
 from .client import OrthancClient
-from .errors import OrthancNotFoundError, OrthancPandasError, RefreshWarning, ServerChangedError
+from .errors import (
+    OrthancNotFoundError,
+    OrthancPandasError,
+    RefreshWarning,
+    ServerChangedError,
+    ServerMismatchError,
+)
 from .index import (
     LEVELS,
     ROUTES,
@@ -39,6 +45,7 @@ from .index import (
     _sorted,
     build_frame,
 )
+from .read import check_format
 
 __all__ = ["refresh", "changed_resources"]
 
@@ -243,6 +250,12 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
     ------
     OrthancPandasError
         When ``df.attrs`` does not record the change sequence it was read at.
+    ServerMismatchError
+        When ``client`` is not the server the frame was read from (another URL), or that
+        server's change log went back (database replaced or reset): following changes
+        would silently mix two archives.
+    FrameFormatError
+        When the frame was written by an orthanc-pandas with another frame format.
 
     Examples
     --------
@@ -257,6 +270,13 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
             "['last_change']), and this frame has none (attrs lost, e.g. after pd.concat). "
             "Read it again with orthanc_pandas.read_orthanc(url).")
     since = int(info["last_change"])
+    check_format(df.attrs)
+    if info.get("url") and info["url"] != client.url:
+        # the change sequence and the deletions are only meaningful on the server read from
+        raise ServerMismatchError(
+            f"This frame was read from {info['url']}; refreshing it against {client.url} would "
+            "mix two archives. Read that server with orthanc_pandas.read_orthanc(url) instead (if "
+            "it is the same server under another address, set df.attrs['orthanc']['url'] first).")
     criteria = list(info.get("criteria") or [])
     counts = info.get("counts") or {}
     replayable = not any(_has_callable(e) for e in criteria)
@@ -279,6 +299,12 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
 
     for _attempt in range(max_attempts):
         seq0 = client.last_change()
+        if seq0 < since:
+            raise ServerMismatchError(
+                f"The change log of {client.url} is at {seq0}, behind the {since} this frame was "
+                "read at: the server's database was replaced or reset since (or this is another "
+                "server). Changes cannot be followed; read it again with "
+                "orthanc_pandas.read_orthanc(url).")
         changed = changed_resources(_all_changes(client, since))
         stats = client.statistics()
         server_ids = set(client.list_ids("instances"))
