@@ -1,0 +1,599 @@
+"""The Orthanc index as a Dask DataFrame, and per-series work in parallel on Dask.
+
+``pip install 'orthanc-pandas[dask]'``. Importing this module registers ``ddf.orthanc`` on
+Dask DataFrames (``select``, ``info``, ``url``).
+
+How the Dask index is built
+---------------------------
+:func:`read_orthanc` reads the three small parent levels (patients, studies, series, with
+each series' instance ids) once, on the calling machine, checked against ``/changes`` and
+``/statistics`` like :func:`orthanc_pandas.read_orthanc`. From them it knows every column, its
+dtype and its categories (the ``meta``, so no partition is computed for the schema), and
+cuts the archive into partitions of whole studies in the pandas frame's order. Each partition
+then fetches ``GET /studies/{id}/instances`` for its studies (one request per study) and
+joins them to its slice of the parent tables with :func:`orthanc_pandas.index.build_frame`,
+the same code as the pandas reader; a second, fused step gives every partition the archive's
+dtypes and categories, read once from one shared task.
+
+Why studies and not pages of ``/instances?since=&limit=``: pages of Orthanc's unordered list
+cannot be put in the frame's order, hold an unknown set of parents, and shift when the archive
+changes. Partitions of whole studies give ``compute()`` the exact row order of the pandas
+reader, never split a series (so ``map_partitions`` sees whole series), ship each partition
+only its own parent rows, and let each partition check its instances against the snapshot.
+
+Guarantees
+----------
+* ``ddf.compute()`` equals ``orthanc_pandas.read_orthanc(url)`` read at the same moment: same
+  index, rows in the same order, same values, same columns and dtypes - with one exception: a
+  tag that NO instance of the archive has is an all-missing ``null[pyarrow]`` column in pandas
+  but an all-missing column of the tag's own dtype (``string``, ``Int64``, ``Float64``,
+  ``datetime64[us]``) here, since knowing that would mean reading every instance first.
+* ``compute()`` gives the archive as it was when the graph was built (change sequence
+  ``attrs["orthanc"]["last_change"]``) or raises :class:`~orthanc_pandas.errors.ServerChangedError`:
+  each partition compares the instance ids it reads with the ones listed at build time; a
+  study deleted or changed since makes the computation fail, naming it. Studies added after
+  the build are not in the frame.
+* Credentials are never in the task graph: the Orthanc client pickles as its URL and
+  settings only, and a worker process rebuilds it with credentials from its own process
+  (:func:`connect_workers`, ``ORTHANC_USERNAME``/``ORTHANC_PASSWORD``, or ``~/.netrc``). The
+  threaded scheduler uses the caller's client as it is.
+* ``df.attrs["orthanc"]`` (provenance, JSON) is carried by every partition, by the computed
+  frame and by ``ddf._meta``; :attr:`OrthancDaskAccessor.info` returns it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+try:
+    import dask
+    import dask.dataframe as dd
+    from dask.dataframe.extensions import register_dataframe_accessor
+except ImportError as _exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "orthanc_pandas.dask needs Dask: pip install 'orthanc-pandas[dask]' "
+        "(dask[dataframe] and distributed)."
+    ) from _exc
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from .client import OrthancClient, connect, get_client
+from .errors import (
+    OrthancNotFoundError,
+    ParseWarning,
+    SelectionError,
+    ServerChangedError,
+)
+from .index import (
+    INDEX_NAMES,
+    LEVELS,
+    MAIN_TAGS,
+    PARENT_KEY,
+    ROUTES,
+    SORT_KEYS,
+    InconsistentIndexError,
+    LevelTable,
+    _rank,
+    _vector_length,
+    build_frame,
+    tag_vr,
+)
+from .read import _consistency_problem, provenance
+
+__all__ = ["read_orthanc", "select", "map_series", "series_tasks", "connect_workers",
+           "OrthancDaskAccessor", "DEFAULT_PARTITION_SIZE"]
+
+log = logging.getLogger(__name__)
+
+#: Target instances per partition (whole studies are never split, so some hold more).
+DEFAULT_PARTITION_SIZE = 20_000
+_STUDY_KEYS = SORT_KEYS[:3]  # PatientID, StudyDate, StudyInstanceUID: the study-level sort keys
+
+
+# -- reading ---------------------------------------------------------------------------------
+@dataclass
+class _Part:
+    """What one partition reads: its studies, their parent rows and the expected instances."""
+
+    studies: list[str]
+    parents: dict[str, dict[str, pa.Array]]
+    count: int
+    digest: str
+
+
+def read_orthanc(url: str | OrthancClient, *, auth=None, partition_size: int = DEFAULT_PARTITION_SIZE,
+                 typed: bool = True, page_size: int = 5000, max_attempts: int = 3,
+                 **client_kwargs) -> dd.DataFrame:
+    """The whole Orthanc index as a lazy Dask DataFrame, one row per instance.
+
+    The parent levels are read now (three paged requests); the instances are read when the
+    frame is computed, one ``GET /studies/{id}/instances`` per study, in partitions of whole
+    studies. See the module docstring for the guarantees.
+
+    Parameters
+    ----------
+    url : str or OrthancClient
+        ``http[s]://host[:port][/prefix]`` or a client.
+    auth : (str, str), optional
+        Credentials for this process (default: URL, ``ORTHANC_USERNAME``/``ORTHANC_PASSWORD``,
+        ``~/.netrc``). They are never put in the task graph: worker processes find their own
+        (see :func:`connect_workers`).
+    partition_size : int, default 20000
+        Target number of instances per partition. Studies are not split: a study larger than
+        this is one partition.
+    typed : bool, default True
+        As in :func:`orthanc_pandas.read_orthanc`.
+    page_size : int, default 5000
+        Resources per request when reading the parent levels.
+    max_attempts : int, default 3
+        Reads of the parent levels tried while the archive keeps changing.
+    **client_kwargs
+        ``verify``, ``timeout``, ... for :class:`~orthanc_pandas.client.OrthancClient`.
+
+    Returns
+    -------
+    dask.dataframe.DataFrame
+        Partitions indexed by the ``(patient, study, series, instance)`` MultiIndex, with the
+        columns and dtypes of the pandas reader and ``attrs["orthanc"]``. Dask knows no
+        divisions for it (a MultiIndex has none): use ``map_partitions`` and column operations.
+
+    Raises
+    ------
+    ServerChangedError
+        Now, if the parent levels kept changing during ``max_attempts`` reads; at compute
+        time, if a partition finds its studies changed since the graph was built.
+
+    Examples
+    --------
+    >>> import orthanc_pandas.dask as opd
+    >>> ddf = opd.read_orthanc("http://127.0.0.1:8042", partition_size=50_000)  # doctest: +SKIP
+    >>> ddf.groupby("Modality", observed=True).size().compute()                 # doctest: +SKIP
+    >>> ct = ddf.orthanc.select(Modality="CT")                                  # doctest: +SKIP
+    >>> df = ct.compute()          # a pandas index frame: df.orthanc works       # doctest: +SKIP
+    """
+    if int(partition_size) < 1:
+        raise ValueError(f"partition_size must be a positive number of instances, got {partition_size!r}.")
+    client = get_client(url, auth=auth, **client_kwargs)
+    system = client.system()
+    last_problem = ""
+    for attempt in range(max_attempts):
+        seq0 = client.last_change()
+        stats0 = client.statistics()
+        tables, members = _read_parents(client, page_size)
+        seq1 = client.last_change()
+        stats1 = client.statistics()
+        counts = {lvl: tables[lvl].n for lvl in LEVELS[:3]}
+        counts["instance"] = sum(len(m) for m in members.values())
+        problem = _consistency_problem(client, seq0, seq1, stats0, stats1, counts)
+        if not problem:
+            try:
+                meta, parts = _plan(tables, members, int(partition_size), typed)
+            except InconsistentIndexError as exc:
+                problem = str(exc)
+            else:
+                meta.attrs["orthanc"] = provenance(client, system, seq1, counts)
+                return _collection(client, meta, parts, typed)
+        last_problem = problem
+        log.info("Orthanc changed while reading the parent levels (%s); reading again (%d/%d)",
+                 problem, attempt + 1, max_attempts)
+    raise ServerChangedError(
+        f"The archive at {client.url} kept changing during {max_attempts} reads ({last_problem}); "
+        "no consistent index could be taken. Retry when uploads have settled, or raise max_attempts."
+    )
+
+
+def _read_parents(client: OrthancClient, page_size: int):
+    tables = {}
+    members: dict[str, list[str]] = {}
+    for level in ("series", "study", "patient"):  # children first, as the pandas reader does
+        table = LevelTable(level)
+        for page in client.iter_pages(ROUTES[level], page_size=page_size):
+            if level == "series":
+                for r in page:
+                    members[r["ID"]] = list(r.get("Instances") or ())
+            table.add_page(page)
+        tables[level] = table
+    return tables, members
+
+
+def _dummy_value(kw: str) -> str:
+    """A valid value of a tag's VR: builds the meta with each instance column's own dtype."""
+    vr = tag_vr(kw)
+    width = _vector_length(kw)
+    if width:
+        return "\\".join(["1"] * width)
+    return {"DA": "20000101", "TM": "000000", "DT": "20000101000000", "UI": "1.2"}.get(
+        vr, "1" if vr in ("IS", "DS", "US", "UL", "SS", "SL", "FL", "FD") else "x")
+
+
+def _plan(tables: dict[str, LevelTable], members: dict[str, list[str]], partition_size: int,
+          typed: bool) -> tuple[pd.DataFrame, list[_Part]]:
+    """The meta frame and the partitions, from the parent levels alone."""
+    arrays = {lvl: tables[lvl].finish() for lvl in LEVELS[:3]}
+    series_ids = arrays["series"]["ID"].to_pylist()
+    if not any(members.values()):
+        # no instance at all: the pandas reader's frame exactly (instance columns null)
+        empty = {**arrays, "instance": LevelTable("instance").finish()}
+        meta = build_frame(empty, typed=typed)
+        return meta.iloc[:0], [_Part([], {lvl: _take(arrays[lvl], []) for lvl in LEVELS[:3]}, 0, _digest([]))]
+    # One stand-in instance per series with a valid value for every instance tag: build_frame
+    # then gives every column its dtype (and the parents' categories), and sorts the series in
+    # the order the pandas reader puts their instances.
+    tags = {kw: _dummy_value(kw) for kw in MAIN_TAGS["instance"]}
+    dummies = [{"ID": sid, "ParentSeries": sid, "MainDicomTags": tags, "FileSize": 1,
+                "IndexInSeries": 1} for sid in series_ids]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ParseWarning)  # the partitions warn for their rows
+        frame = build_frame({**arrays, "instance": LevelTable.from_resources("instance", dummies)},
+                            typed=typed)
+    meta = _empty_like(frame)
+    # Rows of the pandas frame are sorted by PatientID, StudyDate, StudyInstanceUID first:
+    # studies tied on those keys must share a partition, then cutting between the others
+    # keeps the global order.
+    ranks = np.column_stack([_rank(frame[k]) for k in _STUDY_KEYS if k in frame.columns]
+                            or [np.zeros(len(frame), np.int64)])
+    new_unit = np.ones(len(frame), dtype=bool)
+    new_unit[1:] = (ranks[1:] != ranks[:-1]).any(axis=1)
+    study_of_row = frame.index.get_level_values("study").to_numpy()
+    series_of_row = frame.index.get_level_values("series").to_numpy()
+    units: list[tuple[list[str], int]] = []
+    for i in range(len(frame)):
+        if new_unit[i]:
+            units.append(([], 0))
+        studies, n = units[-1]
+        if study_of_row[i] not in studies:
+            studies.append(study_of_row[i])
+        units[-1] = (studies, n + len(members.get(series_of_row[i], ())))
+    study_series: dict[str, list[str]] = {}
+    for st, se in zip(study_of_row, series_of_row, strict=True):
+        study_series.setdefault(st, []).append(se)
+    parts: list[_Part] = []
+    cur: list[str] = []
+    size = 0
+    for studies, n in units:
+        if n == 0:
+            continue
+        if cur and size + n > partition_size:
+            parts.append(_make_part(cur, arrays, study_series, members))
+            cur, size = [], 0
+        cur.extend(studies)
+        size += n
+    if cur:
+        parts.append(_make_part(cur, arrays, study_series, members))
+    return meta, parts
+
+
+def _empty_like(frame: pd.DataFrame) -> pd.DataFrame:
+    meta = frame.iloc[:0].copy()
+    meta.index = pd.MultiIndex.from_arrays(
+        [pd.Index([], dtype=lvl.dtype) for lvl in frame.index.levels], names=INDEX_NAMES)
+    return meta
+
+
+def _take(arrays: dict[str, pa.Array], idx) -> dict[str, pa.Array]:
+    ix = pa.array(np.asarray(idx, dtype=np.int64))
+    return {k: v.take(ix) for k, v in arrays.items()}
+
+
+def _digest(ids) -> str:
+    return hashlib.sha1("\n".join(sorted(ids)).encode()).hexdigest()
+
+
+def _make_part(studies: list[str], arrays, study_series, members) -> _Part:
+    series = [se for st in studies for se in study_series[st]]
+    series_pos = pd.Index(arrays["series"]["ID"].to_pylist()).get_indexer(series)
+    study_pos = pd.Index(arrays["study"]["ID"].to_pylist()).get_indexer(studies)
+    patients = list(dict.fromkeys(arrays["study"][PARENT_KEY["study"]].take(pa.array(study_pos)).to_pylist()))
+    patient_pos = pd.Index(arrays["patient"]["ID"].to_pylist()).get_indexer(patients)
+    parents = {"patient": _take(arrays["patient"], patient_pos),
+               "study": _take(arrays["study"], study_pos),
+               "series": _take(arrays["series"], series_pos)}
+    ids = [i for se in series for i in members.get(se, ())]
+    return _Part(list(studies), parents, len(ids), _digest(ids))
+
+
+def _read_partition(part: _Part, client: OrthancClient, typed: bool, last_change: int) -> pd.DataFrame:
+    """One partition: the instances of its studies joined to its parent rows (pure after I/O)."""
+    resources: list[dict] = []
+    for study in part.studies:
+        try:
+            resources.extend(client.get_json(f"/studies/{study}/instances"))
+        except OrthancNotFoundError:
+            raise ServerChangedError(
+                f"Study {study} was deleted from {client.url} after the Dask graph was built (at "
+                f"change {last_change}); build it again with orthanc_pandas.dask.read_orthanc."
+            ) from None
+    ids = [r["ID"] for r in resources]
+    if len(ids) != part.count or _digest(ids) != part.digest:
+        raise ServerChangedError(
+            f"The instances of studies {', '.join(s[:8] for s in part.studies[:5])}"
+            f"{'...' if len(part.studies) > 5 else ''} on {client.url} changed after the Dask graph "
+            f"was built at change {last_change} ({part.count} then, {len(ids)} now); build it "
+            "again with orthanc_pandas.dask.read_orthanc."
+        )
+    tables = {**part.parents, "instance": LevelTable.from_resources("instance", resources)}
+    return build_frame(tables, typed=typed)
+
+
+def _conform(part: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
+    """Give a partition the archive's columns, dtypes, categories and attrs (those of meta)."""
+    extra = [c for c in part.columns if c not in meta.columns]
+    if extra:
+        warnings.warn(
+            f"Columns {extra} appear in some instances but not in the Dask frame's schema (taken "
+            "from the parent levels when the graph was built) and were dropped; read with "
+            "orthanc_pandas.read_orthanc to keep them.", ParseWarning, stacklevel=2)
+    n = len(part)
+    cols = {}
+    for name, want in meta.dtypes.items():
+        if name not in part.columns:
+            cols[name] = meta[name].array.take(np.full(n, -1), allow_fill=True)
+            continue
+        col = part[name]
+        if col.dtype == want and not isinstance(want, pd.CategoricalDtype):
+            cols[name] = col.array
+        elif isinstance(want, pd.CategoricalDtype):
+            if isinstance(col.dtype, pd.CategoricalDtype):
+                cols[name] = col.cat.set_categories(want.categories).array
+            else:
+                cols[name] = pd.Categorical(col.astype(object).where(col.notna(), None), dtype=want)
+        elif col.isna().all():
+            cols[name] = meta[name].array.take(np.full(n, -1), allow_fill=True)
+        else:
+            cols[name] = col.astype(want).array
+    index = part.index.remove_unused_levels() if isinstance(part.index, pd.MultiIndex) else part.index
+    out = pd.DataFrame(cols, index=index, copy=False) if cols else pd.DataFrame(index=index)
+    out.attrs = copy.deepcopy(meta.attrs)
+    return out
+
+
+def _collection(client: OrthancClient, meta: pd.DataFrame, parts: list[_Part], typed: bool) -> dd.DataFrame:
+    last = meta.attrs["orthanc"]["last_change"]
+    # Dask would turn the index levels into string[pyarrow] (NA-valued); the pandas reader's
+    # levels are pandas' default str dtype, which is what parquet gives back too.
+    with dask.config.set({"dataframe.convert-string": False}):
+        raw = dd.from_map(_read_partition, parts, args=(client, typed, last), meta=meta,
+                          label="orthanc-index", enforce_metadata=False)
+    # The meta, with the archive's categories, is one shared task: every partition depends on
+    # it instead of carrying a copy (a from_map argument would be copied into every task).
+    schema = dask.delayed(meta, pure=True, name=f"orthanc-schema-{dask.base.tokenize(meta)}")
+    return raw.map_partitions(_conform, schema, meta=meta, align_dataframes=False)
+
+
+# -- credentials on workers ------------------------------------------------------------------
+def _connect_here(url: str, auth, kwargs: dict) -> str:
+    return connect(url, auth=tuple(auth) if isinstance(auth, list) else auth, **kwargs).url
+
+
+def connect_workers(dask_client, url: str, *, auth=None, **client_kwargs) -> None:
+    """Register an Orthanc client with credentials in every worker process of ``dask_client``.
+
+    Uses ``distributed.Client.run``: the credentials go to the workers that exist now,
+    directly, and are never part of a task graph (nor stored by the scheduler). Workers started
+    later do not get them: give those ``ORTHANC_USERNAME``/``ORTHANC_PASSWORD`` in their
+    environment, or a ``~/.netrc``.
+
+    Parameters
+    ----------
+    dask_client : distributed.Client
+    url : str
+        The server URL, as in ``df.attrs["orthanc"]["url"]``.
+    auth : (str, str)
+        Credentials; ``None`` lets each worker resolve its own (environment, ``~/.netrc``).
+    **client_kwargs
+        ``verify``, ``timeout``, ... for :class:`~orthanc_pandas.client.OrthancClient`.
+
+    Examples
+    --------
+    >>> from distributed import Client                                   # doctest: +SKIP
+    >>> dc = Client()                                                    # doctest: +SKIP
+    >>> connect_workers(dc, "https://pacs.example.org", auth=("alice", getpass()))  # doctest: +SKIP
+    >>> ddf = read_orthanc("https://pacs.example.org", auth=("alice", pw))  # doctest: +SKIP
+    """
+    dask_client.run(_connect_here, url, auth, dict(client_kwargs))
+
+
+# -- selection on Dask frames ----------------------------------------------------------------
+def _select_partition(part: pd.DataFrame, criteria: dict, case_sensitive: bool) -> pd.DataFrame:
+    return part.orthanc.select(case_sensitive=case_sensitive, **criteria)
+
+
+def select(ddf: dd.DataFrame, case_sensitive: bool = False, **criteria) -> dd.DataFrame:
+    """The rows matching every criterion, lazily, partition by partition.
+
+    The criteria are those of :meth:`orthanc_pandas.accessor.OrthancAccessor.select` on
+    columns of the frame (main tags and ``orthanc_*`` columns); a tag that is not a column
+    would need a request per series in every partition and is refused: add it first with
+    ``ddf.map_partitions(lambda p: p.orthanc.with_tags(...))``. The result records the
+    criteria in ``attrs["orthanc"]["criteria"]`` like the pandas method.
+
+    Examples
+    --------
+    >>> ct = select(ddf, Modality="CT", StudyDate="20200101-20201231")   # doctest: +SKIP
+    >>> ct = ddf.orthanc.select(Modality="CT")                           # the same  # doctest: +SKIP
+    >>> ct.compute().equals(df.orthanc.select(Modality="CT"))            # doctest: +SKIP
+    True
+    """
+    from .selection import _columns
+
+    meta = ddf._meta
+    for key in criteria:
+        if _columns(meta, key)[2] is not None:
+            raise SelectionError(
+                f"{key!r} is not a column of this Dask frame; select() on Dask matches columns "
+                "only. Add it first: ddf.map_partitions(lambda p: p.orthanc.with_tags("
+                f"{key!r}), meta=...), or select on the pandas frame."
+            )
+    new_meta = _select_partition(meta, criteria, case_sensitive)
+    return ddf.map_partitions(_select_partition, criteria, case_sensitive, meta=new_meta,
+                              align_dataframes=False)
+
+
+@register_dataframe_accessor("orthanc")
+class OrthancDaskAccessor:
+    """``ddf.orthanc`` on Dask index frames made by :func:`read_orthanc` (lazy, thin).
+
+    Examples
+    --------
+    >>> ddf = orthanc_pandas.dask.read_orthanc(url)                       # doctest: +SKIP
+    >>> ddf.orthanc.info["last_change"]                                  # doctest: +SKIP
+    >>> ddf.orthanc.select(Modality="MR").compute()                      # doctest: +SKIP
+    """
+
+    def __init__(self, ddf):
+        meta = ddf._meta
+        if not (isinstance(meta.index, pd.MultiIndex) and list(meta.index.names) == INDEX_NAMES):
+            raise AttributeError(
+                "ddf.orthanc works on Dask frames made by orthanc_pandas.dask.read_orthanc "
+                f"(partitions indexed by {INDEX_NAMES})."
+            )
+        self._ddf = ddf
+
+    @property
+    def info(self) -> dict:
+        """The provenance ``attrs["orthanc"]`` every partition carries (URL, version, ...)."""
+        return copy.deepcopy(dict(self._ddf._meta.attrs.get("orthanc") or {}))
+
+    @property
+    def url(self) -> str:
+        """The URL of the server the rows come from."""
+        return str(self.info["url"])
+
+    def select(self, case_sensitive: bool = False, **criteria) -> dd.DataFrame:
+        """Lazy :func:`select`: the matching rows, partition by partition.
+
+        Examples
+        --------
+        >>> ddf.orthanc.select(Modality=["CT", "MR"]).compute()           # doctest: +SKIP
+        """
+        return select(self._ddf, case_sensitive=case_sensitive, **criteria)
+
+
+# -- one task per series -----------------------------------------------------------------------
+def _as_record(value) -> dict:
+    if isinstance(value, pd.Series):
+        return value.to_dict()
+    if isinstance(value, Mapping):
+        return dict(value)
+    return {"result": value}
+
+
+def _one_series(series_id: str, rows: pd.DataFrame, func: Callable, orthanc: OrthancClient,
+                volume_kwargs: dict) -> tuple[str, dict, str | None]:
+    try:
+        vol = rows.orthanc.volume(client=orthanc, **volume_kwargs)
+        return series_id, _as_record(func(vol, rows)), None
+    except Exception as exc:  # one failing series must not lose the others' results
+        return series_id, {}, f"{type(exc).__name__}: {exc}"
+
+
+def series_tasks(df: pd.DataFrame, func: Callable, *, orthanc=None, **volume_kwargs) -> list:
+    """The ``dask.delayed`` tasks of :func:`map_series`, one per series (for inspection).
+
+    Each task holds the series' rows, ``func`` and the Orthanc client, which pickles as its
+    URL and settings only: no credentials are in the graph.
+
+    Examples
+    --------
+    >>> tasks = series_tasks(df, lambda vol, rows: float(vol.mean()))    # doctest: +SKIP
+    >>> len(tasks) == df.orthanc.series_count                            # doctest: +SKIP
+    True
+    """
+    oc = df.orthanc.client(orthanc)
+    tasks = []
+    for sid, rows in df.groupby(level="series", sort=False, observed=True):
+        rows.attrs = copy.deepcopy(df.attrs)
+        tasks.append(dask.delayed(_one_series, pure=False)(
+            str(sid), rows, func, oc, dict(volume_kwargs),
+            dask_key_name=f"orthanc-series-{sid}-{dask.base.tokenize(func, volume_kwargs)}"))
+    return tasks
+
+
+def map_series(df: pd.DataFrame, func: Callable, *, client=None, meta=None, auth=None,
+               orthanc=None, **volume_kwargs) -> pd.DataFrame:
+    """Call ``func(volume, rows)`` once per series of ``df``, in parallel on Dask.
+
+    ``volume`` is the series' :class:`xarray.DataArray` (as ``rows.orthanc.volume()`` gives
+    it) and ``rows`` its rows of ``df``. Each call runs in a Dask task that downloads and
+    decodes its own series, so only the results come back.
+
+    Credentials: locally (threads) the caller's client is used as it is. On a
+    ``distributed`` cluster the tasks carry the client as URL + settings only (never a
+    password); each worker process rebuilds it with credentials from its own registry
+    (``auth=`` here sends them there with ``Client.run``, outside any task graph, see
+    :func:`connect_workers`), or from ``ORTHANC_USERNAME``/``ORTHANC_PASSWORD`` or ``~/.netrc``
+    in the worker's environment.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        An index frame (or a selection of one).
+    func : callable(xarray.DataArray, pandas.DataFrame) -> dict, pandas.Series or scalar
+        A dict or Series gives one column per key; anything else a column ``result``. On a
+        cluster it must be picklable (a module-level function, or cloudpickle-able).
+    client : distributed.Client, optional
+        Run there. Default: Dask's current scheduler (the active ``distributed.Client`` if
+        there is one, else a local thread pool).
+    meta : mapping column -> dtype, or pandas.DataFrame, optional
+        Columns and dtypes of the result (columns missing from every result are added);
+        default: inferred by pandas from the results.
+    auth : (str, str), optional
+        Credentials to register on the workers of ``client`` first (via ``Client.run``).
+    orthanc : OrthancClient or str, optional
+        The Orthanc client or URL; default the frame's server.
+    **volume_kwargs
+        Passed to :meth:`~orthanc_pandas.accessor.OrthancAccessor.volume` (``rescale``,
+        ``allow_irregular``, ``dtype``, ``max_workers``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per series, in the order of ``df``, indexed by series id (``"series"``), with
+        func's columns and an ``error`` column: missing when the series succeeded, else
+        ``"ExceptionType: message"`` of what failed (downloading, geometry, or ``func``),
+        the other columns then missing. A failing series never loses the others' results.
+
+    Examples
+    --------
+    >>> def stats(vol, rows):
+    ...     return {"mean_hu": float(vol.mean()), "slices": vol.sizes["z"]}
+    >>> res = df.orthanc.map_series(stats)                               # doctest: +SKIP
+    >>> res[res.error.isna()].mean_hu.describe()                         # doctest: +SKIP
+    >>> from distributed import Client                                   # doctest: +SKIP
+    >>> res = df.orthanc.map_series(stats, client=Client("tcp://scheduler:8786"),
+    ...                             auth=("alice", pw))                  # doctest: +SKIP
+    """
+    tasks = series_tasks(df, func, orthanc=orthanc, **volume_kwargs)
+    if client is not None and auth is not None:
+        connect_workers(client, df.orthanc.client(orthanc).url, auth=auth)
+    if not tasks:
+        results = []
+    elif client is not None:
+        results = client.gather(client.compute(tasks))
+    else:
+        results = list(dask.compute(*tasks))
+    return _result_frame(results, meta)
+
+
+def _result_frame(results: Sequence[tuple[str, dict, str | None]], meta) -> pd.DataFrame:
+    index = pd.Index([r[0] for r in results], name="series", dtype=INDEX_DTYPE)
+    records = [r[1] for r in results]
+    out = pd.DataFrame.from_records(records, index=index) if records else pd.DataFrame(index=index)
+    if meta is not None:
+        dtypes: dict[str, Any] = dict(meta.dtypes) if isinstance(meta, pd.DataFrame) else dict(meta)
+        for name, dtype in dtypes.items():
+            out[name] = out[name].astype(dtype) if name in out.columns else pd.Series(
+                pd.array([None] * len(out), dtype=dtype), index=out.index)
+    out["error"] = pd.array([r[2] for r in results], dtype=pd.StringDtype("pyarrow"))
+    return out
+
+
+INDEX_DTYPE = pd.Index(["x"]).dtype
