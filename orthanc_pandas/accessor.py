@@ -431,6 +431,27 @@ class OrthancAccessor:
 
 
     # -- scale (dask.py) -----------------------------------------------------------------
+    def map_series(self, func, *, client=None, meta=None, auth=None, orthanc=None,
+                   **volume_kwargs) -> pd.DataFrame:
+        """Call ``func(volume, rows)`` once per series of the rows, in parallel on Dask.
+
+        Returns one row per series (indexed by series id) with func's results and an
+        ``error`` column naming what failed for a series (the others keep their results).
+        ``client`` is a ``distributed.Client`` (default: Dask's current scheduler, else
+        threads); workers get credentials from ``auth=`` (sent with ``Client.run``, never in
+        the task graph), their environment or ``~/.netrc``. ``orthanc`` overrides the frame's
+        Orthanc client. See :func:`orthanc_pandas.dask.map_series`.
+
+        Examples
+        --------
+        >>> res = df.orthanc.map_series(lambda vol, rows: {"mean": float(vol.mean())})  # doctest: +SKIP
+        >>> res[res.error.notna()]                                          # doctest: +SKIP
+        """
+        from .dask import map_series
+
+        return map_series(self._df, func, client=client, meta=meta, auth=auth, orthanc=orthanc,
+                          **volume_kwargs)
+
 
     def __repr__(self) -> str:
         c = self.counts
