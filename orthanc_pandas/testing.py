@@ -11,11 +11,18 @@ it stops. Use it in your own test suites::
             server.upload(["a.dcm", "b.dcm"])
             df = orthanc_pandas.read_orthanc(server.url)
             ...
+
+:class:`LocalPostgres` does the same for a PostgreSQL server, so that an Orthanc can keep its
+index there (the way production servers scale past ~50k instances)::
+
+    with LocalPostgres() as pg, LocalOrthanc(postgres=pg) as server:
+        ...
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import json
 import os
@@ -33,8 +40,8 @@ from typing import Any
 from .client import OrthancClient
 from .errors import OrthancPandasError
 
-__all__ = ["LocalOrthanc", "OrthancNotInstalledError", "find_orthanc_binary", "DICOMWEB_PLUGIN",
-           "POSTGRESQL_INDEX_PLUGIN"]
+__all__ = ["LocalOrthanc", "LocalPostgres", "OrthancNotInstalledError", "PostgresNotInstalledError",
+           "find_orthanc_binary", "find_postgres_bindir", "DICOMWEB_PLUGIN", "POSTGRESQL_INDEX_PLUGIN"]
 
 DEFAULT_BINARY = "/usr/sbin/Orthanc"
 _PLUGIN_DIRS = ("/usr/share/orthanc/plugins", "/usr/lib/orthanc/plugins", "/usr/local/share/orthanc/plugins")
@@ -77,6 +84,44 @@ def find_plugin(name: str) -> str:
     )
 
 
+POSTGRES_INSTALL_HINT = ("Install it with `sudo apt-get install -y postgresql` (Debian/Ubuntu), or "
+                         "point the POSTGRES_BINDIR environment variable at the folder holding "
+                         "initdb and postgres.")
+
+
+class PostgresNotInstalledError(OrthancNotInstalledError):
+    """No PostgreSQL server binaries (initdb, postgres) were found on this machine."""
+
+
+def find_postgres_bindir(bindir: str | os.PathLike | None = None) -> Path:
+    """Folder of PostgreSQL's server binaries: ``bindir``, ``$POSTGRES_BINDIR``,
+    ``pg_config --bindir``, the newest ``/usr/lib/postgresql/*/bin``, then ``PATH``."""
+    def complete(d) -> bool:
+        return all(os.access(Path(d) / b, os.X_OK) for b in ("initdb", "postgres", "pg_isready", "createdb"))
+
+    explicit = bindir or os.environ.get("POSTGRES_BINDIR")
+    if explicit:
+        if complete(explicit):
+            return Path(explicit)
+        raise PostgresNotInstalledError(f"{explicit} does not hold PostgreSQL's initdb, postgres, "
+                                        f"pg_isready and createdb. {POSTGRES_INSTALL_HINT}")
+    candidates = []
+    if shutil.which("pg_config"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, timeout=10)
+            candidates.append(out.stdout.strip())
+    # Debian's server binaries are not on PATH; pg_config may come from a client-only package
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"),
+                         key=lambda d: [int(x) if x.isdigit() else 0 for x in Path(d).parent.name.split(".")],
+                         reverse=True)
+    if shutil.which("initdb"):
+        candidates.append(str(Path(shutil.which("initdb")).parent))
+    for d in candidates:
+        if d and complete(d):
+            return Path(d)
+    raise PostgresNotInstalledError(f"No PostgreSQL server (initdb, postgres) found. {POSTGRES_INSTALL_HINT}")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket() as s:
@@ -106,6 +151,10 @@ class LocalOrthanc:
         HTTP port; a free one by default.
     startup_timeout : float, default 60
         Seconds to wait for the server to answer.
+    postgres : LocalPostgres, optional
+        Keep the index in this (started) PostgreSQL server instead of SQLite, through the
+        ``orthanc-postgresql`` index plugin; DICOM files stay in ``storage``. Extra plugin
+        options go in ``config={"PostgreSQL": {...}}``.
 
     Attributes
     ----------
@@ -118,12 +167,19 @@ class LocalOrthanc:
     >>> with LocalOrthanc() as server:                      # doctest: +SKIP
     ...     server.upload(pydicom.data.get_testdata_files("CT_small*"))
     ...     df = orthanc_pandas.read_orthanc(server.url)
+
+    With the index in PostgreSQL:
+
+    >>> with LocalPostgres() as pg, LocalOrthanc(postgres=pg) as server:   # doctest: +SKIP
+    ...     server.client().system()["DatabaseBackendPlugin"]
+    '/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so'
     """
 
     def __init__(self, *, users: Mapping[str, str] | None = None, dicomweb: bool = False,
                  config: Mapping[str, Any] | None = None, storage: str | os.PathLike | None = None,
                  binary: str | None = None, plugins: Iterable[str] = (), port: int | None = None,
-                 startup_timeout: float = 60.0, name: str = "orthanc-pandas-test"):
+                 startup_timeout: float = 60.0, name: str = "orthanc-pandas-test",
+                 postgres: LocalPostgres | None = None):
         self.binary = find_orthanc_binary(binary)
         self.users = dict(users or {})
         self.dicomweb = dicomweb
@@ -131,6 +187,9 @@ class LocalOrthanc:
         self.plugins = [find_plugin(p) for p in plugins]
         if dicomweb:
             self.plugins.append(find_plugin(DICOMWEB_PLUGIN))
+        self.postgres = postgres
+        if postgres is not None:
+            self.plugins.append(find_plugin(POSTGRESQL_INDEX_PLUGIN))
         self.persistent = storage is not None
         self._storage_arg = Path(storage) if storage is not None else None
         self.requested_port = port
@@ -174,6 +233,8 @@ class LocalOrthanc:
         }
         if self.dicomweb:
             cfg["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/", "Host": f"127.0.0.1:{self.port}"}
+        if self.postgres is not None:
+            cfg["PostgreSQL"] = self.postgres.orthanc_config()
         for k, v in self.extra_config.items():
             if isinstance(v, dict) and isinstance(cfg.get(k), dict):
                 cfg[k] = {**cfg[k], **v}
@@ -185,6 +246,9 @@ class LocalOrthanc:
         """Start the server and wait until it answers ``/system``."""
         if self.process is not None and self.process.poll() is None:
             return self
+        if self.postgres is not None and not self.postgres.running:
+            raise OrthancPandasError("Start the LocalPostgres before the LocalOrthanc that keeps its "
+                                     "index there: `with LocalPostgres() as pg, LocalOrthanc(postgres=pg):`")
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="orthanc-pandas-"))
         self.storage_dir.mkdir(parents=True, exist_ok=True)
@@ -345,3 +409,245 @@ class LocalOrthanc:
             except OrthancPandasError as exc:
                 out[str(p)] = {"Status": "Error", "Message": str(exc)}
         return out
+
+
+class LocalPostgres:
+    """A throw-away PostgreSQL server on 127.0.0.1, as a context manager.
+
+    Runs Debian's (or any) ``initdb`` and ``postgres`` with the data in a temporary folder,
+    on a free port, with trust authentication (loopback and a private unix socket only), and
+    creates one database. When running as root, the server runs as the ``postgres`` system
+    user (PostgreSQL refuses root). Everything is removed on stop, except a ``storage=`` folder.
+
+    Parameters
+    ----------
+    database : str, default "orthanc"
+        The database created for the client (the superuser is ``postgres``, no password).
+    storage : path, optional
+        Keep the data directory in this folder (kept after :meth:`stop` and reused by the next
+        start, so a benchmark can keep a filled server). By default a temporary folder.
+    settings : dict, optional
+        Server settings (``postgres -c name=value``) merged over the defaults, which trade
+        durability for speed as a throw-away server may: ``fsync``, ``synchronous_commit`` and
+        ``full_page_writes`` off. A clean :meth:`stop` still writes everything to disk.
+    bindir : path, optional
+        Folder of the server binaries; see :func:`find_postgres_bindir`.
+    port : int, optional
+        TCP port; a free one by default.
+    user : str, default "postgres"
+        System user that runs the server when started as root.
+    startup_timeout : float, default 60
+        Seconds to wait for the server to accept connections.
+
+    Attributes
+    ----------
+    host, port, database, username, password
+        How to connect (``password`` is empty: trust authentication).
+    uri : str
+        ``postgresql://postgres@127.0.0.1:PORT/DATABASE``.
+
+    Examples
+    --------
+    >>> from orthanc_pandas.testing import LocalOrthanc, LocalPostgres
+    >>> with LocalPostgres() as pg, LocalOrthanc(postgres=pg) as server:  # doctest: +SKIP
+    ...     server.upload(pydicom.data.get_testdata_files("CT_small*"))
+    ...     df = orthanc_pandas.read_orthanc(server.url)
+    >>> pg.uri                                                             # doctest: +SKIP
+    'postgresql://postgres@127.0.0.1:41234/orthanc'
+    """
+
+    DEFAULT_SETTINGS: dict[str, str] = {"fsync": "off", "synchronous_commit": "off",
+                                        "full_page_writes": "off"}
+    host = "127.0.0.1"
+    username = "postgres"
+    password = ""
+
+    def __init__(self, *, database: str = "orthanc", storage: str | os.PathLike | None = None,
+                 settings: Mapping[str, Any] | None = None, bindir: str | os.PathLike | None = None,
+                 port: int | None = None, user: str = "postgres", startup_timeout: float = 60.0):
+        self.bindir = find_postgres_bindir(bindir)
+        self.database = database
+        self.persistent = storage is not None
+        self._storage_arg = Path(storage).resolve() if storage is not None else None
+        self.settings = {**self.DEFAULT_SETTINGS, **{k: str(v) for k, v in (settings or {}).items()}}
+        self.requested_port = port
+        self.system_user = user
+        self.startup_timeout = startup_timeout
+        self.process: subprocess.Popen | None = None
+        self.workdir: Path | None = None
+        self.port: int | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def data_dir(self) -> Path:
+        assert self.workdir is not None
+        return self._storage_arg if self._storage_arg is not None else self.workdir / "data"
+
+    @property
+    def uri(self) -> str:
+        if self.port is None:
+            raise RuntimeError("The server is not started; use `with LocalPostgres() as pg:` or .start().")
+        return f"postgresql://{self.username}@{self.host}:{self.port}/{self.database}"
+
+    def orthanc_config(self) -> dict:
+        """The ``"PostgreSQL"`` section of an Orthanc configuration using this server as index."""
+        if self.port is None:
+            raise RuntimeError("Start the LocalPostgres before configuring an Orthanc with it.")
+        return {"EnableIndex": True, "EnableStorage": False, "Host": self.host, "Port": self.port,
+                "Database": self.database, "Username": self.username, "Password": self.password,
+                # a throw-away server has one Orthanc; no lock lets a killed one restart at once
+                "Lock": False}
+
+    def _run_as(self) -> dict:
+        """Popen arguments that drop root privileges (PostgreSQL will not run as root)."""
+        if os.geteuid() != 0:
+            return {}
+        import pwd
+
+        try:
+            pw = pwd.getpwnam(self.system_user)
+        except KeyError:
+            raise PostgresNotInstalledError(
+                f"PostgreSQL refuses to run as root and there is no `{self.system_user}` system user "
+                f"to run it as. {POSTGRES_INSTALL_HINT}") from None
+        return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": [],
+                "env": {**os.environ, "HOME": pw.pw_dir, "LC_ALL": "C"}}
+
+    def _own(self, path: Path) -> None:
+        if os.geteuid() == 0:
+            import pwd
+
+            pw = pwd.getpwnam(self.system_user)
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+
+    def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        kw = self._run_as()
+        kw.setdefault("env", {**os.environ, "LC_ALL": "C"})
+        return subprocess.run([str(self.bindir / args[0]), *args[1:]], capture_output=True,
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL, cwd="/", **kw)
+
+    def start(self) -> LocalPostgres:
+        """Initialise the data directory if needed, start the server, create the database."""
+        if self.running:
+            return self
+        if self.workdir is None:
+            # socket and log live here; a short path keeps the socket under the 107-byte limit
+            self.workdir = Path(tempfile.mkdtemp(prefix="op-pg-"))
+            self._own(self.workdir)
+        try:
+            self._init_data_dir()
+            last_error = ""
+            for _ in range(3):  # a free port can be taken between our probe and the bind
+                self.port = self.requested_port or free_port()
+                if self._launch():
+                    self.create_database(self.database)
+                    return self
+                last_error = self.log_tail()
+                self._terminate()
+                if self.requested_port:
+                    break
+            raise OrthancPandasError(f"PostgreSQL did not start ({self.bindir}/postgres). "
+                                     f"Last log lines:\n{last_error}")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _init_data_dir(self) -> None:
+        data = self.data_dir
+        if (data / "PG_VERSION").exists():
+            return
+        data.mkdir(parents=True, exist_ok=True)
+        if any(data.iterdir()):
+            raise OrthancPandasError(f"{data} is neither empty nor a PostgreSQL data directory.")
+        self._own(data)
+        data.chmod(0o700)
+        done = self._run("initdb", "-D", str(data), "-U", self.username, "--auth=trust",
+                         "--encoding=UTF8", "--locale=C", "--no-sync")
+        if done.returncode != 0:
+            hint = ""
+            if os.geteuid() == 0:
+                hint = (f" The `{self.system_user}` user must be able to enter every parent folder "
+                        f"of {data}.")
+            raise OrthancPandasError(f"initdb failed:{hint}\n{done.stdout}{done.stderr}")
+
+    def _launch(self) -> bool:
+        assert self.workdir is not None
+        settings = {"listen_addresses": self.host, "port": str(self.port),
+                    "unix_socket_directories": str(self.workdir), **self.settings}
+        args = [str(self.bindir / "postgres"), "-D", str(self.data_dir)]
+        for k, v in settings.items():
+            args += ["-c", f"{k}={v}"]
+        self._log = open(self.workdir / "postgres.log", "ab")
+        kw = self._run_as()
+        self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True, cwd="/", **kw)
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False
+            ready = self._run("pg_isready", "-q", "-h", self.host, "-p", str(self.port),
+                              "-U", self.username, "-d", "postgres", timeout=30)
+            if ready.returncode == 0:
+                return True
+            time.sleep(0.1)
+        return False
+
+    def create_database(self, name: str) -> str:
+        """Create database ``name`` unless it exists (for more Orthancs on one server).
+
+        Examples
+        --------
+        >>> pg.create_database("second")                                     # doctest: +SKIP
+        >>> LocalOrthanc(postgres=pg, config={"PostgreSQL": {"Database": "second"}})  # doctest: +SKIP
+        """
+        done = self._run("createdb", "-h", self.host, "-p", str(self.port), "-U", self.username, name)
+        if done.returncode != 0 and "already exists" not in done.stderr:
+            raise OrthancPandasError(f"createdb {name} failed: {done.stderr.strip()}")
+        return name
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines PostgreSQL printed (for diagnosing a failed start)."""
+        if self.workdir is None:
+            return ""
+        with contextlib.suppress(OSError):
+            return "\n".join((self.workdir / "postgres.log").read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def _terminate(self, timeout: float = 60) -> None:
+        p = self.process
+        if p is None:
+            return
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGINT)  # "fast" shutdown: ends sessions, checkpoints, exits
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+        with contextlib.suppress(Exception):
+            self._log.close()
+        self.process = None
+
+    def stop(self) -> None:
+        """Stop the server and remove its temporary files (not a ``storage=`` folder)."""
+        self._terminate()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+        self.port = None
+
+    def __enter__(self) -> LocalPostgres:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        where = f" at {self.host}:{self.port}/{self.database}" if self.port else ""
+        return f"<LocalPostgres {state}{where}>"
