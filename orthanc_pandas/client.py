@@ -59,8 +59,9 @@ def _normalize_url(url: str) -> tuple[str, tuple[str, str] | None]:
         raise ValueError(f"An Orthanc URL must be a non-empty string like 'http://127.0.0.1:8042', got {url!r}.")
     raw = url.strip()
     if "://" not in raw:
+        shown = _redact(raw)
         raise ValueError(
-            f"Malformed Orthanc URL {raw!r}: it needs a scheme, e.g. 'http://{raw}' or 'https://{raw}'."
+            f"Malformed Orthanc URL {shown!r}: it needs a scheme, e.g. 'http://{shown}' or 'https://{shown}'."
         )
     parts = urllib.parse.urlsplit(raw)
     if parts.scheme not in ("http", "https"):
@@ -79,6 +80,23 @@ def _normalize_url(url: str) -> tuple[str, tuple[str, str] | None]:
         netloc += f":{port}"
     path = parts.path.rstrip("/")
     return urllib.parse.urlunsplit((parts.scheme, netloc, path, "", "")), creds
+
+
+def _redact(raw: str) -> str:
+    """``raw`` with the password of a ``user:password@`` part replaced by ``***`` (for messages)."""
+    start = raw.find("://") + 3 if "://" in raw else 0
+    end = len(raw)
+    for sep in "/?#":
+        k = raw.find(sep, start)
+        if k != -1:
+            end = min(end, k)
+    at = raw.rfind("@", start, end)
+    if at == -1:
+        return raw
+    if ":" not in raw[start:at]:
+        return raw
+    user = raw[start:at].split(":", 1)[0]
+    return f"{raw[:start]}{user}:***{raw[at:]}"
 
 
 def _resolve_auth(url: str, auth: Any, url_creds: tuple[str, str] | None):
@@ -249,7 +267,9 @@ class OrthancClient:
                     f"{method} {url} timed out ({kind} timeout, timeout={self.timeout!r}). The server "
                     "may be overloaded or unreachable; raise timeout= if it is just slow."
                 ) from None
-            except requests.exceptions.ConnectionError as exc:
+            except (requests.exceptions.ConnectionError,
+                    requests.exceptions.ChunkedEncodingError) as exc:
+                # ChunkedEncodingError: the server went away in the middle of its answer
                 if attempt + 1 < attempts:
                     log.debug("retrying %s %s after %s", method, url, type(exc).__name__)
                     time.sleep(0.05 * (attempt + 1))
@@ -260,6 +280,9 @@ class OrthancClient:
                 ) from None
             except requests.exceptions.InvalidURL as exc:
                 raise ValueError(f"Malformed Orthanc URL {url!r}: {exc}") from None
+            except requests.exceptions.RequestException as exc:  # anything else: one family
+                raise OrthancConnectionError(
+                    f"{method} {url} failed ({type(exc).__name__}: {_short(exc)}).") from None
             if resp.status_code in _RETRY_STATUS and attempt + 1 < attempts:
                 resp.close()
                 time.sleep(0.2 * (attempt + 1))

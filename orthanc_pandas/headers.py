@@ -175,13 +175,23 @@ def headers(df: pd.DataFrame, client: OrthancClient, progress=None,
                 found[iid] = ds
             bar.update(1)
 
-        if workers == 1:
-            for iid in unique:
-                one(iid)
-        else:
-            with ThreadPoolExecutor(workers, thread_name_prefix="orthanc-headers") as pool:
-                for fut in [pool.submit(one, iid) for iid in unique]:
-                    fut.result()
+        try:
+            if workers == 1:
+                for iid in unique:
+                    one(iid)
+            else:
+                with ThreadPoolExecutor(workers, thread_name_prefix="orthanc-headers") as pool:
+                    try:
+                        for fut in [pool.submit(one, iid) for iid in unique]:
+                            fut.result()
+                    except BaseException:
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        raise
+        except OrthancConnectionError as exc:
+            raise type(exc)(
+                f"headers: the server stopped answering after {len(found)} of {len(unique)} "
+                f"headers were read; nothing was returned (no partial list). Cause: {exc}"
+            ) from None
     return [found[i] for i in ids]
 
 

@@ -9,12 +9,13 @@ files with ``Accept-Encoding: identity`` and decoding them here with pydicom and
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from ._progress import progress_bar
 from .client import OrthancClient
-from .errors import PixelDataError
+from .errors import OrthancConnectionError, PixelDataError
 from .volume import _rescale_params, decode_pixels, slice_headers
 
 __all__ = ["fetch_datasets", "DEFAULT_WORKERS"]
@@ -87,12 +88,31 @@ def fetch_datasets(client: OrthancClient, instance_ids: Sequence[str], *,
         bar.update(1)
         return ds, arr
 
+    done = 0
+    count_lock = threading.Lock()
+
+    def counted(iid: str):
+        nonlocal done
+        pair = one(iid)
+        with count_lock:
+            done += 1
+        return pair
+
     try:
         if workers == 1:
-            pairs = [one(i) for i in ids]
+            pairs = [counted(i) for i in ids]
         else:
             with ThreadPoolExecutor(workers) as pool:
-                pairs = list(pool.map(one, ids))
+                futures = [pool.submit(counted, i) for i in ids]
+                try:
+                    pairs = [f.result() for f in futures]
+                except BaseException:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
+    except OrthancConnectionError as exc:
+        raise type(exc)(
+            f"{desc}: the server stopped answering after {done} of {len(ids)} files were "
+            f"downloaded; nothing was returned (no partial result). Cause: {exc}") from None
     finally:
         bar.close()
     datasets = [p[0] for p in pairs]

@@ -31,6 +31,7 @@ from .errors import (
     OrthancConnectionError,
     OrthancHTTPError,
     OrthancPandasError,
+    OrthancTimeoutError,
 )
 from .index import ROUTES
 
@@ -131,9 +132,10 @@ def _fetch_to(client: OrthancClient, instance: str, path: Path) -> None:
             return
         except (requests.exceptions.RequestException, OrthancConnectionError) as exc:
             Path(tmp).unlink(missing_ok=True)
-            if attempt == 0:
+            timed_out = isinstance(exc, OrthancTimeoutError)
+            if attempt == 0 and not timed_out:
                 continue  # a kept-alive connection closed by the server: try once more
-            raise OrthancConnectionError(
+            raise (OrthancTimeoutError if timed_out else OrthancConnectionError)(
                 f"Downloading instance {instance} failed ({exc}); rerun download() to resume: "
                 "complete files are skipped.") from None
         except BaseException:
@@ -192,17 +194,31 @@ def download(df: pd.DataFrame, client: OrthancClient, folder: str | os.PathLike 
     for ids, path, size in zip(idx, targets, sizes, strict=False):
         jobs.setdefault(path, (str(ids[3]), size))
     workers = max(1, min(int(max_workers), client.pool_size, len(jobs) or 1))
+    done = 0
+    count_lock = threading.Lock()
     with progress_bar(progress, total=len(jobs), desc="Downloading", unit="file",
                       min_total=50) as bar:
         def one(item):
+            nonlocal done
             path, (instance, size) = item
             if not _complete(client, path, instance, size, verify):
                 _fetch_to(client, instance, path)
+            with count_lock:
+                done += 1
             bar.update(1)
 
         with ThreadPoolExecutor(workers, thread_name_prefix="orthanc-download") as pool:
-            for fut in [pool.submit(one, item) for item in jobs.items()]:
-                fut.result()
+            try:
+                for fut in [pool.submit(one, item) for item in jobs.items()]:
+                    fut.result()
+            except OrthancConnectionError as exc:
+                # a dead server fails every remaining file: stop now and say what is on disk
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise type(exc)(
+                    f"download: the server stopped answering after {done} of {len(jobs)} files "
+                    f"were saved complete in {root}; no other file was written under its final "
+                    f"name (no partial files). Rerun download() to fetch the rest: complete files "
+                    f"are skipped. Cause: {exc}") from None
     return pd.Series([str(p) for p in targets], index=df.index, name="path", dtype=object)
 
 
@@ -325,7 +341,9 @@ def upload(paths, url_or_client: str | OrthancClient, *, recursive: bool = False
         One row per input file or ZIP member, in input order, with columns ``path``,
         ``status`` (``Success``, ``AlreadyStored``, ``NotDicom``: not a DICOM file;
         ``Failure``: a DICOM file Orthanc refused (truncated, corrupt, missing required tags);
-        ``Error``: unreadable file, bad ZIP, or the server failed), ``message``, ``instance``,
+        ``Error``: unreadable file, bad ZIP, or the server failed; once the server stops
+        answering, the files after it are reported ``Error`` "not sent" without being sent),
+        ``message``, ``instance``,
         ``series``, ``study``, ``patient`` (Orthanc ids, missing unless stored).
 
     Examples
@@ -338,11 +356,16 @@ def upload(paths, url_or_client: str | OrthancClient, *, recursive: bool = False
     files = _expand_inputs(paths, recursive)
     rows: list[dict] = []
     lock = threading.Lock()
+    server_down: list[str] = []  # set once the server stopped answering: send nothing more
 
     def send(i: int, name: str, data) -> None:
         row = {"path": name, "status": "Error", "message": "", "instance": None, "series": None,
                "study": None, "patient": None}
-        if isinstance(data, BaseException):
+        if server_down:
+            row["message"] = (f"not sent: the server stopped answering earlier in this batch "
+                              f"({server_down[0]}). Rerun upload(): files already stored are "
+                              "reported AlreadyStored.")
+        elif isinstance(data, BaseException):
             row["message"] = f"{type(data).__name__}: {data}"
         elif check_dicom and not _looks_like_dicom(data):
             row.update(status="NotDicom", message="not a DICOM file (no DICM marker, no SOP Instance UID)")
@@ -365,6 +388,11 @@ def upload(paths, url_or_client: str | OrthancClient, *, recursive: bool = False
                 elif exc.status < 500:
                     row["status"] = "Failure"  # a DICOM file Orthanc refused
                 row["message"] = exc.orthanc_message or str(exc)
+            except OrthancConnectionError as exc:
+                # retried already (uploads are idempotent): the server is gone, so the rest of
+                # the batch is reported unsent at once instead of failing file by file
+                server_down.append(type(exc).__name__)
+                row["message"] = str(exc)
             except OrthancPandasError as exc:
                 row["message"] = str(exc)
             except Exception as exc:  # never abort the batch: report it on its row
@@ -489,13 +517,19 @@ def delete(df: pd.DataFrame, client: OrthancClient, level: str = "instance", *,
     todo = list(dict.fromkeys(plan.loc[plan.status == "WouldDelete", "resource"]))
     gone: set[str] = set()
     with progress_bar(progress, total=len(todo), desc="Deleting", unit=level, min_total=50) as bar:
-        for rid in todo:
+        for k, rid in enumerate(todo):
             try:
                 client.delete(f"/{ROUTES[level]}/{rid}")
             except OrthancHTTPError as exc:
                 if exc.status != 404:
                     raise
                 gone.add(rid)  # deleted meanwhile (e.g. with its last sibling): fine
+            except OrthancConnectionError as exc:
+                raise type(exc)(
+                    f"delete: the server stopped answering after {k} of {len(todo)} {level} "
+                    f"deletions (the first {k} in the dry-run plan's order are gone; {rid} may or "
+                    "may not be). Run the same delete again when the server is back: resources "
+                    f"already deleted are reported AlreadyGone. Cause: {exc}") from None
             bar.update(1)
     would = plan.status == "WouldDelete"
     plan.loc[would, "status"] = "Deleted"

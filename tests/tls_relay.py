@@ -1,4 +1,5 @@
-"""A TLS endpoint in front of a real Orthanc, as hospitals deploy it behind a reverse proxy.
+"""Relays in front of a real Orthanc: a TLS endpoint (as hospitals deploy it behind a reverse
+proxy), and a relay that cuts answers short (a connection dying mid-file).
 
 Debian's Orthanc 1.10.1 crashes (civetweb worker segfault) on the first request when its own
 ``SslEnabled`` is on, so the TLS tests terminate TLS here, with a certificate made in the
@@ -72,5 +73,71 @@ class TLSRelay:
         pump(tls, backend)
         done.wait(1)
         for s in (tls, backend):
+            with contextlib.suppress(OSError):
+                s.close()
+
+
+class CuttingRelay:
+    """A plain TCP relay to 127.0.0.1:<target> that drops each connection after ``cut_after``
+    bytes of the server's answer: a server (or network) dying in the middle of a file."""
+
+    def __init__(self, target_port: int, cut_after: int):
+        self.target_port = target_port
+        self.cut_after = cut_after
+        self.cuts = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> CuttingRelay:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        try:
+            backend = socket.create_connection(("127.0.0.1", self.target_port))
+        except OSError:
+            conn.close()
+            return
+
+        def upstream():
+            try:
+                while data := conn.recv(65536):
+                    backend.sendall(data)
+            except OSError:
+                pass
+
+        threading.Thread(target=upstream, daemon=True).start()
+        sent = 0
+        try:
+            while sent < self.cut_after and (data := backend.recv(65536)):
+                data = data[: self.cut_after - sent]
+                conn.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        if sent >= self.cut_after:
+            with self._lock:
+                self.cuts += 1
+        for s in (conn, backend):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 s.close()
