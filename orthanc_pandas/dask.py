@@ -79,6 +79,7 @@ from .index import (
     PARENT_KEY,
     ROUTES,
     SORT_KEYS,
+    STR_DTYPE,
     InconsistentIndexError,
     LevelTable,
     _rank,
@@ -584,7 +585,7 @@ def map_series(df: pd.DataFrame, func: Callable, *, client=None, meta=None, auth
 
 
 def _result_frame(results: Sequence[tuple[str, dict, str | None]], meta) -> pd.DataFrame:
-    index = pd.Index([r[0] for r in results], name="series", dtype=INDEX_DTYPE)
+    index = pd.Index([r[0] for r in results], name="series", dtype=STR_DTYPE)
     records = [r[1] for r in results]
     out = pd.DataFrame.from_records(records, index=index) if records else pd.DataFrame(index=index)
     if meta is not None:
@@ -595,5 +596,3 @@ def _result_frame(results: Sequence[tuple[str, dict, str | None]], meta) -> pd.D
     out["error"] = pd.array([r[2] for r in results], dtype=pd.StringDtype("pyarrow"))
     return out
 
-
-INDEX_DTYPE = pd.Index(["x"]).dtype
