@@ -256,6 +256,11 @@ class OrthancClient:
                 resp = self.session.request(method, url, params=params, data=data, headers=hdrs,
                                             stream=stream, timeout=timeout or self.timeout)
             except requests.exceptions.SSLError as exc:
+                if "WRONG_VERSION_NUMBER" in str(exc) or "wrong version number" in str(exc):
+                    raise OrthancTLSError(
+                        f"TLS handshake failed for {method} {url}: the server does not speak TLS "
+                        "on this port. Use an http:// URL for a server without SslEnabled."
+                    ) from None
                 raise OrthancTLSError(
                     f"TLS verification failed for {method} {url}: {_short(exc)}. If the server uses "
                     "a self-signed or private certificate, pass verify='/path/to/ca.pem' (its CA "
@@ -274,9 +279,16 @@ class OrthancClient:
                     log.debug("retrying %s %s after %s", method, url, type(exc).__name__)
                     time.sleep(0.05 * (attempt + 1))
                     continue
+                text = str(exc)
+                if any(k in text for k in ("Connection aborted", "RemoteDisconnected", "BadStatusLine")):
+                    hint = (" Something listens there but did not answer in HTTP: the server "
+                            "stopped mid-request, or this port is not Orthanc's REST API (its "
+                            "DICOM port, 4242 by default, is not its HTTP port, 8042).")
+                else:
+                    hint = (" Check that the server is running and the URL (scheme, host, port, "
+                            "prefix) is right.")
                 raise OrthancConnectionError(
-                    f"Could not reach Orthanc: {method} {url} failed ({_short(exc)}). Check that "
-                    "the server is running and the URL (scheme, host, port, prefix) is right."
+                    f"Could not reach Orthanc: {method} {url} failed ({_short(exc)})." + hint
                 ) from None
             except requests.exceptions.InvalidURL as exc:
                 raise ValueError(f"Malformed Orthanc URL {url!r}: {exc}") from None

@@ -307,7 +307,8 @@ def mask(column: pd.Series | pd.DataFrame, criterion, vr: str = "", case_sensiti
             return out
         if (vr in TEXT_RANGE_VRS or kind == "datetime") and "-" in criterion:
             low, _, high = criterion.partition("-")
-            return _range(column, kind, vr, low or None, high or None, what)
+            return _range(column, kind, vr, low or None, high or None,
+                          f"{what} range {criterion!r}")  # name the whole range in errors
         return _string(column, kind, vr, criterion, case_sensitive, what)
     if _is_datelike(criterion):
         if kind == "datetime":
