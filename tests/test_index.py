@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
+import re
 import warnings
 
 import numpy as np
@@ -150,3 +153,91 @@ def test_sort_order_is_a_stable_lexicographic_sort_with_na_last(corpus_frame):
     expected = keys.sort_values(list(keys.columns), kind="stable", na_position="last").index.to_numpy()
     assert np.array_equal(sort_order(shuffled), expected)
     assert shuffled.take(sort_order(shuffled)).index.equals(corpus_frame.index)
+
+
+# -- fuzzing every level: odd characters, character sets, malformed numbers and dates ------
+ODD = st.sampled_from([
+    "", " ", "\x00", "Müller^Jürgen", "山田^太郎=ヤマダ^タロウ=やまだ^たろう", "Ελληνικά", "עברית",
+    "😀", "a\\b", "\\", "=", "^^^^", "  padded  ", "tab\there", "new\nline", "%s%d{}", "<b>x</b>",
+    "1e400", "-0", "+7", " 12 ", "0x10", "1,5", "١٢", "nan", "inf", "12.", ".5", "1 2",
+    "20200230", "20201301", "2020-01-01", "00000000", "99991231", "19000101", "2020", "202001011",
+])
+VALUE = st.one_of(st.none(), ODD, st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)),
+                                          max_size=10))
+TEXT_TAGS = {"patient": ["PatientName", "PatientID"], "study": ["StudyDescription"],
+             "series": ["SeriesDescription", "Modality"], "instance": ["SOPInstanceUID", "ImageComments"]}
+INT_TAGS = {"study": [], "series": ["SeriesNumber"], "instance": ["InstanceNumber", "AcquisitionNumber"]}
+DATE_TAGS = {"patient": ["PatientBirthDate"], "study": ["StudyDate"], "series": ["SeriesDate"],
+             "instance": ["InstanceCreationDate"]}
+
+
+def _tags(level):
+    keys = TEXT_TAGS.get(level, []) + INT_TAGS.get(level, []) + DATE_TAGS.get(level, [])
+    return st.fixed_dictionaries({}, optional={k: VALUE for k in keys}).map(
+        lambda d: {k: v for k, v in d.items() if v is not None})
+
+
+@st.composite
+def archives(draw):
+    """Several patients/studies/series/instances, each level with fuzzed main tags."""
+    levels = {lvl: [] for lvl in LEVELS}
+    for p in range(draw(st.integers(1, 2))):
+        levels["patient"].append({"ID": f"p{p}", "MainDicomTags": draw(_tags("patient"))})
+        for s in range(draw(st.integers(1, 2))):
+            sid = f"p{p}s{s}"
+            levels["study"].append({"ID": sid, "ParentPatient": f"p{p}",
+                                    "MainDicomTags": draw(_tags("study"))})
+            for r in range(draw(st.integers(1, 2))):
+                rid = f"{sid}r{r}"
+                levels["series"].append({"ID": rid, "ParentStudy": sid, "Status": "Unknown",
+                                         "MainDicomTags": draw(_tags("series"))})
+                for i in range(draw(st.integers(1, 3))):
+                    levels["instance"].append({"ID": f"{rid}i{i}", "ParentSeries": rid, "FileSize": 1,
+                                               "MainDicomTags": draw(_tags("instance"))})
+    return levels
+
+
+def _python_int(text: str):
+    """The integer a text denotes, by Python's Decimal (exact), or None."""
+    try:
+        d = decimal.Decimal(text.strip(" \x00"))
+    except decimal.InvalidOperation:
+        return None
+    return int(d) if d.is_finite() and d == d.to_integral_value() else None
+
+
+def _python_date(text: str):
+    t = text.strip(" \x00")
+    try:
+        return pd.Timestamp(dt.datetime.strptime(t, "%Y%m%d")) if re.fullmatch(r"[0-9]{8}", t) else None
+    except ValueError:
+        return None
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(archives())
+def test_fuzz_every_level_against_python_parsing(levels):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df = frame(levels)
+    raw = frame(levels, typed=False).reindex(df.index)
+    assert len(df) == len(levels["instance"]) and df.index.is_unique
+    assert {w.category for w in caught} <= {ParseWarning}
+    warned = " ".join(str(w.message) for w in caught)
+    # every row carries the tags of its own parents (the JSON is the truth)
+    by_id = {lvl: {r["ID"]: r["MainDicomTags"] for r in levels[lvl]} for lvl in LEVELS}
+    for pos, ids in enumerate(df.index):
+        for lvl, rid in zip(LEVELS, ids, strict=True):
+            for kw, value in by_id[lvl][rid].items():
+                got, text = df[kw].iloc[pos], raw[kw].iloc[pos]
+                if kw in TEXT_TAGS.get(lvl, []):
+                    # text is kept, only DICOM padding (trailing spaces / NULs) removed
+                    assert not pd.isna(got) and str(got) == value.rstrip(" \x00"), (kw, value, got)
+                    continue
+                assert text == value  # raw frames keep the server's strings exactly
+                want = _python_int(value) if kw in INT_TAGS.get(lvl, []) else _python_date(value)
+                if pd.isna(got):  # missing: only for empty values, or said in a warning
+                    blank = value.replace("\x00", " ").strip() == ""  # whitespace only
+                    assert blank or f"of {kw} " in warned, (kw, value)
+                else:  # a parsed value is exactly what Python makes of the text
+                    assert got == want, (kw, value, got, want)
