@@ -312,7 +312,7 @@ def mask(column: pd.Series | pd.DataFrame, criterion, vr: str = "", case_sensiti
         return _string(column, kind, vr, criterion, case_sensitive, what)
     if _is_datelike(criterion):
         if kind == "datetime":
-            day = pd.Timestamp(criterion)
+            day = _to_timestamp(criterion, what)  # a datetime.time is refused, not crashed on
             if vr == "DA" or not isinstance(criterion, _dt.datetime | pd.Timestamp | np.datetime64):
                 day = day.normalize()
                 col = column.dt.normalize()

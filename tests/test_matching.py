@@ -180,3 +180,90 @@ def test_criteria_entries_and_callables():
     assert criteria == {"Modality": ["CT", "MR"], "StudyDate": (dt.date(2020, 1, 1), None)} and cs
     col = pd.Series(["CT", "MR", "US"], dtype="category")
     assert np.array_equal(mask(col, criteria["Modality"]), mask(col, ["CT", "MR"]))
+
+
+# -- fuzzing: no crash, no silently lost value -------------------------------------------
+ODD_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\\"),
+                   max_size=8) | st.sampled_from(["Müller^Jürgen", "山田^太郎=ヤマダ^タロウ", "a*b", "?",
+                                                  "*", "", " ", "\x00", "(x)", "[a]", "$^.|+"])
+DTYPES = ["string[pyarrow]", "category", "object"]
+
+
+@given(st.lists(st.one_of(st.none(), ODD_TEXT), min_size=1, max_size=8), st.sampled_from(DTYPES),
+       st.booleans())
+def test_fuzz_text_every_value_finds_its_rows(values, dtype, case_sensitive):
+    col = pd.Series(values, dtype=dtype)
+    present = col.notna().to_numpy()
+    assert (mask(col, "*", "LO") == present).all()  # "*" = every present value
+    assert (mask(col, None, "LO") == ~present).all()  # None = every missing one
+    assert mask(col, "", "LO").all()
+    for v in {v for v in values if v is not None}:
+        rows = np.array([x == v for x in values])
+        got = mask(col, v, "LO", case_sensitive=case_sensitive)
+        assert got.dtype == bool and got.shape == (len(values),)
+        assert got[rows].all(), (v, values)  # a value always matches itself (wildcards too)
+        if case_sensitive and v and not any(c in v for c in "*?"):  # "" matches every row
+            assert (got == rows).all()  # and only itself
+    wanted = [v for v in values if v]
+    if wanted:  # a list of the present values selects (at least) their rows
+        in_list = np.array([x in wanted for x in values])
+        got = mask(col, wanted, "LO", case_sensitive=True)
+        assert got[in_list].all()
+        if not any(c in v for v in wanted for c in "*?"):
+            assert (got == in_list).all()
+
+
+@given(st.lists(st.one_of(st.none(), st.floats(-1e12, 1e12, allow_nan=False)), min_size=1, max_size=8),
+       st.sampled_from(["Float64", "string", "category"]))
+def test_fuzz_numbers_every_value_finds_its_rows(values, dtype):
+    col = pd.Series(values, dtype="Float64")
+    if dtype != "Float64":  # numbers stored as text (typed=False frames, user columns)
+        col = pd.Series([None if v is None else repr(v) for v in values], dtype=dtype)
+    present = np.array([v is not None for v in values])
+    nums = [v for v in values if v is not None]
+    for v in set(nums):
+        assert (mask(col, v, "DS") == np.array([x == v for x in values])).all()
+    if nums:
+        assert (mask(col, (min(nums), max(nums)), "DS") == present).all()
+        assert (mask(col, (None, None), "DS") == present).all()
+
+
+@given(st.lists(st.one_of(st.none(), st.dates(dt.date(1900, 1, 1), dt.date(2100, 12, 31))),
+                min_size=1, max_size=8))
+def test_fuzz_dates_every_value_finds_its_rows(values):
+    col = pd.Series(pd.to_datetime(pd.Series(values, dtype=object)), dtype="datetime64[us]")
+    present = np.array([v is not None for v in values])
+    days = [v for v in values if v is not None]
+    for v in set(days):
+        rows = np.array([x == v for x in values])
+        assert (mask(col, v, "DA") == rows).all()
+        assert (mask(col, v.strftime("%Y%m%d"), "DA") == rows).all()
+    if days:
+        lo, hi = min(days).strftime("%Y%m%d"), max(days).strftime("%Y%m%d")
+        assert (mask(col, f"{lo}-{hi}", "DA") == present).all()
+        assert (mask(col, f"{lo}-", "DA") == present).all()
+        assert (mask(col, f"-{hi}", "DA") == present).all()
+
+
+COLUMNS = {
+    "text": (pd.Series(["CT", "mr", None, "", "Doe^J"], dtype="string[pyarrow]"), "LO"),
+    "category": (pd.Series(["CT", "MR", None, "CT", "US"], dtype="category"), "CS"),
+    "int": (pd.Series([1, None, 3, 10, -2], dtype="Int64"), "IS"),
+    "float": (pd.Series([0.5, None, 2.0, 1e9, -3.25], dtype="Float64"), "DS"),
+    "date": (pd.Series(pd.to_datetime(["2020-01-01", None, "1999-12-31", "2020-02-29", "2021-06-30"])), "DA"),
+    "time": (pd.Series(["080000", None, "235959.5", "", "1200"], dtype="category"), "TM"),
+}
+
+
+@given(st.sampled_from(sorted(COLUMNS)), CRITERIA | st.text(max_size=12))
+def test_fuzz_any_criterion_on_any_column_gives_a_mask_or_a_selection_error(kind, criterion):
+    col, vr = COLUMNS[kind]
+    try:
+        got = mask(col, criterion, vr)
+    except SelectionError as exc:
+        assert str(exc)  # a message, never an empty error
+        return
+    assert got.dtype == bool and got.shape == (len(col),)
+    if kind in ("text", "category"):  # the same values in another text dtype: the same rows
+        for dtype in DTYPES:
+            assert (mask(col.astype(object).astype(dtype), criterion, vr) == got).all(), dtype
