@@ -237,3 +237,39 @@ def test_stalled_server_times_out_with_a_clear_message(orthanc_factory):
     finally:
         os.kill(server.process.pid, signal.SIGCONT)
     assert client.statistics()["CountInstances"] == 0  # and it recovers
+
+
+@pytest.mark.slow
+def test_orthanc_own_sslenabled(orthanc_available, tmp_path):
+    """Orthanc's own TLS (SslEnabled, certificate made here). Debian's 1.10.1 segfaults on the
+    first HTTPS request (civetweb + OpenSSL 3), which is why the TLS tests above use a TLS
+    endpoint in front of Orthanc. Either way the client must give a clear error, never hang."""
+    import shutil
+    import subprocess
+
+    from orthanc_pandas.errors import OrthancTLSError
+    from orthanc_pandas.testing import LocalOrthanc
+
+    if not shutil.which("openssl"):
+        pytest.fail("the TLS tests need the openssl command (Debian package openssl)")
+    key, cert, both = tmp_path / "key.pem", tmp_path / "cert.pem", tmp_path / "both.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    both.write_text(cert.read_text() + key.read_text())
+    server = LocalOrthanc(users={"tls": PASSWORD}, startup_timeout=10,
+                          config={"SslEnabled": True, "SslCertificate": str(both)})
+    try:
+        server.start()
+    except OrthancPandasError as exc:  # the known crash: Orthanc says HTTPS is on, then dies
+        assert "HTTPS encryption is enabled" in str(exc) and server.process is None
+        return
+    try:  # a fixed Orthanc: the same checks as through the TLS endpoint
+        assert server.url.startswith("https://")
+        with pytest.raises(OrthancTLSError, match="verify='/path/to/ca.pem'"):
+            OrthancClient(server.url, auth=("tls", PASSWORD)).system()
+        assert OrthancClient(server.url, auth=("tls", PASSWORD), verify=str(cert)).system()
+        with pytest.raises(OrthancAuthError, match="rejected"):
+            OrthancClient(server.url, auth=("tls", "nope"), verify=str(cert)).system()
+    finally:
+        server.stop()
