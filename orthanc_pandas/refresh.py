@@ -251,9 +251,9 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
     OrthancPandasError
         When ``df.attrs`` does not record the change sequence it was read at.
     ServerMismatchError
-        When ``client`` is not the server the frame was read from (another URL), or that
-        server's change log went back (database replaced or reset): following changes
-        would silently mix two archives.
+        When ``client`` is not the server the frame was read from (another URL), or a full
+        frame cannot be brought level with the server by its change log (database replaced
+        or reset under the same URL): following changes would silently mix two archives.
     FrameFormatError
         When the frame was written by an orthanc-pandas with another frame format.
 
@@ -298,13 +298,7 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
     series_of = dict(zip(old_list, df.index.get_level_values("series").tolist(), strict=True))
 
     for _attempt in range(max_attempts):
-        seq0 = client.last_change()
-        if seq0 < since:
-            raise ServerMismatchError(
-                f"The change log of {client.url} is at {seq0}, behind the {since} this frame was "
-                "read at: the server's database was replaced or reset since (or this is another "
-                "server). Changes cannot be followed; read it again with "
-                "orthanc_pandas.read_orthanc(url).")
+        seq0 = client.last_change()  # (it may go back: deleting drops a resource's entries)
         changed = changed_resources(_all_changes(client, since))
         stats = client.statistics()
         server_ids = set(client.list_ids("instances"))
@@ -337,7 +331,19 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
             f"The archive at {client.url} kept changing during {max_attempts} refresh attempts; "
             "retry when uploads have settled.")
 
+    def check_complete(n_rows: int) -> None:
+        # a full frame must hold what the server holds; if not, the change log could not be
+        # followed (a database replaced or reset under the same URL) and rows would be lost
+        if full and n_rows != int(stats["CountInstances"]):
+            raise ServerMismatchError(
+                f"refresh() could not follow the changes of {client.url} since sequence {since}: "
+                f"the refreshed frame would hold {n_rows} instances, the server holds "
+                f"{stats['CountInstances']}. Its database was replaced or reset since this frame "
+                "was read (or it is another server). Read it again with "
+                "orthanc_pandas.read_orthanc(url).")
+
     if not affected and not deleted:  # nothing changed for these rows: same frame, new attrs
+        check_complete(len(df))
         out = df.copy()
         out.attrs = {k: v for k, v in df.attrs.items() if k != "orthanc"}
         out.attrs["orthanc"] = _new_attrs(info, seq0, stats, criteria)
@@ -362,6 +368,7 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
         out = out.iloc[np.argsort(order, kind="stable")]
     elif len(out):
         out = _sorted(out)
+    check_complete(len(out))
 
     attrs = _new_attrs(info, seq0, stats, [])
     out.attrs = {k: v for k, v in df.attrs.items() if k != "orthanc"}
