@@ -524,6 +524,11 @@ def _rank(col: pd.Series) -> np.ndarray:
         return _rank_codes(col.cat.codes.to_numpy(), col.cat.categories)
     if isinstance(col.dtype, pd.ArrowDtype) and col.dtype.pyarrow_dtype == pa.null():
         return np.zeros(len(col), dtype=np.int64)
+    if isinstance(col.dtype, pd.StringDtype) and col.dtype.storage == "pyarrow":
+        # ranked in Arrow: pd.factorize(sort=True) of 200k UIDs cost ~30 MB and 3x the time
+        # (missing values rank last: Arrow's default null placement)
+        ranks = pc.rank(col.array.__arrow_array__(), sort_keys="ascending", tiebreaker="dense")
+        return ranks.to_numpy().astype(np.int64) - 1
     codes, uniques = pd.factorize(col, sort=True)
     return np.where(codes < 0, len(uniques), codes)
 
