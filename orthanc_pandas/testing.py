@@ -548,7 +548,7 @@ class LocalPostgres:
                     return self
                 last_error = self.log_tail()
                 self._terminate()
-                if self.requested_port:
+                if self.requested_port or "postmaster.pid" in last_error:  # not a port problem
                     break
             raise OrthancPandasError(f"PostgreSQL did not start ({self.bindir}/postgres). "
                                      f"Last log lines:\n{last_error}")
