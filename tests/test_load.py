@@ -103,7 +103,7 @@ def test_eight_threads_one_client_equal_serial_and_originals(load_server):
             t.join(120)
     client.close()
     assert not errors, errors
-    assert counter.peak <= client.pool_size
+    assert counter.peak <= client.pool_size, counter.peak
     for k, frame in enumerate(frames):
         (h_par, v_par), (h_ser, v_ser) = results[k], serial[k]
         assert h_par == h_ser  # same datasets, element by element
@@ -122,14 +122,15 @@ def test_pool_size_bounds_connections_under_load(load_server, pool_size):
     frames = series_frames(df)
     client = op.OrthancClient(server.url, pool_size=pool_size)
     with ConnectionCounter(server.port) as counter:
-        threads = [threading.Thread(target=work, args=(f, client)) for f in frames]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        for _ in range(2):  # long enough for many samples even in a busy test process
+            threads = [threading.Thread(target=work, args=(f, client)) for f in frames]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
     client.close()
-    assert counter.samples > 5
-    assert 1 <= counter.peak <= pool_size
+    assert counter.samples >= 3, counter.samples
+    assert 1 <= counter.peak <= pool_size, counter.peak
 
 
 def test_the_counter_sees_more_connections_when_the_pool_allows_them(load_server):
@@ -144,7 +145,7 @@ def test_the_counter_sees_more_connections_when_the_pool_allows_them(load_server
         for t in threads:
             t.join(120)
     client.close()
-    assert counter.peak > 3
+    assert counter.peak > 3, counter.peak
 
 
 @pytest.mark.parametrize("max_workers, bound", [(1, 1), (2, 2), (None, DEFAULT_WORKERS)])
@@ -157,4 +158,4 @@ def test_worker_counts_bound_connections_of_one_call(load_server, max_workers, b
             frame.orthanc.volume(client=client, max_workers=max_workers)
             frame.orthanc.download(client=client, max_workers=max_workers or DEFAULT_WORKERS)
     client.close()
-    assert 1 <= counter.peak <= bound
+    assert 1 <= counter.peak <= bound, counter.peak
