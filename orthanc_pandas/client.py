@@ -34,6 +34,7 @@ import requests.auth
 import requests.utils
 
 from .errors import (
+    InvalidURLError,
     NotOrthancError,
     OrthancAuthError,
     OrthancConnectionError,
@@ -56,22 +57,22 @@ _RETRY_STATUS = frozenset({502, 503, 504})
 def _normalize_url(url: str) -> tuple[str, tuple[str, str] | None]:
     """Return ``(url without credentials and trailing slash, credentials from the URL)``."""
     if not isinstance(url, str) or not url.strip():
-        raise ValueError(f"An Orthanc URL must be a non-empty string like 'http://127.0.0.1:8042', got {url!r}.")
+        raise InvalidURLError(f"An Orthanc URL must be a non-empty string like 'http://127.0.0.1:8042', got {url!r}.")
     raw = url.strip()
     if "://" not in raw:
         shown = _redact(raw)
-        raise ValueError(
+        raise InvalidURLError(
             f"Malformed Orthanc URL {shown!r}: it needs a scheme, e.g. 'http://{shown}' or 'https://{shown}'."
         )
     parts = urllib.parse.urlsplit(raw)
     if parts.scheme not in ("http", "https"):
-        raise ValueError(f"Malformed Orthanc URL: scheme {parts.scheme!r} is not http or https.")
+        raise InvalidURLError(f"Malformed Orthanc URL: scheme {parts.scheme!r} is not http or https.")
     try:
         host, port = parts.hostname, parts.port
     except ValueError as exc:  # e.g. a non-numeric port
-        raise ValueError(f"Malformed Orthanc URL ({exc}); expected 'http[s]://host[:port][/prefix]'.") from None
+        raise InvalidURLError(f"Malformed Orthanc URL ({exc}); expected 'http[s]://host[:port][/prefix]'.") from None
     if not host:
-        raise ValueError("Malformed Orthanc URL: no host name; expected 'http[s]://host[:port][/prefix]'.")
+        raise InvalidURLError("Malformed Orthanc URL: no host name; expected 'http[s]://host[:port][/prefix]'.")
     creds = None
     if parts.username is not None:
         creds = (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
@@ -165,6 +166,9 @@ class OrthancClient:
         self._system: dict | None = None
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
+        # get_client() registers a client it creates only once the server has accepted it,
+        # so a failed login never replaces the working client of that URL.
+        self._register_on_success = False
 
     # -- sessions -------------------------------------------------------------------------
     @property
@@ -291,7 +295,7 @@ class OrthancClient:
                     f"Could not reach Orthanc: {method} {url} failed ({_short(exc)})." + hint
                 ) from None
             except requests.exceptions.InvalidURL as exc:
-                raise ValueError(f"Malformed Orthanc URL {url!r}: {exc}") from None
+                raise InvalidURLError(f"Malformed Orthanc URL {url!r}: {exc}") from None
             except requests.exceptions.RequestException as exc:  # anything else: one family
                 raise OrthancConnectionError(
                     f"{method} {url} failed ({type(exc).__name__}: {_short(exc)}).") from None
@@ -301,6 +305,9 @@ class OrthancClient:
                 continue
             if resp.status_code >= 400:
                 raise self._http_error(method, url, resp)
+            if self._register_on_success:
+                self._register_on_success = False
+                _register(self)
             return resp
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -507,15 +514,20 @@ def connect(url: str | OrthancClient, *, auth=None, **kwargs) -> OrthancClient:
     >>> df.orthanc.headers()         # uses alice's credentials                            # doctest: +SKIP
     """
     client = url if isinstance(url, OrthancClient) else OrthancClient(url, auth=auth, **kwargs)
+    _register(client)
+    return client
+
+
+def _register(client: OrthancClient) -> None:
     with _registry_lock:
         _registry[client.url] = client
-    return client
 
 
 def get_client(url: str | OrthancClient, *, auth=None, **kwargs) -> OrthancClient:
     """The registered client for ``url``, or a new one with credentials from the environment.
 
-    An explicit ``auth`` or other settings always give a new, registered client.
+    An explicit ``auth`` or other settings always give a new client, registered once the
+    server has answered it (so wrong credentials never replace a working client).
     """
     if isinstance(url, OrthancClient):
         return url
@@ -525,4 +537,6 @@ def get_client(url: str | OrthancClient, *, auth=None, **kwargs) -> OrthancClien
             found = _registry.get(norm)
         if found is not None:
             return found
-    return connect(url, auth=auth, **kwargs)
+    client = OrthancClient(url, auth=auth, **kwargs)
+    client._register_on_success = True
+    return client

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from pydicom.datadict import keyword_dict
 
-from .client import connect
+from .client import get_client
 from .errors import OrthancPandasWarning
 from .index import MAIN_TAGS
 from .read import read_orthanc
@@ -84,7 +84,7 @@ class Orthanc:
                  password: str | None = None, *, url: str | None = None, verify: bool | str = True,
                  progress: bool | None = None, **client_kwargs):
         auth = (username, password or "") if username else None
-        self._client = connect(url or f"http://{host}:{port}", auth=auth, verify=verify, **client_kwargs)
+        self._client = get_client(url or f"http://{host}:{port}", auth=auth, verify=verify, **client_kwargs)
         self._progress = progress
         self.interface = _Interface(self)
         self._criteria: dict[str, Any] = {}

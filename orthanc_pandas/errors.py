@@ -17,6 +17,7 @@ __all__ = [
     "OrthancTimeoutError",
     "OrthancTLSError",
     "NotOrthancError",
+    "InvalidURLError",
     "ServerChangedError",
     "ServerMismatchError",
     "FrameFormatError",
@@ -88,6 +89,10 @@ class OrthancTLSError(OrthancConnectionError):
 
 class NotOrthancError(OrthancPandasError, ValueError):
     """Something answered at the URL, but it is not an Orthanc REST API."""
+
+
+class InvalidURLError(OrthancPandasError, ValueError):
+    """The server URL is malformed (no scheme, not http/https, bad port, no host)."""
 
 
 class ServerChangedError(OrthancPandasError, RuntimeError):

@@ -48,8 +48,9 @@ def test_normalize_url(url, expected, creds):
 
 @pytest.mark.parametrize("bad", ["", "127.0.0.1:8042", "ftp://host", "http://host:notaport", "http://"])
 def test_malformed_urls_raise_valueerror_saying_what_to_do(bad):
-    with pytest.raises(ValueError, match="URL"):
+    with pytest.raises(ValueError, match="URL") as info:
         OrthancClient(bad)
+    assert isinstance(info.value, op.InvalidURLError) and isinstance(info.value, OrthancPandasError)
 
 
 def test_right_credentials_work(auth_server):
@@ -70,6 +71,21 @@ def test_wrong_and_missing_credentials_are_distinct_auth_errors(auth_server, mon
     for exc in (wrong.value, missing.value):
         assert PASSWORD not in str(exc) and PASSWORD not in repr(exc)
         assert isinstance(exc, PermissionError) and isinstance(exc, OrthancPandasError)
+
+
+def test_failed_login_never_replaces_the_working_client(auth_server, monkeypatch, tmp_path):
+    monkeypatch.delenv("ORTHANC_USERNAME", raising=False)
+    monkeypatch.delenv("ORTHANC_PASSWORD", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    df = op.read_orthanc(auth_server.url, auth=("alice", PASSWORD))
+    good = df.orthanc.client()
+    with pytest.raises(OrthancAuthError):
+        op.read_orthanc(auth_server.url, auth=("alice", "typo-" + PASSWORD))
+    with pytest.raises(OrthancAuthError):
+        op.Orthanc(url=auth_server.url, username="alice", password="typo")
+    # the frame read with the right password still finds its (working) client
+    assert df.orthanc.client() is good
+    assert len(df.orthanc.headers()) == len(df)
 
 
 def test_password_never_in_repr_attrs_or_parquet(auth_server, tmp_path):
