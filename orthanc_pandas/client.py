@@ -162,9 +162,7 @@ class OrthancClient:
         self.compress_json = bool(compress_json)
         self.verify = verify
         self._auth = _resolve_auth(self.url, auth, url_creds)
-        self._local = threading.local()
         self._system: dict | None = None
-        self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
         # get_client() registers a client it creates only once the server has accepted it,
         # so a failed login never replaces the working client of that URL.
