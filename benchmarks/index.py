@@ -112,7 +112,7 @@ def main() -> None:
         results.append(("(a') same, requests' default gzip", t_gz, m_gz, ""))
         t_ours, m_ours, df = best_of(lambda: op.read_orthanc(url, progress=False), args.repeat)
         results.append(("(b) orthanc_pandas.read_orthanc", t_ours, m_ours, ""))
-        t_pe, m_pe, _ = best_of(lambda: pyorthanc_expand(url), args.repeat)
+        t_pe, m_pe, df_pe = best_of(lambda: pyorthanc_expand(url), args.repeat)
         results.append(("(c) pyorthanc: expanded lists + pandas merge", t_pe, m_pe, ""))
         sample = min(args.peer_sample, n)
         t_pr, _, _ = best_of(lambda: pyorthanc_resources(url, sample), 1)
@@ -128,6 +128,9 @@ def main() -> None:
         mem = df.memory_usage(deep=True).sum()
         print(f"\nframe: {len(df)} rows x {df.shape[1]} columns, {mem / 1e6:.2f} MB = "
               f"{mem / len(df):.0f} bytes per instance (memory_usage(deep=True))")
+        mem_pe = df_pe.memory_usage(deep=True).sum()
+        print(f"(c)'s frame: {len(df_pe)} rows x {df_pe.shape[1]} untyped object columns, "
+              f"{mem_pe / len(df_pe):.0f} bytes per instance (no dates, numbers or index)")
         print(f"targets: (b)/(a) = {t_ours / t_floor:.2f} (<= 1.25); (c)/(b) = {t_pe / t_ours:.1f}, "
               f"(d)/(b) = {results[-1][1] / t_ours:.1f} (>= 10); bytes/instance <= 300")
         sys.stdout.flush()
