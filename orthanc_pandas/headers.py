@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import io
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pydicom
 import requests
 
 from ._progress import progress_bar
+from ._threads import map_in_order
 from .client import OrthancClient
 from .errors import OrthancConnectionError, SelectionError
 
@@ -176,17 +176,7 @@ def headers(df: pd.DataFrame, client: OrthancClient, progress=None,
             bar.update(1)
 
         try:
-            if workers == 1:
-                for iid in unique:
-                    one(iid)
-            else:
-                with ThreadPoolExecutor(workers, thread_name_prefix="orthanc-headers") as pool:
-                    try:
-                        for fut in [pool.submit(one, iid) for iid in unique]:
-                            fut.result()
-                    except BaseException:
-                        pool.shutdown(wait=True, cancel_futures=True)
-                        raise
+            map_in_order(one, unique, workers, name="orthanc-headers")
         except OrthancConnectionError as exc:
             raise type(exc)(
                 f"headers: the server stopped answering after {len(found)} of {len(unique)} "

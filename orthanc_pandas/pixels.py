@@ -11,9 +11,9 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from ._progress import progress_bar
+from ._threads import map_in_order
 from .client import OrthancClient
 from .errors import OrthancConnectionError, PixelDataError
 from .volume import _rescale_params, decode_pixels, slice_headers
@@ -99,16 +99,7 @@ def fetch_datasets(client: OrthancClient, instance_ids: Sequence[str], *,
         return pair
 
     try:
-        if workers == 1:
-            pairs = [counted(i) for i in ids]
-        else:
-            with ThreadPoolExecutor(workers) as pool:
-                futures = [pool.submit(counted, i) for i in ids]
-                try:
-                    pairs = [f.result() for f in futures]
-                except BaseException:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise
+        pairs = map_in_order(counted, ids, workers, name="orthanc-pixels")
     except OrthancConnectionError as exc:
         raise type(exc)(
             f"{desc}: the server stopped answering after {done} of {len(ids)} files were "

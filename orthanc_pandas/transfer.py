@@ -25,6 +25,7 @@ import pandas as pd
 import requests
 
 from ._progress import progress_bar
+from ._threads import map_in_order
 from .client import OrthancClient, get_client
 from .errors import (
     DownloadFolderError,
@@ -207,18 +208,15 @@ def download(df: pd.DataFrame, client: OrthancClient, folder: str | os.PathLike 
                 done += 1
             bar.update(1)
 
-        with ThreadPoolExecutor(workers, thread_name_prefix="orthanc-download") as pool:
-            try:
-                for fut in [pool.submit(one, item) for item in jobs.items()]:
-                    fut.result()
-            except OrthancConnectionError as exc:
-                # a dead server fails every remaining file: stop now and say what is on disk
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise type(exc)(
-                    f"download: the server stopped answering after {done} of {len(jobs)} files "
-                    f"were saved complete in {root}; no other file was written under its final "
-                    f"name (no partial files). Rerun download() to fetch the rest: complete files "
-                    f"are skipped. Cause: {exc}") from None
+        try:
+            map_in_order(one, jobs.items(), workers, name="orthanc-download")
+        except OrthancConnectionError as exc:
+            # a dead server fails every remaining file: stop now and say what is on disk
+            raise type(exc)(
+                f"download: the server stopped answering after {done} of {len(jobs)} files "
+                f"were saved complete in {root}; no other file was written under its final "
+                f"name (no partial files). Rerun download() to fetch the rest: complete files "
+                f"are skipped. Cause: {exc}") from None
     return pd.Series([str(p) for p in targets], index=df.index, name="path", dtype=object)
 
 
