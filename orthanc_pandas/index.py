@@ -35,8 +35,9 @@ keeps every tag as the raw string instead.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -207,6 +208,30 @@ def _as_text(v):
     return str(v)
 
 
+@contextlib.contextmanager
+def system_memory_pool() -> Iterator[None]:
+    """Allocate Arrow memory from the C heap (malloc) for the duration of a read.
+
+    Reading turns hundreds of pages into Arrow arrays and frees most of them again. Arrow's
+    default pool (mimalloc or jemalloc) keeps freed memory for reuse, so the process peaked at
+    ~3.7x the final frame at 200,000 instances; with malloc, whose freed memory the JSON
+    parsing and numpy reuse, and :func:`release_memory` between phases it peaks at ~2.7x
+    (measured by replaying the pages of benchmarks/scale.py's 200k archive). Arrays keep the
+    pool they were made with, so switching back afterwards is safe.
+    """
+    previous = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(previous)
+
+
+def release_memory() -> None:
+    """Return memory that Arrow's pool freed to the OS (``malloc_trim`` for the system pool)."""
+    pa.default_memory_pool().release_unused()
+
+
 class InconsistentIndexError(RuntimeError):
     """Resources whose parent is not in the lists: the archive changed during the read."""
 
@@ -247,6 +272,7 @@ def build_frame(tables: Mapping[str, LevelTable | Mapping[str, pa.Array]], *, ty
     0
     """
     arrays = {lvl: (t.finish() if isinstance(t, LevelTable) else dict(t)) for lvl, t in tables.items()}
+    release_memory()  # the pages' pieces, freed by finish()
     inst = arrays["instance"]
     n = len(inst["ID"])
     # codes of each instance at each level
@@ -295,6 +321,7 @@ def build_frame(tables: Mapping[str, LevelTable | Mapping[str, pa.Array]], *, ty
     if sort and n:
         # order from the key columns alone, then permute one column at a time (each unsorted
         # column is freed as its sorted copy is made): df.take(order) held the frame twice
+        release_memory()  # the untyped text, freed as columns were typed
         keys = pd.DataFrame({k: columns[k] for k in SORT_KEYS if k in columns}, index=index, copy=False)
         order = sort_order(keys)
         del keys

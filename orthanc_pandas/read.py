@@ -11,7 +11,15 @@ from . import __version__
 from ._progress import progress_bar
 from .client import OrthancClient, get_client
 from .errors import FrameFormatError, OrthancConnectionError, ServerChangedError
-from .index import LEVELS, ROUTES, InconsistentIndexError, LevelTable, build_frame
+from .index import (
+    LEVELS,
+    ROUTES,
+    InconsistentIndexError,
+    LevelTable,
+    build_frame,
+    release_memory,
+    system_memory_pool,
+)
 
 __all__ = ["read_orthanc", "read_tables", "provenance", "check_format", "FORMAT_VERSION"]
 
@@ -81,7 +89,8 @@ def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: b
         bar = progress_bar(progress, total=total, desc="Reading Orthanc index", unit="res",
                            min_total=20_000)
         try:
-            tables = read_tables(client, page_size=page_size, bar=bar)
+            with system_memory_pool():
+                tables = read_tables(client, page_size=page_size, bar=bar)
         except OrthancConnectionError as exc:
             done = getattr(exc, "_progress", "")
             raise type(exc)(
@@ -96,7 +105,8 @@ def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: b
         problem = _consistency_problem(client, seq0, seq1, stats0, stats1, counts)
         if not problem:
             try:
-                df = build_frame(tables, typed=typed)
+                with system_memory_pool():
+                    df = build_frame(tables, typed=typed)
             except InconsistentIndexError as exc:
                 problem = str(exc)
             else:
@@ -129,6 +139,7 @@ def read_tables(client: OrthancClient, *, page_size: int = 5000, bar=None) -> di
                              + (f"; {read} read before" if read else "") + ")")
             raise
         tables[level] = table
+        release_memory()  # the JSON of the level's pages is gone; keep only its Arrow columns
     return tables
 
 
