@@ -129,6 +129,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _end_process(p: subprocess.Popen, sig: int, timeout: float) -> None:
+    """Send ``sig`` and wait; kill the process if it has not ended after ``timeout`` seconds."""
+    if p.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            p.send_signal(sig)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+
+
 class LocalOrthanc:
     """A throw-away Orthanc server on 127.0.0.1, as a context manager.
 
@@ -307,17 +319,9 @@ class LocalOrthanc:
         return "\n".join(text[-lines:])
 
     def _terminate(self, sig=signal.SIGTERM, timeout: float = 20) -> None:
-        p = self.process
-        if p is None:
+        if self.process is None:
             return
-        if p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(sig)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(10)
+        _end_process(self.process, sig, timeout)
         with contextlib.suppress(Exception):
             self._stdout.close()
         self.process = None
@@ -618,17 +622,10 @@ class LocalPostgres:
         return ""
 
     def _terminate(self, timeout: float = 60) -> None:
-        p = self.process
-        if p is None:
+        if self.process is None:
             return
-        if p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signal.SIGINT)  # "fast" shutdown: ends sessions, checkpoints, exits
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(10)
+        # SIGINT is PostgreSQL's "fast" shutdown: ends sessions, checkpoints, exits
+        _end_process(self.process, signal.SIGINT, timeout)
         with contextlib.suppress(Exception):
             self._log.close()
         self.process = None
