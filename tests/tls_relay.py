@@ -14,38 +14,50 @@ import ssl
 import threading
 
 
-class TLSRelay:
-    """Listen with TLS on 127.0.0.1:<port> and relay each connection to 127.0.0.1:<target>."""
+class _Relay:
+    """Listen on a free 127.0.0.1 port; each accepted connection goes to ``_handle`` in a thread."""
 
-    def __init__(self, target_port: int, certfile: str, keyfile: str):
+    scheme = "http"
+
+    def __init__(self, target_port: int):
         self.target_port = target_port
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(certfile, keyfile)
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> TLSRelay:
+    def __enter__(self):
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
         with contextlib.suppress(OSError):
-            self.sock.close()
+            self.sock.close()  # accept() then fails and the serving thread ends
 
     def _serve(self) -> None:
-        while not self._stop.is_set():
+        while True:
             try:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class TLSRelay(_Relay):
+    """Listen with TLS on 127.0.0.1:<port> and relay each connection to 127.0.0.1:<target>."""
+
+    scheme = "https"
+
+    def __init__(self, target_port: int, certfile: str, keyfile: str):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(certfile, keyfile)
+        super().__init__(target_port)
 
     def _handle(self, conn: socket.socket) -> None:
         try:
@@ -77,38 +89,15 @@ class TLSRelay:
                 s.close()
 
 
-class CuttingRelay:
+class CuttingRelay(_Relay):
     """A plain TCP relay to 127.0.0.1:<target> that drops each connection after ``cut_after``
     bytes of the server's answer: a server (or network) dying in the middle of a file."""
 
     def __init__(self, target_port: int, cut_after: int):
-        self.target_port = target_port
         self.cut_after = cut_after
         self.cuts = 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> CuttingRelay:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+        super().__init__(target_port)
 
     def _handle(self, conn: socket.socket) -> None:
         try:
