@@ -80,14 +80,13 @@ from .index import (
     ROUTES,
     SORT_KEYS,
     STR_DTYPE,
-    InconsistentIndexError,
     LevelTable,
     _rank,
     _vector_length,
     build_frame,
     tag_vr,
 )
-from .read import _consistency_problem, provenance
+from .read import provenance, read_consistent
 
 __all__ = ["read_orthanc", "select", "map_series", "series_tasks", "connect_workers",
            "OrthancDaskAccessor", "DEFAULT_PARTITION_SIZE"]
@@ -164,31 +163,19 @@ def read_orthanc(url: str | OrthancClient, *, auth=None, partition_size: int = D
         raise ValueError(f"partition_size must be a positive number of instances, got {partition_size!r}.")
     client = get_client(url, auth=auth, **client_kwargs)
     system = client.system()
-    last_problem = ""
-    for attempt in range(max_attempts):
-        seq0 = client.last_change()
-        stats0 = client.statistics()
+
+    def read(_stats):
         tables, members = _read_parents(client, page_size)
-        seq1 = client.last_change()
-        stats1 = client.statistics()
         counts = {lvl: tables[lvl].n for lvl in LEVELS[:3]}
         counts["instance"] = sum(len(m) for m in members.values())
-        problem = _consistency_problem(client, seq0, seq1, stats0, stats1, counts)
-        if not problem:
-            try:
-                meta, parts = _plan(tables, members, int(partition_size), typed)
-            except InconsistentIndexError as exc:
-                problem = str(exc)
-            else:
-                meta.attrs["orthanc"] = provenance(client, system, seq1, counts)
-                return _collection(client, meta, parts, typed)
-        last_problem = problem
-        log.info("Orthanc changed while reading the parent levels (%s); reading again (%d/%d)",
-                 problem, attempt + 1, max_attempts)
-    raise ServerChangedError(
-        f"The archive at {client.url} kept changing during {max_attempts} reads ({last_problem}); "
-        "no consistent index could be taken. Retry when uploads have settled, or raise max_attempts."
-    )
+        return (tables, members), counts
+
+    def build(raw, last_change, counts):
+        meta, parts = _plan(*raw, int(partition_size), typed)
+        meta.attrs["orthanc"] = provenance(client, system, last_change, counts)
+        return _collection(client, meta, parts, typed)
+
+    return read_consistent(client, read, build, max_attempts=max_attempts)
 
 
 def _read_parents(client: OrthancClient, page_size: int):

@@ -81,10 +81,8 @@ def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: b
     """
     client = get_client(url, auth=auth, **client_kwargs)
     system = client.system()
-    last_problem = ""
-    for attempt in range(max_attempts):
-        seq0 = client.last_change()
-        stats0 = client.statistics()
+
+    def read(stats0):
         total = sum(int(stats0[_STAT_KEYS[lvl]]) for lvl in LEVELS)
         bar = progress_bar(progress, total=total, desc="Reading Orthanc index", unit="res",
                            min_total=20_000)
@@ -99,19 +97,39 @@ def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: b
             ) from None
         finally:
             bar.close()
+        return tables, {lvl: tables[lvl].n for lvl in LEVELS}
+
+    def build(tables, last_change, counts):
+        with system_memory_pool():
+            df = build_frame(tables, typed=typed)
+        df.attrs["orthanc"] = provenance(client, system, last_change, counts)
+        return df
+
+    return read_consistent(client, read, build, max_attempts=max_attempts)
+
+
+def read_consistent(client: OrthancClient, read, build, *, max_attempts: int = 3):
+    """Read until the archive did not change meanwhile, then build the result.
+
+    ``read(statistics) -> (raw, counts)`` reads the lists; the change sequence and
+    ``/statistics`` taken around it must agree with ``counts``. ``build(raw, last_change,
+    counts)`` makes the result; an :class:`~orthanc_pandas.index.InconsistentIndexError` from
+    it (an orphan: the server changed between two lists) also means "read again". After
+    ``max_attempts`` reads a :class:`~orthanc_pandas.errors.ServerChangedError` is raised.
+    """
+    last_problem = ""
+    for attempt in range(max_attempts):
+        seq0 = client.last_change()
+        stats0 = client.statistics()
+        raw, counts = read(stats0)
         seq1 = client.last_change()
         stats1 = client.statistics()
-        counts = {lvl: tables[lvl].n for lvl in LEVELS}
         problem = _consistency_problem(client, seq0, seq1, stats0, stats1, counts)
         if not problem:
             try:
-                with system_memory_pool():
-                    df = build_frame(tables, typed=typed)
+                return build(raw, seq1, counts)
             except InconsistentIndexError as exc:
                 problem = str(exc)
-            else:
-                df.attrs["orthanc"] = provenance(client, system, seq1, counts)
-                return df
         last_problem = problem
         log.info("Orthanc changed during the read (%s); reading again (%d/%d)",
                  problem, attempt + 1, max_attempts)
