@@ -62,6 +62,17 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_install_orthanc(args) -> int:
+    from .testing import install_debian_orthanc, orthanc_root
+
+    dest = args.dest or orthanc_root(args.suite)
+    if not args.quiet:
+        print(f"Installing Debian {args.suite}'s Orthanc into {dest} (once; reused later)...",
+              file=sys.stderr)
+    print(install_debian_orthanc(args.suite, dest))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="orthanc-pandas", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -76,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="start a throw-away Orthanc with sample data and show what the library does")
     demo.add_argument("--output-dir", default=".", help="where demo-index.parquet and the PNG go")
     demo.set_defaults(func=cmd_demo)
+    inst = sub.add_parser("install-orthanc", help="install a current Debian Orthanc (sid: 1.13, "
+                          "trixie: 1.12) into its own root file system, for LocalOrthanc(root=...)")
+    inst.add_argument("--suite", default="sid", choices=["sid", "trixie"])
+    inst.add_argument("--dest", help="folder of the root (default ~/.cache/orthanc-pandas/roots/SUITE)")
+    inst.add_argument("-q", "--quiet", action="store_true")
+    inst.set_defaults(func=cmd_install_orthanc)
     return p
 
 

@@ -17,6 +17,19 @@ index there (the way production servers scale past ~50k instances)::
 
     with LocalPostgres() as pg, LocalOrthanc(postgres=pg) as server:
         ...
+
+Current Orthanc on an older Debian
+----------------------------------
+Debian bookworm ships Orthanc 1.10.1; archives in the field run 1.12/1.13, which need a newer
+glibc. :func:`install_debian_orthanc` puts Debian sid's (or trixie's) Orthanc with its
+DICOMweb and PostgreSQL plugins into a separate root file system in a cache folder (once,
+about a minute), and ``LocalOrthanc(root=...)`` runs the server from there, in a private mount
+namespace with its folders bound in. The machine's own packages and apt sources are never
+touched. ``$ORTHANC_ROOT`` makes that root the default for every ``LocalOrthanc``::
+
+    root = install_debian_orthanc("sid")          # ~/.cache/orthanc-pandas/roots/sid
+    with LocalOrthanc(root=root) as server:       # Orthanc 1.13
+        ...
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ import glob
 import io
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -41,7 +55,8 @@ from .client import OrthancClient
 from .errors import OrthancPandasError
 
 __all__ = ["LocalOrthanc", "LocalPostgres", "OrthancNotInstalledError", "PostgresNotInstalledError",
-           "find_orthanc_binary", "find_postgres_bindir", "DICOMWEB_PLUGIN", "POSTGRESQL_INDEX_PLUGIN"]
+           "find_orthanc_binary", "find_postgres_bindir", "install_debian_orthanc", "orthanc_root",
+           "DICOMWEB_PLUGIN", "POSTGRESQL_INDEX_PLUGIN"]
 
 DEFAULT_BINARY = "/usr/sbin/Orthanc"
 _PLUGIN_DIRS = ("/usr/share/orthanc/plugins", "/usr/lib/orthanc/plugins", "/usr/local/share/orthanc/plugins")
@@ -55,8 +70,19 @@ class OrthancNotInstalledError(OrthancPandasError, FileNotFoundError):
     """No Orthanc executable (or plugin) was found on this machine."""
 
 
-def find_orthanc_binary(binary: str | os.PathLike | None = None) -> str:
-    """Path of the Orthanc executable: ``binary``, ``$ORTHANC_BINARY``, /usr/sbin/Orthanc, PATH."""
+def find_orthanc_binary(binary: str | os.PathLike | None = None, root: str | os.PathLike | None = None) -> str:
+    """Path of the Orthanc executable: ``binary``, ``$ORTHANC_BINARY``, /usr/sbin/Orthanc, PATH.
+
+    With ``root`` (a root file system from :func:`install_debian_orthanc`), the executable
+    inside it; the path returned is the one seen from inside the root.
+    """
+    if root is not None:
+        inside = Path(root) / DEFAULT_BINARY.lstrip("/")
+        if inside.is_file() and os.access(inside, os.X_OK):
+            return DEFAULT_BINARY
+        raise OrthancNotInstalledError(
+            f"{root} holds no Orthanc ({inside} is missing). Build the root again with "
+            "`orthanc-pandas install-orthanc --suite sid` (or remove the folder).")
     explicit = binary or os.environ.get("ORTHANC_BINARY")
     if explicit:  # asked for by name: no silent fallback to another Orthanc
         if Path(explicit).is_file() and os.access(explicit, os.X_OK):
@@ -69,19 +95,109 @@ def find_orthanc_binary(binary: str | os.PathLike | None = None) -> str:
     raise OrthancNotInstalledError(f"No Orthanc server executable found. {INSTALL_HINT}")
 
 
-def find_plugin(name: str) -> str:
-    """Full path of an Orthanc plugin shared library shipped by the Debian packages."""
-    if os.path.isabs(name) and os.path.exists(name):
+def find_plugin(name: str, root: str | os.PathLike | None = None) -> str:
+    """Full path of an Orthanc plugin shared library shipped by the Debian packages.
+
+    With ``root``, the plugin is looked for inside that root file system and its path is given
+    as the server inside the root sees it.
+    """
+    base = Path(root) if root is not None else Path("/")
+    if os.path.isabs(name) and (base / name.lstrip("/")).exists():
         return name
     for d in _PLUGIN_DIRS:
         p = os.path.join(d, name)
-        if os.path.exists(p):
+        if (base / p.lstrip("/")).exists():
             return p
     pkg = {DICOMWEB_PLUGIN: "orthanc-dicomweb", POSTGRESQL_INDEX_PLUGIN: "orthanc-postgresql"}.get(name, "?")
+    where = f" of the root {root}" if root is not None else ""
     raise OrthancNotInstalledError(
-        f"Orthanc plugin {name} not found in {', '.join(_PLUGIN_DIRS)}. Install it with "
+        f"Orthanc plugin {name} not found in {', '.join(_PLUGIN_DIRS)}{where}. Install it with "
         f"`sudo apt-get install -y {pkg}`."
     )
+
+
+#: Debian suites whose Orthanc :func:`install_debian_orthanc` knows: sid 1.13, trixie 1.12.7
+DEBIAN_SUITES = ("sid", "trixie")
+_ROOT_PACKAGES = ("orthanc", "orthanc-dicomweb", "orthanc-postgresql")
+
+
+def cache_dir() -> Path:
+    """``$ORTHANC_PANDAS_CACHE``, else ``$XDG_CACHE_HOME/orthanc-pandas`` (``~/.cache/...``)."""
+    env = os.environ.get("ORTHANC_PANDAS_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "orthanc-pandas"
+
+
+def orthanc_root(suite: str = "sid") -> Path:
+    """Where :func:`install_debian_orthanc` keeps the root file system of ``suite``."""
+    return cache_dir() / "roots" / suite
+
+
+def install_debian_orthanc(suite: str = "sid", dest: str | os.PathLike | None = None, *,
+                           mirror: str | None = None, quiet: bool = True) -> Path:
+    """Install Debian ``suite``'s Orthanc (+ DICOMweb, PostgreSQL plugins) into its own root.
+
+    ``debootstrap --variant=minbase`` into a temporary folder beside ``dest``, renamed into
+    place once complete, so an interrupted run leaves nothing half-built. An existing root is
+    reused as it is (about a minute and ~500 MB the first time). Needs root privileges and the
+    ``debootstrap`` package; never changes this machine's apt sources or packages.
+
+    Parameters
+    ----------
+    suite : {"sid", "trixie"}, default "sid"
+        sid has Orthanc 1.13, trixie 1.12.7.
+    dest : path, optional
+        Default :func:`orthanc_root` (``~/.cache/orthanc-pandas/roots/<suite>``).
+    mirror : str, optional
+        A Debian mirror; debootstrap's default otherwise.
+
+    Returns
+    -------
+    pathlib.Path
+        The root, to pass as ``LocalOrthanc(root=...)`` or ``$ORTHANC_ROOT``.
+
+    Examples
+    --------
+    >>> root = install_debian_orthanc("sid")                            # doctest: +SKIP
+    >>> with LocalOrthanc(root=root) as server:                         # doctest: +SKIP
+    ...     server.client().version
+    '1.13.0'
+    """
+    dest = Path(dest) if dest is not None else orthanc_root(suite)
+    if (dest / DEFAULT_BINARY.lstrip("/")).is_file():
+        return dest
+    if os.geteuid() != 0:
+        raise OrthancNotInstalledError(
+            f"Installing Debian {suite}'s Orthanc into {dest} needs root (debootstrap and chroot). "
+            f"Run `sudo orthanc-pandas install-orthanc --suite {suite}`.")
+    debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
+    if not os.access(debootstrap, os.X_OK):
+        raise OrthancNotInstalledError("debootstrap is needed to install a current Orthanc: "
+                                       "`sudo apt-get install -y debootstrap`.")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{suite}-", dir=dest.parent))
+    cmd = [debootstrap, "--variant=minbase", f"--include={','.join(_ROOT_PACKAGES)}", suite, str(work)]
+    if mirror:
+        cmd.append(mirror)
+    try:
+        done = subprocess.run(cmd, capture_output=quiet, text=True, stdin=subprocess.DEVNULL)
+        if done.returncode != 0 or not (work / DEFAULT_BINARY.lstrip("/")).is_file():
+            tail = "\n".join(((done.stdout or "") + (done.stderr or "")).splitlines()[-15:])
+            raise OrthancNotInstalledError(f"debootstrap of Debian {suite} failed "
+                                           f"(exit {done.returncode}):\n{tail}")
+        for deb in (work / "var/cache/apt/archives").glob("*.deb"):  # not needed to run
+            deb.unlink()
+        work.rename(dest)
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    return dest
+
+
+def _default_root() -> Path | None:
+    env = os.environ.get("ORTHANC_ROOT")
+    return Path(env) if env else None
 
 
 POSTGRES_INSTALL_HINT = ("Install it with `sudo apt-get install -y postgresql` (Debian/Ubuntu), or "
@@ -167,6 +283,16 @@ class LocalOrthanc:
         Keep the index in this (started) PostgreSQL server instead of SQLite, through the
         ``orthanc-postgresql`` index plugin; DICOM files stay in ``storage``. Extra plugin
         options go in ``config={"PostgreSQL": {...}}``.
+    root : path, optional
+        Run the Orthanc installed in this root file system (see :func:`install_debian_orthanc`:
+        Debian sid's 1.13 on a bookworm machine) instead of the machine's own; its plugins are
+        used too. Default ``$ORTHANC_ROOT``, else the machine's Orthanc. Needs root privileges
+        (``unshare`` and ``chroot``); ``/tmp``, the work folder and ``storage`` are visible
+        inside at the same paths.
+    extra_main_dicom_tags : dict, optional
+        ``{"Instance": ["SliceThickness", ...], "Series": [...]}``: more tags that the server
+        stores in its index (Orthanc >= 1.11's ``ExtraMainDicomTags``), for instances stored
+        after the start.
 
     Attributes
     ----------
@@ -191,17 +317,24 @@ class LocalOrthanc:
                  config: Mapping[str, Any] | None = None, storage: str | os.PathLike | None = None,
                  binary: str | None = None, plugins: Iterable[str] = (), port: int | None = None,
                  startup_timeout: float = 60.0, name: str = "orthanc-pandas-test",
-                 postgres: LocalPostgres | None = None):
-        self.binary = find_orthanc_binary(binary)
+                 postgres: LocalPostgres | None = None, root: str | os.PathLike | None = None,
+                 extra_main_dicom_tags: Mapping[str, Iterable[str]] | None = None):
+        # an Orthanc named explicitly (argument or $ORTHANC_BINARY) wins over $ORTHANC_ROOT
+        explicit = binary or os.environ.get("ORTHANC_BINARY")
+        self.root = Path(root) if root is not None else (None if explicit else _default_root())
+        self.binary = find_orthanc_binary(binary, self.root)
         self.users = dict(users or {})
         self.dicomweb = dicomweb
         self.extra_config = dict(config or {})
-        self.plugins = [find_plugin(p) for p in plugins]
+        if extra_main_dicom_tags:
+            self.extra_config["ExtraMainDicomTags"] = {
+                level: list(tags) for level, tags in extra_main_dicom_tags.items()}
+        self.plugins = [find_plugin(p, self.root) for p in plugins]
         if dicomweb:
-            self.plugins.append(find_plugin(DICOMWEB_PLUGIN))
+            self.plugins.append(find_plugin(DICOMWEB_PLUGIN, self.root))
         self.postgres = postgres
         if postgres is not None:
-            self.plugins.append(find_plugin(POSTGRESQL_INDEX_PLUGIN))
+            self.plugins.append(find_plugin(POSTGRESQL_INDEX_PLUGIN, self.root))
         self.persistent = storage is not None
         self._storage_arg = Path(storage) if storage is not None else None
         self.requested_port = port
@@ -273,7 +406,7 @@ class LocalOrthanc:
             logdir.mkdir(exist_ok=True)
             self._stdout = open(self.workdir / "stdout.log", "ab")
             self.process = subprocess.Popen(
-                [self.binary, f"--logdir={logdir}", str(cfg_path)],
+                self._command([self.binary, f"--logdir={logdir}", str(cfg_path)]),
                 stdout=self._stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
@@ -285,6 +418,31 @@ class LocalOrthanc:
                 self.port = None
         self._cleanup()
         raise OrthancPandasError(f"Orthanc did not start ({self.binary}). Last log lines:\n{last_error}")
+
+    def _command(self, argv: list[str]) -> list[str]:
+        """``argv``, run inside ``self.root`` when there is one.
+
+        A private mount namespace (``unshare --mount``) binds the folders the server needs at
+        the same paths inside the root, then ``chroot`` runs the server there; when the process
+        ends the namespace and its mounts go with it, so nothing stays mounted on the host.
+        The process started is the server itself (``exec`` all the way), so signals reach it.
+        """
+        if self.root is None:
+            return argv
+        if os.geteuid() != 0:
+            raise OrthancNotInstalledError(f"Running the Orthanc of {self.root} needs root "
+                                           "(unshare and chroot).")
+        binds = []
+        for d in sorted({"/tmp", str(self.workdir), str(self.storage_dir)}):
+            if any(d != b and d.startswith(b.rstrip("/") + "/") for b in binds):
+                continue  # already visible through a parent folder
+            binds.append(d)
+        script = ["set -e"]
+        for d in binds:
+            inside = shlex.quote(str(self.root / d.lstrip("/")))
+            script += [f"mkdir -p {inside}", f"mount --bind {shlex.quote(d)} {inside}"]
+        script.append(f"exec chroot {shlex.quote(str(self.root))} " + " ".join(map(shlex.quote, argv)))
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(script)]
 
     def _wait_ready(self) -> bool:
         deadline = time.monotonic() + self.startup_timeout

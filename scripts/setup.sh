@@ -3,6 +3,9 @@
 #   bash scripts/setup.sh demo   # set up, then run the demo on a throw-away local Orthanc
 #   bash scripts/setup.sh test   # set up, then run the test suite against real Orthanc servers
 # Extra arguments go to the demo or to pytest.
+# The tests run twice: on this machine's Orthanc (Debian bookworm: 1.10.1) and on Debian sid's
+# current Orthanc (1.13), installed once into ~/.cache/orthanc-pandas/roots/sid (root needed).
+# ORTHANC_SERVERS="system" or "sid" runs one of them only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 job="${1:-demo}"; shift || true
@@ -34,7 +37,7 @@ apt_install() {  # install Debian packages when missing and possible, else say h
 
 if [ -z "${ORTHANC_BINARY:-}" ]; then
   pkgs=(orthanc orthanc-dicomweb)
-  [ "$job" = test ] && pkgs+=(orthanc-postgresql postgresql)
+  [ "$job" = test ] && pkgs+=(orthanc-postgresql postgresql debootstrap)
   apt_install "${pkgs[@]}"
 fi
 
@@ -47,8 +50,23 @@ extras=test
 [ "$job" = demo ] && extras=pixels,plot
 "$VENV/bin/python" -m pip install -q -e ".[$extras]"
 
+run_tests() {  # the suite once per Orthanc server; fails if any run fails
+  local rc=0 server root
+  for server in ${ORTHANC_SERVERS:-system sid}; do
+    if [ "$server" = system ]; then
+      echo "== tests on this machine's Orthanc ==" >&2
+      env -u ORTHANC_ROOT "$VENV/bin/python" -m pytest "$@" || rc=$?
+    else
+      root=$("$VENV/bin/orthanc-pandas" install-orthanc --suite "$server") || { rc=1; continue; }
+      echo "== tests on Debian $server's Orthanc ($root) ==" >&2
+      ORTHANC_ROOT="$root" "$VENV/bin/python" -m pytest "$@" || rc=$?
+    fi
+  done
+  return $rc
+}
+
 case "$job" in
   demo) exec "$VENV/bin/orthanc-pandas" demo "$@" ;;
-  test) exec "$VENV/bin/python" -m pytest "$@" ;;
+  test) run_tests "$@" ;;
   *) echo "usage: bash scripts/setup.sh [demo|test] [args...]" >&2; exit 2 ;;
 esac

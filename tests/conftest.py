@@ -22,9 +22,23 @@ from orthanc_pandas.testing import LocalOrthanc, OrthancNotInstalledError, find_
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+#: The Orthanc under test: this machine's (1.10.1 on bookworm), or the one in $ORTHANC_ROOT
+#: (Debian sid's 1.13, see orthanc_pandas.testing.install_debian_orthanc)
+ORTHANC_ROOT = os.environ.get("ORTHANC_ROOT") or None
+
+
+def pytest_report_header(config):
+    where = f"the root {ORTHANC_ROOT}" if ORTHANC_ROOT else "this machine"
+    try:
+        binary = find_orthanc_binary(root=ORTHANC_ROOT)
+    except OrthancNotInstalledError as exc:
+        return f"orthanc: none found in {where} ({exc})"
+    return f"orthanc: {binary} from {where}"
+
+
 def _require_orthanc() -> None:
     try:
-        find_orthanc_binary()
+        find_orthanc_binary(root=ORTHANC_ROOT)
     except OrthancNotInstalledError as exc:
         if IN_CI:
             pytest.fail(f"CI needs a real Orthanc: {exc}")
