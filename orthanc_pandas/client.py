@@ -33,6 +33,8 @@ import requests.adapters
 import requests.auth
 import requests.utils
 
+from .capabilities import Capabilities
+from .changes import CONTENT_TYPES_FILTER, is_content_change
 from .errors import (
     InvalidURLError,
     NotOrthancError,
@@ -163,6 +165,7 @@ class OrthancClient:
         self.verify = verify
         self._auth = _resolve_auth(self.url, auth, url_creds)
         self._system: dict | None = None
+        self._capabilities: Capabilities | None = None
         self._lock = threading.Lock()
         # get_client() registers a client it creates only once the server has accepted it,
         # so a failed login never replaces the working client of that URL.
@@ -405,6 +408,7 @@ class OrthancClient:
             if not isinstance(info, dict) or "Version" not in info:
                 raise NotOrthancError(f"{self.url}/system did not answer like Orthanc: is this the right port?")
             self._system = info
+            self._capabilities = None
         return self._system
 
     @property
@@ -425,9 +429,65 @@ class OrthancClient:
         """The current sequence number of ``/changes``."""
         return int(self.get_json("/changes", params={"last": ""})["Last"])
 
-    def changes(self, since: int, limit: int = 1000) -> dict:
-        """``GET /changes?since=&limit=``."""
-        return self.get_json("/changes", params={"since": since, "limit": limit})
+    def changes(self, since: int, limit: int = 1000, *, types: str | None = None) -> dict:
+        """``GET /changes?since=&limit=`` (``type=`` where the server has extended changes)."""
+        params: dict[str, Any] = {"since": since, "limit": limit}
+        if types and self.capabilities().extended_changes:
+            params["type"] = types
+        return self.get_json("/changes", params=params)
+
+    def iter_changes(self, since: int, until: int | None = None, *,
+                     content_only: bool = False) -> Iterator[dict]:
+        """The ``/changes`` entries after ``since`` (up to ``until``), page after page.
+
+        ``content_only`` keeps only what can alter an index frame
+        (:func:`~orthanc_pandas.changes.is_content_change`); servers with extended changes
+        filter by type on their side, so churn like DICOMweb's cache writes is not even sent.
+        """
+        seq = int(since)
+        types = CONTENT_TYPES_FILTER if content_only else None
+        while until is None or seq < until:
+            page = self.changes(seq, limit=1000, types=types)
+            for ch in page.get("Changes") or ():
+                if until is not None and int(ch["Seq"]) > until:
+                    return
+                if not content_only or is_content_change(ch):
+                    yield ch
+            last = int(page.get("Last", seq))
+            if page.get("Done", True) or last <= seq:
+                return
+            seq = last
+
+    def capabilities(self) -> Capabilities:
+        """What the server offers (from ``/system``, read once): see :mod:`orthanc_pandas.capabilities`."""
+        if self._capabilities is None:
+            self._capabilities = Capabilities.from_system(self.system())
+        return self._capabilities
+
+    def count_resources(self, level: str) -> int:
+        """How many resources of ``level`` (``"Instance"``...) the server holds (extended find only)."""
+        return int(self.post_json("/tools/count-resources", {"Level": level, "Query": {}})["Count"])
+
+    def iter_find(self, level: str, response_content: list[str], *, page_size: int = 5000,
+                  total: int | None = None, **body) -> Iterator[list[dict]]:
+        """Yield every resource of ``level`` from extended ``/tools/find``, one page at a time.
+
+        Pages with ``Limit``/``Since`` (Orthanc >= 1.12.5 with an index that has extended
+        find). A server may answer fewer rows per call than asked (``LimitFindInstances`` /
+        ``LimitFindResults``): paging goes on until ``total`` rows (default: the server's
+        count) or an empty page, so such limits never truncate the result.
+        """
+        if total is None:
+            total = self.count_resources(level)
+        since = 0
+        while since < total:
+            page = self.post_json("/tools/find", {"Level": level, "Query": {}, "Since": since,
+                                                  "Limit": page_size,
+                                                  "ResponseContent": response_content, **body})
+            if not page:
+                return
+            yield page
+            since += len(page)
 
     def list_ids(self, level: str) -> list[str]:
         """All Orthanc ids of a level (``patients``, ``studies``, ``series``, ``instances``)."""

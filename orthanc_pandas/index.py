@@ -163,7 +163,7 @@ class LevelTable:
             cols["tag:" + k] = pa.array([_as_text((r.get("MainDicomTags") or {}).get(k)) for r in page],
                                         pa.string())
         for jkey, (_col, kind) in BOOKKEEPING.get(self.level, {}).items():
-            values = [r.get(jkey) for r in page]
+            values = [bookkeeping_value(r, jkey) for r in page]
             if kind == "int":
                 cols["book:" + jkey] = pa.array([v if isinstance(v, int) else None for v in values], pa.int64())
             else:
@@ -198,6 +198,32 @@ class LevelTable:
         t = cls(level)
         t.add_page(resources)
         return t
+
+
+def bookkeeping_value(resource: dict, key: str):
+    """A bookkeeping field of one resource, from a ``GET /{level}?expand`` answer or from
+    extended ``/tools/find`` (which gives ``Attachments`` and ``Metadata`` instead).
+
+    >>> bookkeeping_value({"Attachments": [{"ContentType": 1, "UncompressedSize": 6124}]}, "FileSize")
+    6124
+    >>> bookkeeping_value({"Metadata": {"IndexInSeries": "3"}}, "IndexInSeries")
+    3
+    """
+    value = resource.get(key)
+    if value is not None or key not in _FIND_SOURCES:
+        return value
+    source = resource.get(_FIND_SOURCES[key])
+    if key == "FileSize" and source:
+        # attachment type 1 is the DICOM file; its uncompressed size is what expand reports
+        return next((a.get("UncompressedSize") for a in source if a.get("ContentType") == 1), None)
+    if key == "IndexInSeries" and source:
+        with contextlib.suppress(TypeError, ValueError):
+            return int(source.get("IndexInSeries"))
+    return None
+
+
+#: where extended /tools/find puts the bookkeeping fields that expanded lists give directly
+_FIND_SOURCES = {"FileSize": "Attachments", "IndexInSeries": "Metadata"}
 
 
 def _as_text(v):

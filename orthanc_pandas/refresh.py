@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import warnings
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -28,6 +29,7 @@ import pyarrow as pa
 from pandas.api.types import union_categoricals
 
 from . import index as _index
+from .changes import is_content_change
 from .client import OrthancClient
 from .errors import (
     OrthancNotFoundError,
@@ -53,10 +55,11 @@ _STAT_KEYS = {"patients": "CountPatients", "studies": "CountStudies", "series": 
               "instances": "CountInstances"}
 
 
-def changed_resources(changes: list[dict]) -> dict[str, set[str]]:
+def changed_resources(changes: Iterable[dict]) -> dict[str, set[str]]:
     """Group ``/changes`` entries by resource type (pure).
 
-    ``Stable*`` entries are ignored: stability changes nothing in the frame.
+    Neutral entries (stability, metadata, DICOMweb's series cache, jobs: see
+    :mod:`orthanc_pandas.changes`) are ignored: they change nothing in the frame.
 
     Examples
     --------
@@ -68,20 +71,10 @@ def changed_resources(changes: list[dict]) -> dict[str, set[str]]:
     kinds = {"Patient": "patient", "Study": "study", "Series": "series", "Instance": "instance"}
     for c in changes:
         level = kinds.get(c.get("ResourceType"))
-        if level is None or str(c.get("ChangeType", "")).startswith("Stable"):
+        if level is None or not is_content_change(c):
             continue
         out[level].add(c["ID"])
     return out
-
-
-def _all_changes(client: OrthancClient, since: int) -> list[dict]:
-    out: list[dict] = []
-    while True:
-        page = client.changes(since, limit=1000)
-        out.extend(page.get("Changes") or [])
-        if page.get("Done", True) or int(page.get("Last", since)) <= since:
-            return out
-        since = int(page["Last"])
 
 
 def _is_typed(df: pd.DataFrame) -> bool:
@@ -299,7 +292,7 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
 
     for _attempt in range(max_attempts):
         seq0 = client.last_change()  # (it may go back: deleting drops a resource's entries)
-        changed = changed_resources(_all_changes(client, since))
+        changed = changed_resources(client.iter_changes(since, content_only=True))
         stats = client.statistics()
         server_ids = set(client.list_ids("instances"))
         deleted = old_set - server_ids
