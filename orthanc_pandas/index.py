@@ -26,7 +26,13 @@ The column schema
   Text is kept as Orthanc sends it, less DICOM's trailing padding: DICOM multi-values stay joined by ``\\``, an empty
   value stays ``""``; a tag absent from a resource is ``<NA>``.
 * Orthanc's own bookkeeping, prefixed ``orthanc_``: ``orthanc_file_size``,
-  ``orthanc_index_in_series``, ``orthanc_series_status``, ``orthanc_series_expected_instances``.
+  ``orthanc_index_in_series``, ``orthanc_series_status``, ``orthanc_series_expected_instances``,
+  and ``orthanc_labels``: the Orthanc labels (1.12+) of the instance and of its series, study
+  and patient together, sorted and joined by ``","`` (``"done,reviewed"``; labels cannot hold
+  commas), ``<NA>`` for an instance with no label on any of the four levels. It is a
+  ``category`` column like the other text columns of parent levels (few distinct values), and
+  ``null[pyarrow]`` when no resource has a label, which is always the case on servers without
+  labels (Orthanc < 1.12). See :mod:`orthanc_pandas.labels`.
 
 A value that does not parse (a date like ``2020-13-45``) becomes missing with a
 :class:`~orthanc_pandas.errors.ParseWarning` naming the column and the count; ``typed=False``
@@ -49,7 +55,8 @@ from .errors import ParseWarning
 
 __all__ = [
     "LEVELS", "ROUTES", "MAIN_TAGS", "INDEX_NAMES", "LevelTable", "build_frame", "tag_level",
-    "vector_columns", "empty_frame", "TEXT_DTYPE", "DATE_DTYPE", "NULL_DTYPE",
+    "vector_columns", "empty_frame", "TEXT_DTYPE", "DATE_DTYPE", "NULL_DTYPE", "LABELS_COLUMN",
+    "labels_column",
 ]
 
 LEVELS = ("patient", "study", "series", "instance")
@@ -85,6 +92,11 @@ BOOKKEEPING: dict[str, dict[str, tuple[str, str]]] = {
     "instance": {"FileSize": ("orthanc_file_size", "int"),
                  "IndexInSeries": ("orthanc_index_in_series", "int")},
 }
+
+#: Orthanc labels of every level, combined per instance (see the module docstring); each level's
+#: resources are read with ``Labels`` into the field ``book:Labels`` of its table
+LABELS_COLUMN = "orthanc_labels"
+LABELS_SEPARATOR = ","
 
 TEXT_DTYPE = pd.StringDtype("pyarrow")
 #: pandas' default string dtype (``str`` in pandas 3, ``object`` before): what pd.read_parquet
@@ -168,6 +180,8 @@ class LevelTable:
                 cols["book:" + jkey] = pa.array([v if isinstance(v, int) else None for v in values], pa.int64())
             else:
                 cols["book:" + jkey] = pa.array([None if v is None else str(v) for v in values], pa.string())
+        if any("Labels" in r for r in page):  # Orthanc >= 1.12; absent on 1.10
+            cols["book:Labels"] = pa.array([_joined_labels(r.get("Labels")) for r in page], pa.string())
         self._chunks.append(cols)
         self.n += len(page)
 
@@ -224,6 +238,11 @@ def bookkeeping_value(resource: dict, key: str):
 
 #: where extended /tools/find puts the bookkeeping fields that expanded lists give directly
 _FIND_SOURCES = {"FileSize": "Attachments", "IndexInSeries": "Metadata"}
+
+
+def _joined_labels(labels) -> str | None:
+    """A resource's ``Labels`` list as one sorted, comma-joined string (None when empty)."""
+    return LABELS_SEPARATOR.join(sorted(labels)) if labels else None
 
 
 def _as_text(v):
@@ -338,6 +357,8 @@ def build_frame(tables: Mapping[str, LevelTable | Mapping[str, pa.Array]], *, ty
             else:
                 col = _category(raw)
             columns[name] = _expand(col, codes, level)
+    columns[LABELS_COLUMN] = labels_column(
+        {lvl: arrays[lvl].get("book:Labels") for lvl in LEVELS}, per_instance, n)
 
     index = pd.MultiIndex(
         levels=[_id_index(arrays[lvl]["ID"]) for lvl in LEVELS],
@@ -358,6 +379,68 @@ def build_frame(tables: Mapping[str, LevelTable | Mapping[str, pa.Array]], *, ty
             del col
     df = pd.DataFrame(columns, index=index, copy=False) if columns else pd.DataFrame(index=index)
     return df
+
+
+def labels_column(labels: Mapping[str, pa.Array | None], per_instance: Mapping[str, np.ndarray],
+                  n: int, categories: Iterable[str] = ()) -> pd.Categorical | pd.Series:
+    """The ``orthanc_labels`` column: per instance, the union of its four levels' labels.
+
+    Parameters
+    ----------
+    labels : mapping level -> Arrow strings (one per resource of the level: its labels sorted
+        and comma-joined, null when none) or None (the level carries no labels)
+    per_instance : mapping level -> the row of each instance's resource in that level
+    n : int
+        Number of instances.
+    categories : iterable of str, optional
+        More categories to keep besides the values present (a selection keeps the categories
+        of the whole archive).
+
+    Returns
+    -------
+    Categorical of sorted comma-joined labels (categories in :data:`STR_DTYPE`), or an
+    all-missing ``null[pyarrow]`` column when no instance has a label and no category is kept.
+
+    Examples
+    --------
+    >>> labels = {"patient": pa.array(["a"]), "study": None, "series": pa.array([None, "b,c"]),
+    ...           "instance": pa.array([None, "a", None])}
+    >>> per_instance = {"patient": np.array([0, 0, 0]), "study": np.array([0, 0, 0]),
+    ...                 "series": np.array([0, 1, 1]), "instance": np.arange(3)}
+    >>> list(labels_column(labels, per_instance, 3))
+    ['a', 'a,b,c', 'a,b,c']
+    """
+    # Most resources have no label: work on codes into each level's few distinct label sets,
+    # and form unions only for the distinct combinations that occur.
+    level_codes, level_values = [], []
+    for level in LEVELS:
+        raw = labels.get(level)
+        if raw is None or raw.null_count == len(raw):
+            continue
+        encoded = pc.dictionary_encode(raw)
+        codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        level_codes.append(codes[per_instance[level]])
+        level_values.append(encoded.dictionary.to_pylist())
+    extra = sorted(set(categories))
+    if not level_codes:
+        if not extra:
+            return _null(n)
+        return pd.Categorical.from_codes(np.full(n, -1, np.int8),
+                                         categories=pd.Index(extra, dtype=STR_DTYPE))
+    stacked = np.column_stack(level_codes)
+    combos, inverse = np.unique(stacked, axis=0, return_inverse=True)
+    unions = []
+    for combo in combos:
+        found = set()
+        for values, code in zip(level_values, combo, strict=True):
+            if code >= 0:
+                found.update(values[code].split(LABELS_SEPARATOR))
+        unions.append(LABELS_SEPARATOR.join(sorted(found)) if found else None)
+    cats = sorted({u for u in unions if u is not None} | set(extra))
+    position = {c: i for i, c in enumerate(cats)}
+    combo_codes = np.array([-1 if u is None else position[u] for u in unions], dtype=np.int64)
+    codes = combo_codes[np.asarray(inverse).reshape(-1)]
+    return pd.Categorical.from_codes(codes, categories=pd.Index(cats, dtype=STR_DTYPE))
 
 
 def _fill_from_parents(kw: str, raw: pa.Array, arrays, per_instance) -> pa.Array:

@@ -146,6 +146,14 @@ def read_consistent(client: OrthancClient, read, build, *, max_attempts: int = 3
 
 #: what extended /tools/find returns per instance: the same fields as GET /instances?expand
 FIND_INSTANCE_CONTENT = ["MainDicomTags", "Parent", "Attachments", "Metadata"]
+
+
+def find_instance_content(client: OrthancClient) -> list[str]:
+    """:data:`FIND_INSTANCE_CONTENT`, plus ``Labels`` where the server has labels (1.12+): the
+    GET lists carry them there, so both routes fill ``orthanc_labels`` alike."""
+    return FIND_INSTANCE_CONTENT + (["Labels"] if client.capabilities().labels else [])
+
+
 ROUTE_CHOICES = ("auto", "find", "lists")
 
 
@@ -183,7 +191,8 @@ def read_tables(client: OrthancClient, *, page_size: int = 5000, bar=None, route
         table = LevelTable(level)
         if level == "instance" and route == "find":
             total = (counts or {}).get("instance")
-            pages = client.iter_find("Instance", FIND_INSTANCE_CONTENT, page_size=page_size, total=total)
+            pages = client.iter_find("Instance", find_instance_content(client), page_size=page_size,
+                                     total=total)
         else:
             pages = client.iter_pages(ROUTES[level], page_size=page_size)
         where = ROUTES[level]
