@@ -331,6 +331,100 @@ class OrthancAccessor:
 
         return refresh(self._df, self.client(client))
 
+    # -- labels (labels.py) --------------------------------------------------------------
+    def add_labels(self, *labels: str, level: str = "study", max_workers: int = 4,
+                   client=None) -> pd.DataFrame:
+        """Put Orthanc labels (Orthanc >= 1.12) on the rows' resources at ``level``.
+
+        Every distinct patient, study, series or instance the rows belong to gets each label.
+        The frame is not changed: ``df.orthanc.refresh()`` shows the labels in
+        ``orthanc_labels``. See :func:`orthanc_pandas.labels.add_labels`.
+
+        Parameters
+        ----------
+        *labels : str
+            1 to 64 letters, digits, ``_`` or ``-`` each; checked before anything is sent.
+        level : {"patient", "study", "series", "instance"}, default "study"
+        max_workers : int, default 4
+            Concurrent requests.
+        client : OrthancClient or str, optional
+            Defaults to the client of the frame's server.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per resource and label: ``level``, ``resource``, ``label``, ``status``
+            (``"added"``, ``"already there"``, ``"failed"``), ``message``.
+
+        Raises
+        ------
+        SelectionError
+            A malformed label or level.
+        ServerCapabilityError
+            The server has no labels (Orthanc < 1.12).
+
+        Examples
+        --------
+        >>> report = df[df.Modality == "CT"].orthanc.add_labels("reviewed")      # doctest: +SKIP
+        >>> report.status.value_counts()                                          # doctest: +SKIP
+        >>> df = df.orthanc.refresh()                   # orthanc_labels up to date  # doctest: +SKIP
+        """
+        from .labels import add_labels
+
+        return add_labels(self._df, self.client(client), *labels, level=level,
+                          max_workers=max_workers)
+
+    def remove_labels(self, *labels: str, level: str = "study", max_workers: int = 4,
+                      client=None) -> pd.DataFrame:
+        """Take Orthanc labels off the rows' resources at ``level``.
+
+        Parameters, report and errors as :meth:`add_labels`; the statuses are ``"removed"``,
+        ``"not there"`` and ``"failed"``. Only ``level`` is touched: the same label on another
+        level stays. See :func:`orthanc_pandas.labels.remove_labels`.
+
+        Examples
+        --------
+        >>> df.orthanc.with_labels("reviewed").orthanc.remove_labels("reviewed")  # doctest: +SKIP
+        """
+        from .labels import remove_labels
+
+        return remove_labels(self._df, self.client(client), *labels, level=level,
+                             max_workers=max_workers)
+
+    def with_labels(self, *labels: str, how: str = "all") -> pd.DataFrame:
+        """The rows carrying ``labels`` on the instance or any parent: a mask on this frame.
+
+        Reads only the ``orthanc_labels`` column (no server); the result keeps the attrs.
+
+        Parameters
+        ----------
+        *labels : str
+        how : {"all", "any", "none"}, default "all"
+            Rows with every label, with at least one, or with none of them.
+
+        Returns
+        -------
+        pandas.DataFrame
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> idx = pd.MultiIndex.from_tuples([("p", "s", "se", "i1"), ("p", "s", "se", "i2")],
+        ...                                 names=["patient", "study", "series", "instance"])
+        >>> df = pd.DataFrame({"orthanc_labels": pd.Categorical(["done,qc", None])}, index=idx)
+        >>> df.orthanc.with_labels("done").index.get_level_values("instance").tolist()
+        ['i1']
+        >>> len(df.orthanc.with_labels("done", "todo", how="any")), len(df.orthanc.with_labels("qc", how="none"))
+        (1, 1)
+        """
+        import copy
+
+        from .labels import has_labels
+
+        out = self._df[has_labels(self._df, *labels, how=how)]
+        out.attrs = copy.deepcopy(self._df.attrs)  # a new dict, as select() gives
+        return out
+
     # -- volumes (volume.py) -------------------------------------------------------------
     def volume(self, *, rescale: bool = True, allow_irregular: bool = False, dtype="float32",
                max_workers: int | None = None, progress=None, client=None):

@@ -20,6 +20,7 @@ __all__ = [
     "InvalidURLError",
     "ServerChangedError",
     "ServerMismatchError",
+    "ServerCapabilityError",
     "FrameFormatError",
     "UnknownTagError",
     "SelectionError",
@@ -101,6 +102,10 @@ class ServerChangedError(OrthancPandasError, RuntimeError):
 
 class ServerMismatchError(OrthancPandasError, ValueError):
     """A frame is used against another server (or another database) than the one it was read from."""
+
+
+class ServerCapabilityError(OrthancPandasError, RuntimeError):
+    """The server lacks a feature the operation needs (e.g. labels, which need Orthanc >= 1.12)."""
 
 
 class FrameFormatError(OrthancPandasError, ValueError):
