@@ -12,7 +12,12 @@ The cost grows with the changes, not with the archive:
    rows of other series are kept as they are. A parent's tags only change when it is
    re-created, which in Orthanc means all its old instances were deleted first, so keeping the
    untouched series is exact.
-4. The recorded ``select`` criteria are replayed, so the result is what a fresh
+4. Labels (Orthanc >= 1.12) are set and removed without any ``/changes`` entry, so
+   ``orthanc_labels`` is derived anew for every row on each refresh: ``GET /tools/labels``,
+   then per level one ``POST /tools/find`` for the resources carrying any of them (paged on
+   servers with extended find; see :func:`~orthanc_pandas.labels.label_map`). The cost grows
+   with the labelled resources, not with the archive.
+5. The recorded ``select`` criteria are replayed, so the result is what a fresh
    ``read_orthanc`` followed by the same selects gives.
 """
 
@@ -47,6 +52,7 @@ from .index import (
     _sorted,
     build_frame,
 )
+from .labels import label_map, labels_from_map
 from .read import check_format
 
 __all__ = ["refresh", "changed_resources"]
@@ -198,6 +204,22 @@ def _combine(parts: list[pd.DataFrame], typed: bool = True, keep_categories: boo
     return pd.DataFrame(data, index=index, columns=columns) if columns else pd.DataFrame(index=index)
 
 
+def _relabel(out: pd.DataFrame, old: pd.DataFrame, labels: dict, keep_categories: bool) -> pd.DataFrame:
+    """``out`` with ``orthanc_labels`` derived from the server's labels now (:func:`label_map`).
+
+    A selection keeps the categories of the whole archive, as ``select`` on a fresh read
+    does: the old ones whose labels are all still in use, besides the values present.
+    """
+    extra: list[str] = []
+    old_col = old[_index.LABELS_COLUMN] if _index.LABELS_COLUMN in old.columns else None
+    if keep_categories and old_col is not None and isinstance(old_col.dtype, pd.CategoricalDtype):
+        in_use = {lab for found in labels.values() for ids in found.values() for lab in ids}
+        extra = [c for c in old_col.cat.categories
+                 if set(c.split(_index.LABELS_SEPARATOR)) <= in_use]
+    out[_index.LABELS_COLUMN] = labels_from_map(out.index, labels, extra)
+    return out
+
+
 def _has_callable(entry: dict) -> bool:
     """Whether a recorded select() entry holds a function (which cannot be replayed)."""
     if "callable" in entry:
@@ -324,6 +346,9 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
             f"The archive at {client.url} kept changing during {max_attempts} refresh attempts; "
             "retry when uploads have settled.")
 
+    # labelling writes no change entry: read every label now (cost ~ the labelled resources)
+    labels = label_map(client) if client.capabilities().labels else None
+
     def check_complete(n_rows: int) -> None:
         # a full frame must hold what the server holds; if not, the change log could not be
         # followed (a database replaced or reset under the same URL) and rows would be lost
@@ -338,6 +363,8 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
     if not affected and not deleted:  # nothing changed for these rows: same frame, new attrs
         check_complete(len(df))
         out = df.copy()
+        if labels is not None:
+            out = _relabel(out, df, labels, keep_categories=bool(criteria) and not keep_only_rows)
         out.attrs = {k: v for k, v in df.attrs.items() if k != "orthanc"}
         out.attrs["orthanc"] = _new_attrs(info, seq0, stats, criteria)
         if criteria and not keep_only_rows:
@@ -362,6 +389,9 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
     elif len(out):
         out = _sorted(out)
     check_complete(len(out))
+    if labels is not None:
+        out = _relabel(out.copy(deep=False), df, labels,
+                       keep_categories=bool(criteria) and not keep_only_rows)
 
     attrs = _new_attrs(info, seq0, stats, [])
     out.attrs = {k: v for k, v in df.attrs.items() if k != "orthanc"}
