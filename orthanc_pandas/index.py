@@ -26,7 +26,7 @@ The column schema
   Text is kept as Orthanc sends it, less DICOM's trailing padding: DICOM multi-values stay joined by ``\\``, an empty
   value stays ``""``; a tag absent from a resource is ``<NA>``.
 * Orthanc's own bookkeeping, prefixed ``orthanc_``: ``orthanc_file_size``,
-  ``orthanc_index_in_series``, ``orthanc_series_status``, ``orthanc_series_expected_instances``,
+  ``orthanc_series_status``, ``orthanc_series_expected_instances``,
   and ``orthanc_labels``: the Orthanc labels (1.12+) of the instance and of its series, study
   and patient together, sorted and joined by ``","`` (``"done,reviewed"``; labels cannot hold
   commas), ``<NA>`` for an instance with no label on any of the four levels. It is a
@@ -89,8 +89,7 @@ MAIN_TAGS: dict[str, tuple[str, ...]] = {
 BOOKKEEPING: dict[str, dict[str, tuple[str, str]]] = {
     "series": {"Status": ("orthanc_series_status", "category"),
                "ExpectedNumberOfInstances": ("orthanc_series_expected_instances", "int")},
-    "instance": {"FileSize": ("orthanc_file_size", "int"),
-                 "IndexInSeries": ("orthanc_index_in_series", "int")},
+    "instance": {"FileSize": ("orthanc_file_size", "int")},
 }
 
 #: Orthanc labels of every level, combined per instance (see the module docstring); each level's
@@ -158,6 +157,7 @@ class LevelTable:
     def __init__(self, level: str):
         self.level = level
         self._chunks: list[dict[str, pa.Array]] = []
+        self._joined: dict[str, tuple[pa.Array, pa.Array]] = {}
         self.n = 0
 
     def add_page(self, page: list[dict]) -> None:
@@ -185,6 +185,17 @@ class LevelTable:
         self._chunks.append(cols)
         self.n += len(page)
 
+    def join_values(self, key: str, ids: pa.Array, values: pa.Array) -> None:
+        """Take bookkeeping field ``key`` of this level's rows from ``(ids, values)`` read apart.
+
+        On 1.13 extended find lists the instances' tags and their file sizes (``Attachments``)
+        fastest as two concurrent streams (0.49 s for both, 0.50 s for the tags alone, on
+        20,000 instances); they are joined here by id when the level is finished. A row the
+        second stream does not hold gets a missing value (the reader's consistency check
+        catches an archive that changed between the two).
+        """
+        self._joined[key] = (ids, values)
+
     def finish(self) -> dict[str, pa.Array]:
         """One Arrow array per field over all pages (missing fields of a page are nulls).
 
@@ -203,6 +214,8 @@ class LevelTable:
             del parts
         if "ID" not in out:
             out["ID"] = pa.array([], pa.string())
+        for key, (ids, values) in self._joined.items():
+            out["book:" + key] = values.take(pc.index_in(out["ID"], value_set=ids))
         self._chunks = [out] if self.n else []
         return dict(out)
 
@@ -216,12 +229,10 @@ class LevelTable:
 
 def bookkeeping_value(resource: dict, key: str):
     """A bookkeeping field of one resource, from a ``GET /{level}?expand`` answer or from
-    extended ``/tools/find`` (which gives ``Attachments`` and ``Metadata`` instead).
+    extended ``/tools/find`` (which gives ``Attachments`` instead of ``FileSize``).
 
     >>> bookkeeping_value({"Attachments": [{"ContentType": 1, "UncompressedSize": 6124}]}, "FileSize")
     6124
-    >>> bookkeeping_value({"Metadata": {"IndexInSeries": "3"}}, "IndexInSeries")
-    3
     """
     value = resource.get(key)
     if value is not None or key not in _FIND_SOURCES:
@@ -230,14 +241,11 @@ def bookkeeping_value(resource: dict, key: str):
     if key == "FileSize" and source:
         # attachment type 1 is the DICOM file; its uncompressed size is what expand reports
         return next((a.get("UncompressedSize") for a in source if a.get("ContentType") == 1), None)
-    if key == "IndexInSeries" and source:
-        with contextlib.suppress(TypeError, ValueError):
-            return int(source.get("IndexInSeries"))
     return None
 
 
 #: where extended /tools/find puts the bookkeeping fields that expanded lists give directly
-_FIND_SOURCES = {"FileSize": "Attachments", "IndexInSeries": "Metadata"}
+_FIND_SOURCES = {"FileSize": "Attachments"}
 
 
 def _joined_labels(labels) -> str | None:

@@ -240,9 +240,10 @@ def test_server_killed_during_read_raises_naming_what_was_read(orthanc_factory):
 
     def iter_pages_then_kill(level, page_size=5000):
         for page in original(level, page_size=page_size):
-            pages.append(level)
-            if len(pages) == 3:
-                server.kill()  # a real crash between two page requests
+            if level == "instances":  # (on 1.13 the parent lists are read concurrently)
+                pages.append(level)
+                if len(pages) == 3:
+                    server.kill()  # a real crash between two page requests
             yield page
 
     client.iter_pages = iter_pages_then_kill
@@ -250,9 +251,10 @@ def test_server_killed_during_read_raises_naming_what_was_read(orthanc_factory):
 
     def iter_find_then_kill(level, content, **kw):  # the instance route of Orthanc >= 1.12.5
         for page in original_find(level, content, **kw):
-            pages.append(level)
-            if len(pages) == 3:
-                server.kill()
+            if "MainDicomTags" in content:  # not the concurrent stream of file sizes
+                pages.append(level)
+                if len(pages) == 3:
+                    server.kill()
             yield page
 
     client.iter_find = iter_find_then_kill
