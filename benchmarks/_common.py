@@ -20,35 +20,61 @@ CACHE = Path(os.environ.get("ORTHANC_PANDAS_BENCH_CACHE", Path(__file__).parent 
 SIZES = {"20k": (40, 2, 5, 50)}  # patients x studies x series x instances = 20,000
 
 
-def _ensure_cached(name: str) -> Path:
+def _cache_name(name: str, server: str | None, extra_main_dicom_tags) -> str:
+    """``archive-20k`` for the machine's Orthanc; one more folder per (server, config)."""
+    out = f"archive-{name}"
+    if server:
+        out += f"-{server}"
+    if extra_main_dicom_tags:
+        out += "-emt-" + "-".join(f"{level}={'+'.join(sorted(tags))}"
+                                  for level, tags in sorted(extra_main_dicom_tags.items()))
+    return out
+
+
+def _ensure_cached(name: str, *, root=None, extra_main_dicom_tags=None) -> Path:
+    """The cached archive ``name``, ingested by the server ``root`` runs with that config.
+
+    A server stores a file in its index as its version and configuration decide (extra main
+    tags only for files ingested while configured), so each (server, config) gets its own
+    cache, filled with the same files.
+    """
     shape = SIZES[name]
     expected = shape[0] * shape[1] * shape[2] * shape[3]
-    storage = CACHE / f"archive-{name}"
+    server = Path(root).name if root is not None else None
+    storage = CACHE / _cache_name(name, server, extra_main_dicom_tags)
     done = storage / ".complete"
     if not done.exists():
-        with LocalOrthanc(storage=storage) as server:
-            if server.client().statistics()["CountInstances"] != expected:
+        with LocalOrthanc(storage=storage, root=root, extra_main_dicom_tags=extra_main_dicom_tags) as srv:
+            if srv.client().statistics()["CountInstances"] != expected:
                 print(f"generating the {name} archive ({expected} instances, cached in {storage})...",
                       file=sys.stderr)
                 t = time.perf_counter()
-                server.upload_bytes(generate_archive(*shape, seed="archive"))
+                if root is None and not extra_main_dicom_tags:  # how the first cache was made
+                    srv.upload_bytes(generate_archive(*shape, seed="archive"))
+                else:  # the same bytes: fast_archive is generate_archive byte for byte
+                    assert shape[1:] == (2, 5, 50), shape
+                    upload_pipelined(srv.client(), fast_archive(shape[0]))
                 print(f"  done in {time.perf_counter() - t:.0f} s", file=sys.stderr)
         done.write_text(str(expected))
     return storage
 
 
 @contextlib.contextmanager
-def archive_server(name: str = "20k", **kwargs):
+def archive_server(name: str = "20k", *, root=None, extra_main_dicom_tags=None, **kwargs):
     """A started LocalOrthanc on a private copy of the generated archive ``name``.
 
     The archive is generated once and cached; each run works on a copy, so benchmarks that
     write (refresh, delete) leave the cache intact and two runs never share an SQLite index.
+    ``root`` runs another Orthanc (``orthanc_pandas.testing.orthanc_root("sid")``: 1.13) and
+    ``extra_main_dicom_tags`` configures it; each combination has its own cached archive,
+    ingested by that server with that configuration.
     """
-    storage = _ensure_cached(name)
+    storage = _ensure_cached(name, root=root, extra_main_dicom_tags=extra_main_dicom_tags)
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
         copy = Path(tmp) / "storage"
         shutil.copytree(storage, copy)
-        with LocalOrthanc(storage=copy, **kwargs) as server:
+        with LocalOrthanc(storage=copy, root=root, extra_main_dicom_tags=extra_main_dicom_tags,
+                          **kwargs) as server:
             yield server
 
 
