@@ -17,7 +17,13 @@ import pytest
 
 import orthanc_pandas as op
 from orthanc_pandas.errors import ParseWarning
-from orthanc_pandas.testing import LocalOrthanc, OrthancNotInstalledError, find_orthanc_binary
+from orthanc_pandas.testing import (
+    DEFAULT_BINARY,
+    LocalOrthanc,
+    OrthancNotInstalledError,
+    find_orthanc_binary,
+    orthanc_root,
+)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -113,3 +119,19 @@ def orthanc_factory(orthanc_available):
 def empty_server(orthanc_factory) -> LocalOrthanc:
     """A fresh, empty Orthanc for tests that write."""
     return orthanc_factory()
+
+
+@pytest.fixture(scope="session")
+def two_versions(orthanc_available) -> dict[str, dict]:
+    """``LocalOrthanc`` arguments for this machine's Orthanc (1.10.1) and the current one (1.13
+    from the root in $ORTHANC_ROOT, else the cached sid root), for tests that compare the two.
+    Under CI both must exist (setup.sh installs both)."""
+    root = ORTHANC_ROOT or orthanc_root("sid")
+    try:
+        find_orthanc_binary(DEFAULT_BINARY)
+        find_orthanc_binary(root=root)
+    except OrthancNotInstalledError as exc:
+        if IN_CI:
+            pytest.fail(f"CI needs both Orthanc versions: {exc}")
+        pytest.skip(str(exc))
+    return {"system": {"binary": DEFAULT_BINARY}, "current": {"root": root}}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import IN_CI, _require_orthanc, corpus_paths
+from conftest import IN_CI, ORTHANC_ROOT, _require_orthanc, corpus_paths
 
 import orthanc_pandas as op
 from orthanc_pandas.errors import ParseWarning
@@ -40,7 +40,7 @@ def _require_postgres() -> None:
     _require_orthanc()
     try:
         find_postgres_bindir()
-        find_plugin(POSTGRESQL_INDEX_PLUGIN)
+        find_plugin(POSTGRESQL_INDEX_PLUGIN, ORTHANC_ROOT)
     except OrthancNotInstalledError as exc:
         if IN_CI:
             pytest.fail(f"CI needs PostgreSQL and the orthanc-postgresql plugin: {exc}")
@@ -92,6 +92,17 @@ def test_index_is_in_postgres(twins):
     _, on_pg, on_sqlite = twins
     assert "PostgreSQLIndex" in (on_pg.client().system()["DatabaseBackendPlugin"] or "")
     assert on_sqlite.client().system()["DatabaseBackendPlugin"] is None
+
+
+def test_route_on_postgres_follows_its_capabilities(twins):
+    """Debian's PostgreSQL plugin 5.0 has no extended find even under Orthanc 1.13: the GET
+    lists are used there, and the frame still equals the SQLite one (test below)."""
+    _, on_pg, on_sqlite = twins
+    pg_caps, sqlite_caps = on_pg.client().capabilities(), on_sqlite.client().capabilities()
+    assert pg_caps.version == sqlite_caps.version
+    assert not pg_caps.extended_find  # plugin 5.0; SQLite on 1.13 has it, on 1.10 neither
+    assert sqlite_caps.extended_find == (on_sqlite.client().version_tuple >= (1, 12, 5))
+    assert op.read.choose_route(on_pg.client()) == "lists"
 
 
 def test_counts_match_statistics(twins):

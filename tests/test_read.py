@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import corpus_paths
 from pydicom.multival import MultiValue
 from pydicom.valuerep import DA
 
@@ -17,7 +18,9 @@ from orthanc_pandas.changes import is_content_change
 from orthanc_pandas.errors import ParseWarning
 from orthanc_pandas.index import LEVELS, MAIN_TAGS, tag_level, tag_vr, vector_columns
 from orthanc_pandas.synthetic import generate_archive
+from orthanc_pandas.testing import LocalOrthanc
 
+MAIN_TAGS_ALL = [kw for level in LEVELS for kw in MAIN_TAGS[level]]
 STAT_KEYS = {"patients": "CountPatients", "studies": "CountStudies", "series": "CountSeries",
              "instances": "CountInstances"}
 
@@ -265,3 +268,61 @@ def test_server_killed_during_read_raises_naming_what_was_read(orthanc_factory):
     assert "no frame was returned" in msg
     server.restart()  # restarted between calls: the next call works
     assert len(op.read_orthanc(server.url)) == 800
+
+
+def test_find_route_gives_the_frame_of_the_lists_route(corpus, corpus_frame):
+    """On 1.12.5+ the instances come from extended /tools/find: the same frame, exactly."""
+    client = corpus.server.client()
+    if not client.capabilities().extended_find:
+        with pytest.raises(ValueError, match="needs extended /tools/find"):
+            op.read_orthanc(corpus.url, route="find")
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ParseWarning)
+        lists = op.read_orthanc(corpus.url, route="lists")
+        found = op.read_orthanc(corpus.url, route="find", page_size=13)
+    pd.testing.assert_frame_equal(found, lists)
+    pd.testing.assert_frame_equal(corpus_frame, found)  # auto chose find
+    assert found["orthanc_file_size"].notna().all()
+
+
+def test_low_find_limits_never_truncate_the_index(orthanc_factory):
+    """Production servers set LimitFindInstances/LimitFindResults; paging goes past them."""
+    server = orthanc_factory(config={"LimitFindInstances": 100, "LimitFindResults": 10})
+    server.upload_bytes(generate_archive(3, 2, 3, 40, rows=4, cols=4, seed="limits"))
+    client = server.client()
+    df = op.read_orthanc(server.url, page_size=5000)
+    assert len(df) == client.statistics()["CountInstances"] == 720
+    assert df.index.is_unique
+    assert set(df.index.get_level_values("instance")) == set(client.list_ids("instances"))
+    if client.capabilities().extended_find:
+        # the server really does answer 100 rows per call, however many are asked for
+        page = client.post_json("/tools/find", {"Level": "Instance", "Query": {}, "Limit": 5000,
+                                                "Since": 0, "ResponseContent": ["Parent"]})
+        assert len(page) == 100
+        pd.testing.assert_frame_equal(df, op.read_orthanc(server.url, route="lists"))
+
+
+def test_frames_equal_across_orthanc_versions(two_versions):
+    """The same files on 1.10.1 and 1.13 give the same frame; 1.13 only adds the main tags
+    its /system announces and 1.10 does not store (e.g. TimezoneOffsetFromUTC)."""
+    blobs = list(generate_archive(2, 2, 2, 6, rows=4, cols=4, seed="versions"))
+    frames, stored = {}, {}
+    for name, kwargs in two_versions.items():
+        with LocalOrthanc(name=f"version-{name}", **kwargs) as server:
+            server.upload_bytes(blobs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ParseWarning)
+                frames[name] = op.read_orthanc(server.url)
+                for path in corpus_paths()[:40]:
+                    server.upload([path])
+                frames[name + "+corpus"] = op.read_orthanc(server.url)
+            caps = server.client().capabilities()
+            stored[name] = set().union(*caps.main_tags.values()) if caps.main_tags else set()
+            assert server.client().version.startswith("1.10" if name == "system" else "1.1")
+    for key in ("", "+corpus"):
+        old, new = frames["system" + key], frames["current" + key]
+        extra = set(new.columns) - set(old.columns)
+        assert not set(old.columns) - set(new.columns)
+        assert {c.split("_")[0] for c in extra} <= stored["current"] - set(MAIN_TAGS_ALL)
+        pd.testing.assert_frame_equal(new[list(old.columns)], old)
