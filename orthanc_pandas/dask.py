@@ -74,6 +74,8 @@ from .errors import (
 )
 from .index import (
     INDEX_NAMES,
+    LABELS_COLUMN,
+    LABELS_SEPARATOR,
     LEVELS,
     MAIN_TAGS,
     PARENT_KEY,
@@ -86,6 +88,7 @@ from .index import (
     build_frame,
     tag_vr,
 )
+from .labels import label_map
 from .read import provenance, read_consistent
 
 __all__ = ["read_orthanc", "select", "map_series", "series_tasks", "connect_workers",
@@ -172,10 +175,45 @@ def read_orthanc(url: str | OrthancClient, *, auth=None, partition_size: int = D
 
     def build(raw, last_change, counts):
         meta, parts = _plan(*raw, int(partition_size), typed)
+        if typed:
+            meta = _with_instance_label_categories(meta, raw[0], raw[1], label_map(client))
         meta.attrs["orthanc"] = provenance(client, system, last_change, counts)
         return _collection(client, meta, parts, typed)
 
     return read_consistent(client, read, build, max_attempts=max_attempts)
+
+
+def _with_instance_label_categories(meta: pd.DataFrame, tables, members, labels) -> pd.DataFrame:
+    """Give ``orthanc_labels`` of the meta the categories that instance labels add.
+
+    The meta is built from the parent levels, so it knows the parents' label sets only; an
+    instance with labels of its own gets a union no parent has, which the partitions would
+    otherwise turn into a missing value. Labelled instances are few: their unions are
+    computed here from the server's label map (one find per level).
+    """
+    own = (labels or {}).get("instance") or {}
+    if not own or LABELS_COLUMN not in meta.columns:
+        return meta
+    series_of = {i: se for se, ids in members.items() for i in ids if i in own}
+    arrays = {lvl: tables[lvl].finish() for lvl in ("series", "study")}
+    study_of = dict(zip(arrays["series"]["ID"].to_pylist(),
+                        arrays["series"][PARENT_KEY["series"]].to_pylist(), strict=True))
+    patient_of = dict(zip(arrays["study"]["ID"].to_pylist(),
+                          arrays["study"][PARENT_KEY["study"]].to_pylist(), strict=True))
+    unions = set()
+    for iid, mine in own.items():
+        se = series_of.get(iid)
+        st = study_of.get(se)
+        found = set(mine)
+        for level, rid in (("series", se), ("study", st), ("patient", patient_of.get(st))):
+            found.update((labels.get(level) or {}).get(rid) or ())
+        unions.add(LABELS_SEPARATOR.join(sorted(found)))
+    dtype = meta[LABELS_COLUMN].dtype
+    known = list(dtype.categories) if isinstance(dtype, pd.CategoricalDtype) else []
+    cats = pd.Index(sorted(set(known) | unions), dtype=STR_DTYPE)
+    out = meta.copy()
+    out[LABELS_COLUMN] = pd.Categorical([], categories=cats)
+    return out
 
 
 def _read_parents(client: OrthancClient, page_size: int):

@@ -343,3 +343,23 @@ def test_refresh_relabel_cost_grows_with_labels_not_rows(server, monkeypatch):
     assert per_resource == []  # no request per patient, study, series or instance
     assert len(calls) < 25
     assert out.index.equals(df.index)
+
+
+def test_dask_read_keeps_instance_labels(orthanc_factory):
+    """The Dask frame's schema comes from the parent levels; labels of instances alone must
+    still reach its partitions (not become missing), as in the pandas read."""
+    import orthanc_pandas.dask as opd
+
+    server = orthanc_factory()
+    client = server.client()
+    if not client.capabilities().labels:
+        pytest.skip(f"Orthanc {client.version} has no labels (1.12+)")
+    server.upload_bytes(generate_archive(2, 1, 2, 3, rows=4, cols=4, seed="dask-labels"))
+    instance = client.list_ids("instances")[0]
+    series = client.list_ids("series")[1]
+    client.request("PUT", f"/instances/{instance}/labels/mine")
+    client.request("PUT", f"/series/{series}/labels/ser")
+    df = op.read_orthanc(server.url)
+    ddf = opd.read_orthanc(server.url, partition_size=3).compute()
+    assert ddf[LABELS_COLUMN].notna().sum() == df[LABELS_COLUMN].notna().sum() >= 4
+    pd.testing.assert_series_equal(ddf[LABELS_COLUMN], df[LABELS_COLUMN])
