@@ -339,9 +339,11 @@ def fetch_tag_columns(df: pd.DataFrame, client: OrthancClient, tags: Sequence[Ta
     if not tags:
         return {}
     tags = list(tags)
+    instances = df.index.get_level_values("instance").to_numpy(dtype=object)
+    if not len(instances):  # nothing to ask (and the caller may have no client)
+        return _columns(df, tags, instances, {})
     caps = client.capabilities()
     _check_route(route, caps)
-    instances = df.index.get_level_values("instance").to_numpy(dtype=object)
     series = df.index.get_level_values("series").to_numpy(dtype=object)
     held = pd.Series(series).groupby(pd.Series(instances)).first()  # unique instances -> series
     rows = held.value_counts(sort=False).to_dict()
@@ -356,6 +358,10 @@ def fetch_tag_columns(df: pd.DataFrame, client: OrthancClient, tags: Sequence[Ta
     jobs = _series_jobs(whole, tags, caps, route)
     jobs += _instance_jobs(single_ids, tags, caps, route)
     raw = _run(client, jobs, max_workers=max_workers, progress=progress)
+    return _columns(df, tags, instances, raw)
+
+
+def _columns(df: pd.DataFrame, tags: Sequence[TagInfo], instances, raw: dict) -> dict[str, pd.Series]:
     out: dict[str, pd.Series] = {}
     empty: dict = {}
     for info in tags:
