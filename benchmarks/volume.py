@@ -15,7 +15,9 @@ against the size of the final array.
 The server storage is cached in ``benchmarks/.cache/ct200`` (shared with the files benchmark,
 which makes the same ``make_series(200, 512, 512, seed="ct200")``).
 
-Run: ``PYTHONPATH=. python benchmarks/volume.py`` (``--noisy``: the same phantom with
+Run: ``PYTHONPATH=. python benchmarks/volume.py [--server sid]`` (``--server sid``: Debian
+sid's Orthanc 1.13 from ``orthanc-pandas install-orthanc``, with its own cache folder, as a
+newer server upgrades the index it opens; ``--noisy``: the same phantom with
 scanner-like noise, cached in ``benchmarks/.cache/ct200-noisy``; it gzips like real CT, so the
 simple-orthanc row shows what users of real data see).
 """
@@ -36,7 +38,7 @@ import requests
 
 import orthanc_pandas as op
 from orthanc_pandas.synthetic import make_series, phantom, to_bytes
-from orthanc_pandas.testing import LocalOrthanc
+from orthanc_pandas.testing import LocalOrthanc, orthanc_root
 
 CACHE = Path(__file__).parent / ".cache" / "ct200"
 N = 200
@@ -55,9 +57,13 @@ def _noisy(k, rows, cols, z):
 
 def main(argv: list[str]) -> int:
     noisy = "--noisy" in argv
+    server = argv[argv.index("--server") + 1] if "--server" in argv else "system"
+    root = None if server == "system" else orthanc_root(server)
     cache = CACHE.with_name("ct200-noisy") if noisy else CACHE
+    if root is not None:
+        cache = cache.with_name(f"{cache.name}-{server}")
     cache.mkdir(parents=True, exist_ok=True)
-    with LocalOrthanc(storage=cache, name=cache.name) as srv:
+    with LocalOrthanc(storage=cache, name=cache.name, root=root) as srv:
         client = srv.client()
         if int(client.statistics()["CountInstances"]) < N:
             print(f"generating the 200-slice CT series (once; cached in {cache})...", file=sys.stderr)
