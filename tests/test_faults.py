@@ -128,22 +128,36 @@ def test_killed_during_volume_and_headers_then_restart(series_server):
         assert ds == want
 
 
+def after_instance_pages(client: op.OrthancClient, then) -> None:
+    """Call ``then(k)`` after the k-th page of instances that read_orthanc receives, on either
+    route: ``GET /instances`` pages (1.10) or extended ``/tools/find`` pages (1.12.5+; not the
+    concurrent stream of file sizes, nor the parent levels, read concurrently there)."""
+    pages, finds = client.iter_pages, client.iter_find
+
+    def iter_pages(level, page_size=5000):
+        for k, page in enumerate(pages(level, page_size=page_size)):
+            yield page
+            if level == "instances":
+                then(k)
+
+    def iter_find(level, content, **kw):
+        for k, page in enumerate(finds(level, content, **kw)):
+            yield page
+            if "MainDicomTags" in content:
+                then(k)
+
+    client.iter_pages, client.iter_find = iter_pages, iter_find
+
+
 def test_killed_during_read_orthanc_with_a_kept_client_then_restart(series_server):
     server, _ = series_server
     client = op.OrthancClient(server.url)
-    original = client.iter_pages
-
-    def pages_then_kill(level, page_size=5000):
-        for page in original(level, page_size=page_size):
-            yield page
-            server.kill()
-
-    client.iter_pages = pages_then_kill
+    after_instance_pages(client, lambda k: server.kill())
     with pytest.raises(OrthancConnectionError,
                        match=r"stopped answering while reading instances \(after 5 of them\); "
                              r"no frame was returned"):
         op.read_orthanc(client, page_size=5)
-    del client.iter_pages
+    del client.iter_pages, client.iter_find
     server.restart()
     df = op.read_orthanc(client)
     assert len(df) == N_SLICES == client.statistics()["CountInstances"]
@@ -283,19 +297,16 @@ def test_writes_between_pages_are_detected_and_the_read_repeated(series_server):
     victim = sorted(originals)[0]
     newcomer = to_bytes(make_series(1, 8, 8, seed="newcomer", patient_id="F2")[0])
     client = op.OrthancClient(server.url)
-    original = client.iter_pages
     attempts = []
 
-    def pages_with_writes(level, page_size=5000):
-        if level == "instances":
+    def writes(k):
+        if k == 0:
             attempts.append(1)
-        for k, page in enumerate(original(level, page_size=page_size)):
-            yield page
-            if level == "instances" and len(attempts) == 1 and k == 1:
-                writer.post_json("/instances", data=newcomer, idempotent=True)
-                writer.delete(f"/instances/{victim}")
+        if len(attempts) == 1 and k == 1:
+            writer.post_json("/instances", data=newcomer, idempotent=True)
+            writer.delete(f"/instances/{victim}")
 
-    client.iter_pages = pages_with_writes
+    after_instance_pages(client, writes)
     df = op.read_orthanc(client, page_size=5)
     assert len(attempts) == 2  # the first read saw the writes and was repeated
     truth = set(writer.list_ids("instances"))
@@ -307,19 +318,15 @@ def test_writes_during_every_read_give_a_clear_error_after_bounded_retries(serie
     server, _ = series_server
     writer = server.client()
     client = op.OrthancClient(server.url)
-    original = client.iter_pages
     attempts = []
     blobs = iter(to_bytes(d) for d in make_series(10, 8, 8, seed="storm", patient_id="F3"))
 
-    def pages_with_writes(level, page_size=5000):
-        if level == "instances":
+    def writes(k):
+        if k == 0:
             attempts.append(1)
-        for page in original(level, page_size=page_size):
-            yield page
-            if level == "instances":
-                writer.post_json("/instances", data=next(blobs), idempotent=True)
+        writer.post_json("/instances", data=next(blobs), idempotent=True)
 
-    client.iter_pages = pages_with_writes
+    after_instance_pages(client, writes)
     with pytest.raises(op.ServerChangedError, match=r"kept changing during 3 reads \(.*NewInstance"):
         op.read_orthanc(client, page_size=10, max_attempts=3)
     assert len(attempts) == 3
