@@ -3,9 +3,10 @@
 #   bash scripts/setup.sh demo   # set up, then run the demo on a throw-away local Orthanc
 #   bash scripts/setup.sh test   # set up, then run the test suite against real Orthanc servers
 # Extra arguments go to the demo or to pytest.
-# The tests run twice: on this machine's Orthanc (Debian bookworm: 1.10.1) and on Debian sid's
-# current Orthanc (1.13), installed once into ~/.cache/orthanc-pandas/roots/sid (root needed).
-# ORTHANC_SERVERS="system" or "sid" runs one of them only.
+# The tests run on this machine's Orthanc (Debian bookworm: 1.10.1) and on Debian sid's current
+# Orthanc (1.13), installed once into ~/.cache/orthanc-pandas/roots/sid (root needed), then the
+# version-sensitive tests on trixie's 1.12.7 (":quick"). ORTHANC_SERVERS="system", "sid" ...
+# runs only those.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 job="${1:-demo}"; shift || true
@@ -52,14 +53,18 @@ extras=test
 
 run_tests() {  # the suite once per Orthanc server; fails if any run fails
   local rc=0 server root
-  for server in ${ORTHANC_SERVERS:-system sid}; do
-    if [ "$server" = system ]; then
+  local quick=(tests/test_capabilities.py tests/test_changes.py tests/test_read.py
+               tests/test_refresh.py tests/test_labels.py tests/test_fetch_tags.py)
+  for server in ${ORTHANC_SERVERS:-system sid trixie:quick}; do
+    local suite=${server%:quick} args=("$@")
+    [ "$server" != "$suite" ] && args=("${quick[@]}" "$@")
+    if [ "$suite" = system ]; then
       echo "== tests on this machine's Orthanc ==" >&2
-      env -u ORTHANC_ROOT "$VENV/bin/python" -m pytest "$@" || rc=$?
+      env -u ORTHANC_ROOT "$VENV/bin/python" -m pytest "${args[@]}" || rc=$?
     else
-      root=$("$VENV/bin/orthanc-pandas" install-orthanc --suite "$server") || { rc=1; continue; }
-      echo "== tests on Debian $server's Orthanc ($root) ==" >&2
-      ORTHANC_ROOT="$root" "$VENV/bin/python" -m pytest "$@" || rc=$?
+      root=$("$VENV/bin/orthanc-pandas" install-orthanc --suite "$suite") || { rc=1; continue; }
+      echo "== tests on Debian $suite's Orthanc ($root)${server#"$suite"} ==" >&2
+      ORTHANC_ROOT="$root" "$VENV/bin/python" -m pytest "${args[@]}" || rc=$?
     fi
   done
   return $rc
