@@ -7,9 +7,8 @@
 Importing the package registers the ``df.orthanc`` accessor.
 """
 
-__version__ = "0.1.0"
-
 from . import accessor as _accessor  # noqa: E402,F401  (registers df.orthanc)
+from ._version import __version__  # noqa: E402
 from .client import OrthancClient, connect  # noqa: E402
 from .compat import Orthanc  # noqa: E402
 from .errors import *  # noqa: E402,F401,F403

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .client import OrthancClient, get_client
-from .errors import NotAnIndexError, OrthancPandasError, SelectionError
+from .client import OrthancClient
 from .index import INDEX_NAMES
+from .series_volume import check_index_frame, frame_client, frame_url
 
 __all__ = ["OrthancAccessor", "is_index_frame"]
 
@@ -32,13 +32,7 @@ class OrthancAccessor:
     """
 
     def __init__(self, df: pd.DataFrame):
-        if not is_index_frame(df):
-            names = list(df.index.names) if isinstance(df.index, pd.MultiIndex) else [df.index.name]
-            raise NotAnIndexError(
-                "df.orthanc works on frames made by orthanc_pandas.read_orthanc (index levels "
-                f"{INDEX_NAMES}); this frame's index is {names}. If you called reset_index(), "
-                "restore it with df.set_index(['patient', 'study', 'series', 'instance'])."
-            )
+        check_index_frame(df)
         from .read import check_format
 
         check_format(df.attrs)  # a newer frame format could silently mean other rows
@@ -53,14 +47,7 @@ class OrthancAccessor:
     @property
     def url(self) -> str:
         """The URL of the server the rows come from."""
-        url = self.info.get("url")
-        if not url:
-            raise OrthancPandasError(
-                "This frame does not say which Orthanc server it comes from (df.attrs['orthanc'] "
-                "is missing, e.g. after pd.concat). Pass client=... or restore the attrs from the "
-                "original frame: df.attrs = original.attrs."
-            )
-        return url
+        return frame_url(self._df)
 
     def client(self, client: OrthancClient | str | None = None) -> OrthancClient:
         """The client for this frame's server.
@@ -69,9 +56,7 @@ class OrthancAccessor:
         :func:`~orthanc_pandas.connect` in this process, else a new one with credentials from
         ``ORTHANC_USERNAME``/``ORTHANC_PASSWORD`` or ``~/.netrc``. Never from ``df.attrs``.
         """
-        if client is not None:
-            return get_client(client)
-        return get_client(self.url)
+        return frame_client(self._df, client)
 
     # -- counts --------------------------------------------------------------------------
     def _nunique(self, level: str) -> int:
@@ -478,31 +463,11 @@ class OrthancAccessor:
         >>> vol.sel(z=42.5, method="nearest").plot()                         # doctest: +SKIP
         >>> np.reshape(vol.attrs["affine"], (4, 4))                          # doctest: +SKIP
         """
-        from .pixels import DEFAULT_WORKERS, fetch_datasets
-        from .volume import from_datasets
+        from .series_volume import series_volume
 
-        series = self._df.index.get_level_values("series").unique()
-        if len(series) != 1:
-            raise SelectionError(
-                f"volume() needs the rows of exactly one series; these rows hold {len(series)} "
-                "series. Pick one, e.g. df.orthanc.select(SeriesInstanceUID=...) or "
-                "df.xs(series_id, level='series', drop_level=False), or use df.orthanc.volumes() "
-                "for one volume per series."
-            )
-        ids = list(dict.fromkeys(self._df.index.get_level_values("instance")))
-        cl = self.client(client)
-        workers = DEFAULT_WORKERS if max_workers is None else max_workers
-        # Decoding happens in the download threads (overlapping the network); the encoded
-        # bytes are dropped file by file, so memory holds the stored pixels + the volume.
-        datasets, arrays = fetch_datasets(cl, ids, max_workers=workers, progress=progress,
-                                          desc=f"Series {series[0][:8]}", decode=True)
-        # Filling is a memory-bound copy/rescale per slice: one thread is fastest (measured:
-        # 4 threads cost 3x the CPU on 2 cores for no gain in wall time).
-        vol = from_datasets(datasets, instances=ids, rescale=rescale,
-                            allow_irregular=allow_irregular, dtype=dtype, arrays=arrays,
-                            max_workers=1, release=True, progress=False)
-        vol.attrs["orthanc_series"] = str(series[0])
-        return vol
+        return series_volume(self._df, self.client(client), rescale=rescale,
+                             allow_irregular=allow_irregular, dtype=dtype,
+                             max_workers=max_workers, progress=progress)
 
     def volumes(self, **kwargs):
         """A lazy mapping ``series id -> DataArray``, one volume per series of the rows.
@@ -519,9 +484,10 @@ class OrthancAccessor:
         >>> for series_id, vol in vols.items():                              # doctest: +SKIP
         ...     print(series_id, vol.shape)
         """
-        from .volume import LazyVolumes
+        from .series_volume import LazyVolumes
 
-        return LazyVolumes(self._df, kwargs)
+        client = self.client(kwargs.pop("client", None))
+        return LazyVolumes(self._df, kwargs, client=client)
 
 
     # -- scale (dask.py) -----------------------------------------------------------------

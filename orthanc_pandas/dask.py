@@ -90,6 +90,8 @@ from .index import (
 )
 from .labels import label_map
 from .read import provenance, read_consistent
+from .series_volume import frame_client as _frame_client
+from .series_volume import series_volume
 
 __all__ = ["read_orthanc", "select", "map_series", "series_tasks", "connect_workers",
            "OrthancDaskAccessor", "DEFAULT_PARTITION_SIZE"]
@@ -515,7 +517,7 @@ def _as_record(value) -> dict:
 def _one_series(series_id: str, rows: pd.DataFrame, func: Callable, orthanc: OrthancClient,
                 volume_kwargs: dict) -> tuple[str, dict, str | None]:
     try:
-        vol = rows.orthanc.volume(client=orthanc, **volume_kwargs)
+        vol = series_volume(rows, orthanc, **volume_kwargs)
         return series_id, _as_record(func(vol, rows)), None
     except Exception as exc:  # one failing series must not lose the others' results
         return series_id, {}, f"{type(exc).__name__}: {exc}"
@@ -533,7 +535,7 @@ def series_tasks(df: pd.DataFrame, func: Callable, *, orthanc=None, **volume_kwa
     >>> len(tasks) == df.orthanc.series_count                            # doctest: +SKIP
     True
     """
-    oc = df.orthanc.client(orthanc)
+    oc = _frame_client(df, orthanc)
     tasks = []
     for sid, rows in df.groupby(level="series", sort=False, observed=True):
         rows.attrs = copy.deepcopy(df.attrs)
@@ -599,7 +601,7 @@ def map_series(df: pd.DataFrame, func: Callable, *, client=None, meta=None, auth
     """
     tasks = series_tasks(df, func, orthanc=orthanc, **volume_kwargs)
     if client is not None and auth is not None:
-        connect_workers(client, df.orthanc.client(orthanc).url, auth=auth)
+        connect_workers(client, _frame_client(df, orthanc).url, auth=auth)
     if not tasks:
         results = []
     elif client is not None:

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pandas as pd
 import pyarrow as pa
 
-from . import __version__
 from ._progress import progress_bar
+from ._version import __version__
 from .client import OrthancClient, get_client
 from .errors import FrameFormatError, OrthancConnectionError, ServerChangedError
 from .index import (

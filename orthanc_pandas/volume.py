@@ -28,7 +28,7 @@ Layout of the result (see ``docs/volumes.md``)
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -50,7 +50,7 @@ from .errors import (
 __all__ = [
     "SliceHeader", "Geometry", "slice_headers", "slice_geometry", "affine_matrix",
     "from_datasets", "decode_pixels", "ORIENTATION_ATOL", "SPACING_RTOL", "DUPLICATE_RTOL",
-    "TILT_TOL", "PIXEL_SPACING_RTOL", "LazyVolumes",
+    "TILT_TOL", "PIXEL_SPACING_RTOL",
 ]
 
 #: Direction cosines of two slices agreeing within this (absolute; they are unit vectors).
@@ -815,37 +815,10 @@ def _assemble(out, geo: Geometry, headers, first, *, frame_dim, multiframe, resc
     return da
 
 
-class LazyVolumes(Mapping):
-    """``series id -> DataArray`` for the series of an index frame; fetched on access.
+def __getattr__(name: str):
+    # LazyVolumes downloads, so it lives in series_volume.py; the old import path still works.
+    if name == "LazyVolumes":
+        from .series_volume import LazyVolumes
 
-    Made by ``df.orthanc.volumes()``. Volumes are not cached: ``vols[k]`` downloads again.
-
-    Examples
-    --------
-    >>> vols = df.orthanc.volumes()                          # doctest: +SKIP
-    >>> vols                                                 # doctest: +SKIP
-    <LazyVolumes: 3 series (2 x 120, 1 x 1 instances), fetched on access>
-    """
-
-    def __init__(self, df, options: dict):
-        self._df = df
-        self._options = dict(options)
-        self._series = list(dict.fromkeys(df.index.get_level_values("series")))
-
-    def __getitem__(self, series_id: str):
-        if series_id not in self._series:
-            raise KeyError(series_id)
-        rows = self._df.xs(series_id, level="series", drop_level=False)
-        return rows.orthanc.volume(**self._options)
-
-    def __iter__(self):
-        return iter(self._series)
-
-    def __len__(self) -> int:
-        return len(self._series)
-
-    def __repr__(self) -> str:
-        sizes = self._df.groupby(level="series", sort=False).size()
-        counts = sizes.value_counts().sort_index(ascending=False)
-        desc = ", ".join(f"{c} x {n}" for n, c in counts.items())
-        return f"<LazyVolumes: {len(self)} series ({desc} instances), fetched on access>"
+        return LazyVolumes
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
