@@ -332,7 +332,163 @@ def _valid_orientation(iop) -> bool:
     return bool(np.linalg.norm(np.cross(row, col)) > 0.5)
 
 
-def slice_geometry(headers: Sequence[SliceHeader], *, allow_irregular: bool = False) -> Geometry:
+def _check_shapes(headers: Sequence[SliceHeader]) -> None:
+    """Raise unless every slice has the same Rows x Columns x SamplesPerPixel (never allowed)."""
+    if not headers:
+        raise InconsistentSlicesError("No slices to build a volume from.")
+    shapes = _clusters(np.array([[h.rows, h.columns, h.samples] for h in headers]),
+                       lambda a, b: bool(np.array_equal(a, b)))
+    if len(shapes) > 1:
+        desc = "; ".join(f"{headers[g[0]].rows}x{headers[g[0]].columns}"
+                         f"{'x' + str(headers[g[0]].samples) if headers[g[0]].samples > 1 else ''}:"
+                         f" {len(g)} slice(s) ({_names(headers, g)})" for g in shapes)
+        raise InconsistentSlicesError(
+            f"The slices do not all have the same Rows x Columns (x SamplesPerPixel), so they "
+            f"cannot be stacked: {desc}. Select the slices of one size, e.g. "
+            "df[(df.Rows == ...)] after df.orthanc.tags('Rows', 'Columns').",
+            slices=_uids(headers, [i for g in shapes[1:] for i in g]))
+
+
+#: ``report(exc_type, message, slice_indices)``: raise, or record a problem when irregular
+#: geometry is allowed.
+_Report = Callable[[type, str, Sequence[int]], None]
+
+
+def _check_positions(headers: Sequence[SliceHeader], report: _Report) -> bool:
+    """Whether the slices have a geometry: all a position and orientation (True) or none."""
+    has = [h.position is not None and _valid_orientation(h.orientation) for h in headers]
+    if all(has):
+        return True
+    if any(has):
+        missing = [i for i, ok in enumerate(has) if not ok]
+        report(MissingGeometryError,
+               f"{len(missing)} of {len(headers)} slices have no usable ImagePositionPatient/"
+               f"ImageOrientationPatient ({_names(headers, missing)}), so they cannot be "
+               "placed in space.", missing)
+    return False
+
+
+def _check_orientation(headers: Sequence[SliceHeader], report: _Report, *,
+                       atol: float = ORIENTATION_ATOL) -> np.ndarray:
+    """The orientation (6 cosines) of most slices; reports the others."""
+    iops = np.array([h.orientation for h in headers], float)
+    groups = _clusters(iops, lambda a, b: bool(np.allclose(a, b, rtol=0, atol=atol)))
+    if len(groups) > 1:
+        desc = "; ".join(f"{np.round(iops[g[0]], 4).tolist()}: {len(g)} slice(s) "
+                         f"({_names(headers, g)})" for g in groups)
+        report(MixedOrientationError,
+               f"The slices have {len(groups)} different ImageOrientationPatient values: {desc}. "
+               "A localizer or a second stack is probably in the series; select one orientation, "
+               "e.g. df[df.ImageOrientationPatient_0.round(3) == ...].",
+               [i for g in groups[1:] for i in g])
+    return iops[groups[0][0]]
+
+
+def _check_pixel_spacing(headers: Sequence[SliceHeader], report: _Report, *,
+                         rtol: float = PIXEL_SPACING_RTOL) -> tuple[float, float] | None:
+    """The PixelSpacing of most slices (``None`` if a slice has none); reports the others."""
+    spacings = [h.pixel_spacing for h in headers]
+    if any(s is None for s in spacings):
+        return None
+    ps = np.array(spacings, float)
+    groups = _clusters(ps, lambda a, b: bool(np.allclose(a, b, rtol=rtol, atol=0)))
+    if len(groups) > 1:
+        desc = "; ".join(f"{ps[g[0]].tolist()}: {len(g)} slice(s) ({_names(headers, g)})"
+                         for g in groups)
+        report(InconsistentSlicesError,
+               f"The slices have {len(groups)} different PixelSpacing values: {desc}.",
+               [i for g in groups[1:] for i in g])
+    return tuple(float(v) for v in ps[groups[0][0]])  # type: ignore[return-value]
+
+
+def _sort_along(headers: Sequence[SliceHeader], normal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Slice order by position along ``normal`` (ties: InstanceNumber, frame), and z."""
+    z = np.array([h.position for h in headers], float) @ normal
+    tiebreak = [(h.instance_number if h.instance_number is not None else 0, h.frame or 0, i)
+                for i, h in enumerate(headers)]
+    order = np.array(sorted(range(len(headers)), key=lambda i: (z[i], tiebreak[i])), dtype=np.intp)
+    return order, z[order]
+
+
+def _check_duplicates(headers: Sequence[SliceHeader], order: np.ndarray, zs: np.ndarray,
+                      report: _Report, *, rtol: float = DUPLICATE_RTOL,
+                      atol: float = _ABS_EPS) -> np.ndarray:
+    """Mask of the steps between sorted slices that are duplicates (no move along z)."""
+    dz = np.diff(zs)
+    moving = dz > atol
+    typical = float(np.median(dz[moving])) if moving.any() else 0.0
+    dup = ~moving | (dz <= rtol * typical)
+    if dup.any():
+        pairs = np.flatnonzero(dup)
+        desc = ", ".join(f"{headers[order[k]].label} and {headers[order[k + 1]].label} "
+                         f"(z={zs[k]:.4g} mm)" for k in pairs[:_NAMES_SHOWN])
+        more = f" and {len(pairs) - _NAMES_SHOWN} more pairs" if len(pairs) > _NAMES_SHOWN else ""
+        report(DuplicateSliceError,
+               f"{len(pairs)} pair(s) of slices share a position along the normal: "
+               f"{desc}{more}. The series may hold several acquisitions or time points; "
+               "select one, e.g. by AcquisitionNumber or TemporalPositionIdentifier.",
+               [order[k] for p in pairs for k in (p, p + 1)])
+    return dup
+
+
+def _check_gaps(headers: Sequence[SliceHeader], order: np.ndarray, dz: np.ndarray,
+                good: np.ndarray, report: _Report, *, rtol: float = SPACING_RTOL) -> None:
+    """Report steps (among ``good`` ones) that differ from the median step: missing slices."""
+    spacing = float(np.median(dz[good]))
+    off = good & (np.abs(dz - spacing) > rtol * spacing)
+    if not off.any():
+        return
+    ks = np.flatnonzero(off)
+    desc = ", ".join(
+        f"{dz[k]:.4g} mm between {headers[order[k]].label} and "
+        f"{headers[order[k + 1]].label}"
+        + (f" (~{round(dz[k] / spacing) - 1} missing)" if dz[k] > spacing else "")
+        for k in ks[:_NAMES_SHOWN])
+    report(SliceSpacingError,
+           f"The slice spacing is not uniform (typical {spacing:.4g} mm): {desc}"
+           f"{' ...' if len(ks) > _NAMES_SHOWN else ''}. Slices may be missing: check "
+           "the series is complete on the server.",
+           [order[k] for p in ks for k in (p, p + 1)])
+
+
+def _check_tilt(headers: Sequence[SliceHeader], order: np.ndarray, steps: np.ndarray,
+                normal: np.ndarray, report: _Report, *, tol: float = TILT_TOL) -> None:
+    """Report steps that drift in-plane (gantry tilt, shear) by more than ``tol`` per mm."""
+    along = steps @ normal
+    drift = np.linalg.norm(steps - np.outer(along, normal), axis=1) / np.abs(along)
+    if drift.max() > tol:
+        worst = int(np.argmax(drift))
+        angle = float(np.degrees(np.arctan(drift[worst])))
+        report(GantryTiltError,
+               f"The slice positions step at {angle:.3g} degrees to the slice normal "
+               f"(gantry tilt or a sheared stack), from {headers[order[0]].label} to "
+               f"{headers[order[-1]].label}: the voxel grid is not orthogonal.",
+               [order[0], order[-1]])
+
+
+def _slice_step(headers: Sequence[SliceHeader], order: np.ndarray, zs: np.ndarray,
+                normal: np.ndarray, report: _Report, *, duplicate_rtol: float,
+                spacing_rtol: float, tilt_tol: float) -> np.ndarray:
+    """The LPS step between consecutive slices, after the duplicate, gap and tilt checks."""
+    fallback = normal * (headers[0].slice_spacing or 1.0)
+    if len(headers) == 1:
+        return fallback
+    dup = _check_duplicates(headers, order, zs, report, rtol=duplicate_rtol)
+    good = ~dup
+    if not good.any():
+        return fallback
+    _check_gaps(headers, order, np.diff(zs), good, report, rtol=spacing_rtol)
+    pos = np.array([headers[i].position for i in order], float)
+    steps = np.diff(pos, axis=0)[good]
+    _check_tilt(headers, order, steps, normal, report, tol=tilt_tol)
+    return np.median(steps, axis=0)
+
+
+def slice_geometry(headers: Sequence[SliceHeader], *, allow_irregular: bool = False,
+                   orientation_atol: float = ORIENTATION_ATOL,
+                   pixel_spacing_rtol: float = PIXEL_SPACING_RTOL,
+                   duplicate_rtol: float = DUPLICATE_RTOL, spacing_rtol: float = SPACING_RTOL,
+                   tilt_tol: float = TILT_TOL) -> Geometry:
     """Sort slices along their normal and check that they form a regular grid.
 
     Checks, in order (each raising its own :class:`~orthanc_pandas.errors.GeometryError`
@@ -350,6 +506,16 @@ def slice_geometry(headers: Sequence[SliceHeader], *, allow_irregular: bool = Fa
     allow_irregular : bool, default False
         Warn (:class:`~orthanc_pandas.errors.GeometryWarning`) instead of raising; ``z`` then
         holds the real positions, and the affine uses the median step between slices.
+    orientation_atol : float, default ``ORIENTATION_ATOL``
+        Direction cosines of two slices agreeing within this are one orientation.
+    pixel_spacing_rtol : float, default ``PIXEL_SPACING_RTOL``
+        PixelSpacing values agreeing within this fraction are equal.
+    duplicate_rtol : float, default ``DUPLICATE_RTOL``
+        Slices closer than this fraction of the typical step are duplicates.
+    spacing_rtol : float, default ``SPACING_RTOL``
+        Steps further than this fraction from the typical step are gaps.
+    tilt_tol : float, default ``TILT_TOL``
+        In-plane drift per slice step, relative to the step along the normal.
 
     Returns
     -------
@@ -363,122 +529,27 @@ def slice_geometry(headers: Sequence[SliceHeader], *, allow_irregular: bool = Fa
     >>> g.order.tolist(), g.z.tolist(), g.spacing
     ([2, 1, 0], [0.0, 2.0, 4.0], [2.0, 0.7, 0.8])
     """
-    n = len(headers)
-    if n == 0:
-        raise InconsistentSlicesError("No slices to build a volume from.")
-    shapes = _clusters(np.array([[h.rows, h.columns, h.samples] for h in headers]),
-                       lambda a, b: bool(np.array_equal(a, b)))
-    if len(shapes) > 1:
-        desc = "; ".join(f"{headers[g[0]].rows}x{headers[g[0]].columns}"
-                         f"{'x' + str(headers[g[0]].samples) if headers[g[0]].samples > 1 else ''}:"
-                         f" {len(g)} slice(s) ({_names(headers, g)})" for g in shapes)
-        raise InconsistentSlicesError(
-            f"The slices do not all have the same Rows x Columns (x SamplesPerPixel), so they "
-            f"cannot be stacked: {desc}. Select the slices of one size, e.g. "
-            "df[(df.Rows == ...)] after df.orthanc.tags('Rows', 'Columns').",
-            slices=_uids(headers, [i for g in shapes[1:] for i in g]))
+    _check_shapes(headers)
     problems: list[str] = []
 
-    def problem(exc_type, message: str, idx) -> None:
+    def report(exc_type, message: str, idx) -> None:
         if not allow_irregular:
             raise exc_type(message + " Pass allow_irregular=True to get the slices at their real "
                            "positions anyway (with a warning).", slices=_uids(headers, idx))
         problems.append(message)
 
-    has = [h.position is not None and _valid_orientation(h.orientation) for h in headers]
-    if not all(has):
-        if any(has):
-            missing = [i for i, ok in enumerate(has) if not ok]
-            problem(MissingGeometryError,
-                    f"{len(missing)} of {n} slices have no usable ImagePositionPatient/"
-                    f"ImageOrientationPatient ({_names(headers, missing)}), so they cannot be "
-                    "placed in space.", missing)
+    if not _check_positions(headers, report):
         return _no_geometry(headers, problems)
-
-    iops = np.array([h.orientation for h in headers], float)
-    groups = _clusters(iops, lambda a, b: bool(np.allclose(a, b, rtol=0, atol=ORIENTATION_ATOL)))
-    if len(groups) > 1:
-        desc = "; ".join(f"{np.round(iops[g[0]], 4).tolist()}: {len(g)} slice(s) "
-                         f"({_names(headers, g)})" for g in groups)
-        problem(MixedOrientationError,
-                f"The slices have {len(groups)} different ImageOrientationPatient values: {desc}. "
-                "A localizer or a second stack is probably in the series; select one orientation, "
-                "e.g. df[df.ImageOrientationPatient_0.round(3) == ...].",
-                [i for g in groups[1:] for i in g])
-    iop = iops[groups[0][0]]
+    iop = _check_orientation(headers, report, atol=orientation_atol)
     row, col = iop[:3] / np.linalg.norm(iop[:3]), iop[3:] / np.linalg.norm(iop[3:])
     normal = np.cross(row, col)
     normal /= np.linalg.norm(normal)
-
-    spacings = [h.pixel_spacing for h in headers]
-    if any(s is None for s in spacings):
-        pixel_spacing = None
-    else:
-        ps = np.array(spacings, float)
-        pgroups = _clusters(ps, lambda a, b: bool(np.allclose(a, b, rtol=PIXEL_SPACING_RTOL, atol=0)))
-        if len(pgroups) > 1:
-            desc = "; ".join(f"{ps[g[0]].tolist()}: {len(g)} slice(s) ({_names(headers, g)})"
-                             for g in pgroups)
-            problem(InconsistentSlicesError,
-                    f"The slices have {len(pgroups)} different PixelSpacing values: {desc}.",
-                    [i for g in pgroups[1:] for i in g])
-        pixel_spacing = tuple(float(v) for v in ps[pgroups[0][0]])
-
-    pos = np.array([h.position for h in headers], float)
-    z = pos @ normal
-    tiebreak = [(h.instance_number if h.instance_number is not None else 0, h.frame or 0, i)
-                for i, h in enumerate(headers)]
-    order = np.array(sorted(range(n), key=lambda i: (z[i], tiebreak[i])), dtype=np.intp)
-    zs, ps_sorted = z[order], pos[order]
-
-    if n == 1:
-        step = normal * (headers[0].slice_spacing or 1.0)
-    else:
-        dz = np.diff(zs)
-        moving = dz > _ABS_EPS
-        typical = float(np.median(dz[moving])) if moving.any() else 0.0
-        dup = ~moving | (dz <= DUPLICATE_RTOL * typical)
-        if dup.any():
-            pairs = np.flatnonzero(dup)
-            desc = ", ".join(f"{headers[order[k]].label} and {headers[order[k + 1]].label} "
-                             f"(z={zs[k]:.4g} mm)" for k in pairs[:_NAMES_SHOWN])
-            more = f" and {len(pairs) - _NAMES_SHOWN} more pairs" if len(pairs) > _NAMES_SHOWN else ""
-            problem(DuplicateSliceError,
-                    f"{len(pairs)} pair(s) of slices share a position along the normal: "
-                    f"{desc}{more}. The series may hold several acquisitions or time points; "
-                    "select one, e.g. by AcquisitionNumber or TemporalPositionIdentifier.",
-                    [order[k] for p in pairs for k in (p, p + 1)])
-        good = ~dup
-        if good.any():
-            spacing = float(np.median(dz[good]))
-            off = good & (np.abs(dz - spacing) > SPACING_RTOL * spacing)
-            if off.any():
-                ks = np.flatnonzero(off)
-                desc = ", ".join(
-                    f"{dz[k]:.4g} mm between {headers[order[k]].label} and "
-                    f"{headers[order[k + 1]].label}"
-                    + (f" (~{round(dz[k] / spacing) - 1} missing)" if dz[k] > spacing else "")
-                    for k in ks[:_NAMES_SHOWN])
-                problem(SliceSpacingError,
-                        f"The slice spacing is not uniform (typical {spacing:.4g} mm): {desc}"
-                        f"{' ...' if len(ks) > _NAMES_SHOWN else ''}. Slices may be missing: check "
-                        "the series is complete on the server.",
-                        [order[k] for p in ks for k in (p, p + 1)])
-            steps = np.diff(ps_sorted, axis=0)[good]
-            along = steps @ normal
-            drift = np.linalg.norm(steps - np.outer(along, normal), axis=1) / np.abs(along)
-            if drift.max() > TILT_TOL:
-                worst = int(np.argmax(drift))
-                angle = float(np.degrees(np.arctan(drift[worst])))
-                problem(GantryTiltError,
-                        f"The slice positions step at {angle:.3g} degrees to the slice normal "
-                        f"(gantry tilt or a sheared stack), from {headers[order[0]].label} to "
-                        f"{headers[order[-1]].label}: the voxel grid is not orthogonal.",
-                        [order[0], order[-1]])
-            step = np.median(steps, axis=0)
-        else:
-            step = normal * (headers[0].slice_spacing or 1.0)
-    affine = affine_matrix(ps_sorted[0], np.concatenate([row, col]), pixel_spacing or (1.0, 1.0), step)
+    pixel_spacing = _check_pixel_spacing(headers, report, rtol=pixel_spacing_rtol)
+    order, zs = _sort_along(headers, normal)
+    step = _slice_step(headers, order, zs, normal, report, duplicate_rtol=duplicate_rtol,
+                       spacing_rtol=spacing_rtol, tilt_tol=tilt_tol)
+    affine = affine_matrix(headers[order[0]].position, np.concatenate([row, col]),
+                           pixel_spacing or (1.0, 1.0), step)
     if problems:
         warnings.warn("Irregular geometry, returned at the real slice positions (z) without "
                       "interpolation: " + " ".join(problems), GeometryWarning, stacklevel=3)
@@ -621,6 +692,67 @@ def _window(ds, keyword: str) -> list[float] | None:
     return list(vals) if vals else None
 
 
+def _stack_layout(datasets: Sequence, ids: Sequence[str]):
+    """The slices of the datasets: ``(headers, owner, nframes, frame_dim)``.
+
+    ``owner[i]`` is ``(dataset index, frame or None)`` of ``headers[i]``. A multi-frame file
+    without per-frame positions keeps its frames on their own dim (``frame_dim``), one header
+    per file; such files must all have the same NumberOfFrames.
+    """
+    per_ds = [slice_headers(ds, inst) for ds, inst in zip(datasets, ids, strict=True)]
+    nframes = [_number_of_frames(ds) for ds in datasets]
+    frame_dim = any(nf > 1 and len(h) == 1 for nf, h in zip(nframes, per_ds, strict=True))
+    if not frame_dim:
+        headers = [h for hs in per_ds for h in hs]
+        return headers, [(d, h.frame) for d, hs in enumerate(per_ds) for h in hs], nframes, False
+    if len(set(nframes)) > 1:
+        raise InconsistentSlicesError(
+            f"The multi-frame instances have different NumberOfFrames ({sorted(set(nframes))}) "
+            "and no per-frame positions, so their frames cannot be stacked: select one instance.",
+            slices=[str(ds.get("SOPInstanceUID", "")) for ds in datasets])
+    return [h[0] for h in per_ds], [(d, None) for d in range(len(datasets))], nframes, True
+
+
+def _fill_plan(owner: Sequence[tuple[int, int | None]], order: np.ndarray) -> dict:
+    """``dataset index -> [(slot in the volume, frame or None)]``, in the order of first slot."""
+    slot_of = np.empty(len(owner), dtype=np.intp)
+    slot_of[order] = np.arange(len(owner))
+    jobs: dict[int, list[tuple[int, int | None]]] = {}
+    for i, (d, f) in enumerate(owner):
+        jobs.setdefault(d, []).append((int(slot_of[i]), f))
+    return {d: jobs[d] for d in sorted(jobs, key=lambda d: min(s for s, _ in jobs[d]))}
+
+
+def _copy_frames(out: np.ndarray, raw: np.ndarray, ds, targets, *, multi: bool,
+                 rescale: bool) -> None:
+    """Copy (and rescale) the decoded pixels ``raw`` of ``ds`` into their slots of ``out``."""
+    uid = str(ds.get("SOPInstanceUID", ""))
+    for slot, f in targets:
+        src = raw[f] if (f is not None and multi) else raw
+        if src.shape != out.shape[1:]:
+            raise InconsistentSlicesError(
+                f"Instance {uid or '?'} decoded to shape {src.shape}, "
+                f"expected {out.shape[1:]} from its header.", slices=[uid])
+        if rescale:
+            _apply_lut(src, ds, _rescale_params(ds, f), out[slot])
+            continue
+        if src.dtype != out.dtype and not np.can_cast(src.dtype, out.dtype, "safe"):
+            raise InconsistentSlicesError(
+                f"Instance {uid or '?'} stores {src.dtype} pixels, the "
+                f"others {out.dtype}; use rescale=True to get one float array.", slices=[uid])
+        out[slot] = src
+
+
+def _release(datasets: Sequence, arrays: list | None, d: int) -> None:
+    """Drop dataset ``d``'s decoded array (or its pixel data) once copied into the volume."""
+    if arrays is not None:
+        arrays[d] = None
+        return
+    for kw in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+        if kw in datasets[d]:
+            del datasets[d][kw]
+
+
 def from_datasets(datasets: Sequence, *, instances: Sequence[str] | None = None,
                   rescale: bool = True, allow_irregular: bool = False, dtype="float32",
                   max_workers: int = 1, release: bool = False, progress=None,
@@ -672,87 +804,43 @@ def from_datasets(datasets: Sequence, *, instances: Sequence[str] | None = None,
     if not datasets:
         raise InconsistentSlicesError("No instances to build a volume from.")
     ids = list(instances) if instances is not None else [""] * len(datasets)
-    per_ds = [slice_headers(ds, inst) for ds, inst in zip(datasets, ids, strict=True)]
-    nframes = [_number_of_frames(ds) for ds in datasets]
-    # A multi-frame file without per-frame positions keeps its frames on their own dim.
-    frame_dim = any(nf > 1 and len(h) == 1 for nf, h in zip(nframes, per_ds, strict=True))
-    if frame_dim:
-        if len(set(nframes)) > 1:
-            raise InconsistentSlicesError(
-                f"The multi-frame instances have different NumberOfFrames ({sorted(set(nframes))}) "
-                "and no per-frame positions, so their frames cannot be stacked: select one instance.",
-                slices=[str(ds.get("SOPInstanceUID", "")) for ds in datasets])
-        headers = [h[0] for h in per_ds]
-        owner = [(d, None) for d in range(len(datasets))]
-    else:
-        headers = [h for hs in per_ds for h in hs]
-        owner = [(d, h.frame) for d, hs in enumerate(per_ds) for h in hs]
+    headers, owner, nframes, frame_dim = _stack_layout(datasets, ids)
     geo = slice_geometry(headers, allow_irregular=allow_irregular)
-    slot_of = np.empty(len(headers), dtype=np.intp)
-    slot_of[geo.order] = np.arange(len(headers))
-
-    first = datasets[0]
+    jobs = _fill_plan(owner, geo.order)
     colour = headers[0].samples > 1
-    rows, cols = headers[0].rows, headers[0].columns
-    shape = (len(headers),) + ((nframes[0],) if frame_dim else ()) + (rows, cols) + ((headers[0].samples,) if colour else ())
-
-    # (dataset index) -> [(slot, frame index in the decoded array or None)]
-    jobs: dict[int, list[tuple[int, int | None]]] = {}
-    for i, (d, f) in enumerate(owner):
-        jobs.setdefault(d, []).append((int(slot_of[i]), f))
-    order_ds = sorted(jobs, key=lambda d: min(s for s, _ in jobs[d]))
-    out: np.ndarray | None = None
+    shape = ((len(headers),) + ((nframes[0],) if frame_dim else ())
+             + (headers[0].rows, headers[0].columns) + ((headers[0].samples,) if colour else ()))
     bar = progress_bar(progress, total=len(datasets), desc="Decoding", unit="file", min_total=50)
 
-    def fill(d: int) -> None:
+    def fill(d: int, raw: np.ndarray | None = None) -> None:
         ds = datasets[d]
-        raw = decode_pixels(ds) if arrays is None else arrays[d]
-        multi = nframes[d] > 1
-        for slot, f in jobs[d]:
-            src = raw[f] if (f is not None and multi) else raw
-            if src.shape != out.shape[1:]:
-                raise InconsistentSlicesError(
-                    f"Instance {ds.get('SOPInstanceUID', '?')} decoded to shape {src.shape}, "
-                    f"expected {out.shape[1:]} from its header.", slices=[str(ds.get('SOPInstanceUID', ''))])
-            if rescale and not colour:
-                _apply_lut(src, ds, _rescale_params(ds, f), out[slot])
-            else:
-                if src.dtype != out.dtype and not np.can_cast(src.dtype, out.dtype, "safe"):
-                    raise InconsistentSlicesError(
-                        f"Instance {ds.get('SOPInstanceUID', '?')} stores {src.dtype} pixels, the "
-                        f"others {out.dtype}; use rescale=True to get one float array.",
-                        slices=[str(ds.get('SOPInstanceUID', ''))])
-                out[slot] = src
+        if raw is None:
+            raw = decode_pixels(ds) if arrays is None else arrays[d]
+        _copy_frames(out, raw, ds, jobs[d], multi=nframes[d] > 1, rescale=rescale and not colour)
         del raw
-        if release and arrays is not None:
-            arrays[d] = None
-        elif release:
-            for kw in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
-                if kw in ds:
-                    del ds[kw]
+        if release:
+            _release(datasets, arrays, d)
         bar.update(1)
 
     try:
-        # The first decode fixes the stored dtype before the one allocation.
-        d0 = order_ds[0]
+        # The first decode fixes the stored dtype before the one allocation; it is then
+        # copied in, not decoded again.
+        d0, *rest = jobs
         raw0 = decode_pixels(datasets[d0]) if arrays is None else arrays[d0]
-        if rescale and not colour:
-            out_dtype = np.dtype(dtype)
-        else:
-            out_dtype = raw0.dtype
+        out = np.empty(shape, dtype=np.dtype(dtype) if rescale and not colour else raw0.dtype)
+        fill(d0, raw0)
         del raw0
-        out = np.empty(shape, dtype=out_dtype)
-        if max_workers > 1 and len(order_ds) > 1:
+        if max_workers > 1 and len(rest) > 1:
             with ThreadPoolExecutor(max_workers) as pool:
-                for _ in pool.map(fill, order_ds):
+                for _ in pool.map(fill, rest):
                     pass
         else:
-            for d in order_ds:
+            for d in rest:
                 fill(d)
     finally:
         bar.close()
 
-    return _assemble(out, geo, headers, first, frame_dim=frame_dim,
+    return _assemble(out, geo, headers, datasets[0], frame_dim=frame_dim,
                      multiframe=any(nf > 1 for nf in nframes) or any(h.frame is not None for h in headers),
                      rescaled=rescale and not colour, colour=colour)
 

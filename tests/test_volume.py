@@ -219,6 +219,27 @@ def test_irregular_series_raise_then_return_real_positions(case):
     assert da.attrs["geometry"] == "irregular"
 
 
+@pytest.mark.parametrize("case, tolerance", [("tilt", "tilt_tol"), ("gap", "spacing_rtol")])
+def test_tolerances_are_arguments(case, tolerance):
+    exc_type, kw, _ = CASES[case]
+    hs = [slice_headers(roundtrip(d))[0] for d in make_series(8, 6, 6, **kw)]
+    with pytest.raises(exc_type):
+        slice_geometry(hs)
+    assert slice_geometry(hs, **{tolerance: 10.0}).kind == "regular"
+
+
+def test_each_file_is_decoded_once(monkeypatch):
+    import orthanc_pandas.volume as volume
+
+    calls = []
+    decode = volume.decode_pixels
+    monkeypatch.setattr(volume, "decode_pixels", lambda ds: calls.append(ds) or decode(ds))
+    slices = [roundtrip(d) for d in make_series(4, 6, 6)]
+    da = from_datasets(shuffled(slices))
+    assert len(calls) == 4 and da.shape == (4, 6, 6)
+    np.testing.assert_array_equal(da.values, expected_volume(slices))
+
+
 def test_tilted_series_affine_is_sheared_and_exact():
     slices = [roundtrip(d) for d in make_series(5, 6, 6, positions=positions(5, shift=(0.0, 0.35)))]
     with pytest.warns(GeometryWarning, match="degrees"):
