@@ -7,10 +7,16 @@
   fast network. JSON is sent uncompressed too unless ``compress_json=True`` (measured in
   ``benchmarks/compression.py``: on loopback gzip only costs time).
 * Finite timeouts, TLS verification on by default, a bounded connection pool.
-* Idempotent requests are retried when the server closed a kept-alive connection (Orthanc's
-  keep-alive timeout is 1 s) and on ``503 Service Unavailable``.
-* Every failure becomes one of :mod:`orthanc_pandas.errors`, with the method, the URL (never
-  credentials), the HTTP status and Orthanc's own message.
+* One road for every byte: :meth:`OrthancClient.stream` sends a request and hands out its answer
+  (``read(n)``, iteration, early close); :meth:`~OrthancClient.request`, the JSON and byte
+  helpers and :meth:`~OrthancClient.get_file` are built on it.
+* One retry policy (:class:`_Attempts`): idempotent requests are sent again when a connection
+  dropped before any byte of the answer reached the caller (Orthanc's keep-alive timeout is
+  1 s) and on 502/503/504; ``retries=0`` sends exactly one request.
+* One place maps exceptions (:meth:`OrthancClient._map_exceptions`): every requests, urllib3 or
+  socket failure, while connecting or in the middle of an answer, becomes one of
+  :mod:`orthanc_pandas.errors`, with the method, the URL (never credentials), the HTTP status
+  and Orthanc's own message.
 
 Credentials come from, in this order: the ``auth`` argument, ``user:password@`` in the URL
 (removed from the stored URL), ``ORTHANC_USERNAME``/``ORTHANC_PASSWORD``, ``~/.netrc``.
@@ -19,9 +25,12 @@ They live only in this process's memory: never in ``repr``, logs, exceptions or 
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import logging
 import os
+import ssl
 import threading
 import time
 import urllib.parse
@@ -32,6 +41,7 @@ import requests
 import requests.adapters
 import requests.auth
 import requests.utils
+import urllib3.exceptions
 
 from .capabilities import Capabilities
 from .changes import CONTENT_TYPES_FILTER, is_content_change
@@ -42,11 +52,12 @@ from .errors import (
     OrthancConnectionError,
     OrthancHTTPError,
     OrthancNotFoundError,
+    OrthancPandasError,
     OrthancTimeoutError,
     OrthancTLSError,
 )
 
-__all__ = ["OrthancClient", "connect", "get_client", "DEFAULT_TIMEOUT"]
+__all__ = ["OrthancClient", "Stream", "connect", "get_client", "DEFAULT_TIMEOUT"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +65,56 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 120.0)
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _RETRY_STATUS = frozenset({502, 503, 504})
+_CHUNK = 1 << 20
+_TIMEOUTS = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
+_CONNECT_TIMEOUTS = (requests.exceptions.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError)
+_TLS = (requests.exceptions.SSLError, urllib3.exceptions.SSLError, ssl.SSLError)
+_BROKEN = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError,
+           http.client.HTTPException, OSError)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps (requests wraps urllib3, which wraps socket errors)."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo and len(seen) < 16:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo.extend(a for a in (*getattr(e, "args", ()), getattr(e, "reason", None),
+                                e.__cause__, e.__context__) if isinstance(a, BaseException))
+
+
+class _Attempts:
+    """The retry policy - the only one.
+
+    An idempotent request is sent up to ``1 + retries`` times: again when the connection
+    failed before any byte of the answer reached the caller (a kept-alive connection the server
+    closed: Orthanc's keep-alive timeout is 1 s) and on 502/503/504. Timeouts and TLS failures
+    are never retried (a second wait would only double the wait), nor is anything that is not
+    idempotent. ``retries=0`` sends exactly one request.
+    """
+
+    def __init__(self, retries: int, idempotent: bool):
+        self.left = max(0, int(retries)) if idempotent else 0
+        self.done = 0
+
+    def again(self, failure: OrthancPandasError | int) -> bool:
+        """Whether to send the request again after ``failure`` (an error or an HTTP status)."""
+        if isinstance(failure, int):
+            retry, pause = failure in _RETRY_STATUS, 0.2
+        else:
+            retry, pause = type(failure) is OrthancConnectionError, 0.05
+        if not retry or self.left <= 0:
+            return False
+        self.left -= 1
+        self.done += 1
+        log.debug("sending again (%d) after %s", self.done, failure if isinstance(failure, int)
+                  else type(failure).__name__)
+        time.sleep(pause * self.done)
+        return True
 
 
 def _normalize_url(url: str) -> tuple[str, tuple[str, str] | None]:
@@ -140,7 +201,9 @@ class OrthancClient:
     timeout : float or (float, float), default (5, 120)
         Connect and read timeouts in seconds.
     retries : int, default 2
-        How often an idempotent request is retried after a dropped connection or a 503.
+        How often an idempotent request is sent again after its connection dropped before any
+        byte of the answer was handed out, or after a 502/503/504. ``0``: each request is sent
+        exactly once.
     pool_size : int, default 8
         Connections kept open; bounds the concurrency of bulk transfers.
     compress_json : bool, default False
@@ -237,16 +300,40 @@ class OrthancClient:
         return path if path.startswith(("http://", "https://")) else self.url + "/" + path.lstrip("/")
 
     def request(self, method: str, path: str, *, params=None, data=None, json_body=None,
-                headers: Mapping[str, str] | None = None, stream: bool = False,
-                idempotent: bool | None = None, timeout=None,
-                expect_json: bool = False) -> requests.Response:
-        """Send one request; retry when safe; raise the library's errors on failure.
+                headers: Mapping[str, str] | None = None, idempotent: bool | None = None,
+                timeout=None, expect_json: bool = False) -> requests.Response:
+        """Send one request and read its whole answer; retry when safe; raise the library's
+        errors on failure.
 
         ``idempotent=None`` means "idempotent if the HTTP method is". Uploads of DICOM files
         pass ``idempotent=True``: storing the same file twice is harmless in Orthanc.
         """
+        with self.stream(method, path, params=params, data=data, json_body=json_body,
+                         headers=headers, idempotent=idempotent, timeout=timeout,
+                         expect_json=expect_json) as answer:
+            body = answer.read()
+        resp = answer.response
+        resp._content, resp._content_consumed = body, True  # read through the one road above
+        return resp
+
+    @contextlib.contextmanager
+    def stream(self, method: str, path: str, *, params=None, data=None, json_body=None,
+               headers: Mapping[str, str] | None = None, idempotent: bool | None = None,
+               timeout=None, expect_json: bool = False) -> Iterator[Stream]:
+        """Send one request and hand out its answer as it arrives: the only road to the server.
+
+        Yields a :class:`Stream` (``read(n)``, iteration over chunks, ``headers``); leaving the
+        block closes it, also early (the rest of the answer is then dropped with its
+        connection). Idempotent requests are sent again (:class:`_Attempts`) when the
+        connection breaks before any byte reached the caller; every failure, while connecting
+        or in the middle of the answer, is one of :mod:`orthanc_pandas.errors`.
+
+        Examples
+        --------
+        >>> with client.stream("GET", "/instances/ID/file") as answer:     # doctest: +SKIP
+        ...     first = answer.read(1024)
+        """
         method = method.upper()
-        url = self._full(path)
         if idempotent is None:
             idempotent = method in _IDEMPOTENT
         hdrs = dict(headers or {})
@@ -255,68 +342,85 @@ class OrthancClient:
         if json_body is not None:
             data = json.dumps(json_body).encode()
             hdrs.setdefault("Content-Type", "application/json")
-        attempts = 1 + (self.retries if idempotent else 0)
-        for attempt in range(attempts):
-            try:
-                resp = self.session.request(method, url, params=params, data=data, headers=hdrs,
-                                            stream=stream, timeout=timeout or self.timeout)
-            except requests.exceptions.SSLError as exc:
-                if "WRONG_VERSION_NUMBER" in str(exc) or "wrong version number" in str(exc):
-                    raise OrthancTLSError(
-                        f"TLS handshake failed for {method} {url}: the server does not speak TLS "
-                        "on this port. Use an http:// URL for a server without SslEnabled."
-                    ) from None
-                raise OrthancTLSError(
-                    f"TLS verification failed for {method} {url}: {_short(exc)}. If the server uses "
-                    "a self-signed or private certificate, pass verify='/path/to/ca.pem' (its CA "
-                    "bundle); verify=False turns checking off (not recommended)."
-                ) from None
-            except requests.exceptions.Timeout as exc:
-                kind = "connect" if isinstance(exc, requests.exceptions.ConnectTimeout) else "read"
-                raise OrthancTimeoutError(
-                    f"{method} {url} timed out ({kind} timeout, timeout={self.timeout!r}). The server "
-                    "may be overloaded or unreachable; raise timeout= if it is just slow."
-                ) from None
-            except (requests.exceptions.ConnectionError,
-                    requests.exceptions.ChunkedEncodingError) as exc:
-                # ChunkedEncodingError: the server went away in the middle of its answer
-                if attempt + 1 < attempts:
-                    log.debug("retrying %s %s after %s", method, url, type(exc).__name__)
-                    time.sleep(0.05 * (attempt + 1))
-                    continue
-                text = str(exc)
-                if any(k in text for k in ("Connection aborted", "RemoteDisconnected", "BadStatusLine")):
-                    hint = (" Something listens there but did not answer in HTTP: the server "
-                            "stopped mid-request, or this port is not Orthanc's REST API (its "
-                            "DICOM port, 4242 by default, is not its HTTP port, 8042).")
-                else:
-                    hint = (" Check that the server is running and the URL (scheme, host, port, "
-                            "prefix) is right.")
-                raise OrthancConnectionError(
-                    f"Could not reach Orthanc: {method} {url} failed ({_short(exc)})." + hint
-                ) from None
-            except requests.exceptions.InvalidURL as exc:
-                raise InvalidURLError(f"Malformed Orthanc URL {url!r}: {exc}") from None
-            except requests.exceptions.RequestException as exc:  # anything else: one family
-                raise OrthancConnectionError(
-                    f"{method} {url} failed ({type(exc).__name__}: {_short(exc)}).") from None
-            if resp.status_code in _RETRY_STATUS and attempt + 1 < attempts:
-                resp.close()
-                time.sleep(0.2 * (attempt + 1))
-                continue
-            if resp.status_code >= 400:
-                raise self._http_error(method, url, resp)
-            if self._register_on_success:
-                self._register_on_success = False
-                _register(self)
-            return resp
-        raise AssertionError("unreachable")  # pragma: no cover
+        answer = Stream(self, method, self._full(path), _Attempts(self.retries, idempotent),
+                        dict(params=params, data=data, headers=hdrs,
+                             timeout=timeout or self.timeout))
+        try:
+            answer._open()
+            yield answer
+        finally:
+            answer.close()
+
+    def get_file(self, instance_id: str) -> contextlib.AbstractContextManager[Stream]:
+        """The stored DICOM file of an instance, exactly as stored, streamed (:meth:`stream`).
+
+        The one way ``/instances/{id}/file`` is fetched (headers, pixels, downloads).
+
+        Examples
+        --------
+        >>> with client.get_file("19a8e1b3-...") as f:                   # doctest: +SKIP
+        ...     data = f.read()
+        """
+        return self.stream("GET", f"/instances/{instance_id}/file")
+
+    @contextlib.contextmanager
+    def _map_exceptions(self, method: str, url: str, *, timeout=None,
+                        reading: int | None = None) -> Iterator[None]:
+        """Turn every requests/urllib3/socket exception raised inside into the library's own.
+
+        The one place where foreign exceptions are mapped. ``reading`` is the number of bytes of
+        the answer already read (``None`` while the request is sent and its headers awaited).
+        """
+        try:
+            yield
+        except OrthancPandasError:
+            raise
+        except requests.exceptions.InvalidURL as exc:
+            raise InvalidURLError(f"Malformed Orthanc URL {url!r}: {exc}") from None
+        except _BROKEN as exc:
+            raise self._mapped(exc, method, url, timeout or self.timeout, reading) from None
+
+    def _mapped(self, exc: BaseException, method: str, url: str, timeout,
+                reading: int | None) -> OrthancConnectionError:
+        causes = list(_causes(exc))
+        where = ("" if reading is None else f" after {reading} bytes of the answer" if reading
+                 else " while reading the answer")
+        # urllib3 2 derives "connection refused" (NewConnectionError) from ConnectTimeoutError
+        if any(isinstance(e, _TIMEOUTS) and not isinstance(e, urllib3.exceptions.NewConnectionError)
+               for e in causes):
+            kind = "connect" if any(isinstance(e, _CONNECT_TIMEOUTS) for e in causes) else "read"
+            return OrthancTimeoutError(
+                f"{method} {url} timed out ({kind} timeout, timeout={timeout!r}){where}. The server "
+                "may be overloaded or unreachable; raise timeout= if it is just slow.")
+        if reading is not None:  # a TLS error mid-answer is a broken connection, not a certificate
+            return OrthancConnectionError(
+                f"{method} {url}: the connection broke{where} ({_short(exc)}); the server or the "
+                "network stopped mid-answer.")
+        if any(isinstance(e, _TLS) for e in causes):
+            if "WRONG_VERSION_NUMBER" in str(exc) or "wrong version number" in str(exc):
+                return OrthancTLSError(
+                    f"TLS handshake failed for {method} {url}: the server does not speak TLS "
+                    "on this port. Use an http:// URL for a server without SslEnabled.")
+            return OrthancTLSError(
+                f"TLS verification failed for {method} {url}: {_short(exc)}. If the server uses "
+                "a self-signed or private certificate, pass verify='/path/to/ca.pem' (its CA "
+                "bundle); verify=False turns checking off (not recommended).")
+        text = str(exc)
+        if any(k in text for k in ("Connection aborted", "RemoteDisconnected", "BadStatusLine")):
+            hint = (" Something listens there but did not answer in HTTP: the server "
+                    "stopped mid-request, or this port is not Orthanc's REST API (its "
+                    "DICOM port, 4242 by default, is not its HTTP port, 8042).")
+        else:
+            hint = (" Check that the server is running and the URL (scheme, host, port, "
+                    "prefix) is right.")
+        return OrthancConnectionError(
+            f"Could not reach Orthanc: {method} {url} failed ({_short(exc)})." + hint)
 
     def _http_error(self, method: str, url: str, resp: requests.Response) -> OrthancHTTPError:
         status = resp.status_code
         try:
             body = resp.json()
-        except ValueError:
+        except (ValueError, *_BROKEN):  # no JSON, or the error body itself broke off
             body = None
         finally:
             resp.close()
@@ -354,34 +458,8 @@ class OrthancClient:
 
         (``Response.content`` iterates in 10 kB chunks: ~50 Python round trips per CT slice.)
         """
-        resp = self.request("GET", path, params=params, stream=True, **kw)
-        try:
-            data = resp.raw.read(decode_content=True)
-        except Exception as exc:  # urllib3 protocol errors: the server went away mid-answer
-            raise OrthancConnectionError(
-                f"The connection broke while reading GET {self._full(path)} ({_short(exc)})."
-            ) from None
-        finally:
-            resp.close()
-        expected = resp.headers.get("Content-Length")
-        if expected is not None and resp.headers.get("Content-Encoding", "identity") == "identity" \
-                and int(expected) != len(data):
-            raise OrthancConnectionError(
-                f"GET {self._full(path)} ended after {len(data)} of {expected} bytes: the server "
-                "stopped mid-answer.")
-        return data
-
-    def iter_bytes(self, path: str, *, chunk_size: int = 1 << 20, params=None) -> Iterator[bytes]:
-        """Stream a binary answer in chunks; the connection is released when the iterator ends."""
-        resp = self.request("GET", path, params=params, stream=True)
-        try:
-            yield from resp.iter_content(chunk_size)
-        except requests.exceptions.RequestException as exc:
-            raise OrthancConnectionError(
-                f"The connection broke while reading GET {self._full(path)} ({_short(exc)})."
-            ) from None
-        finally:
-            resp.close()
+        with self.stream("GET", path, params=params, **kw) as answer:
+            return answer.read()
 
     def post_json(self, path: str, body=None, *, data=None, headers=None, idempotent=None) -> Any:
         """POST a JSON body (or raw ``data``) and decode the JSON answer."""
@@ -512,6 +590,108 @@ class OrthancClient:
             if len(page) < page_size:
                 return
             since += len(page)
+
+
+class Stream:
+    """An answer on its way: ``headers``, ``status_code``, ``read(n)`` and iteration over chunks.
+
+    Made by :meth:`OrthancClient.stream`, which closes it. Reads are mapped to the exception
+    family; a connection that breaks before any byte was handed out is opened again under the
+    request's retry policy; an answer shorter than its ``Content-Length`` is an
+    :class:`~orthanc_pandas.errors.OrthancConnectionError`, never a short result.
+    """
+
+    def __init__(self, client: OrthancClient, method: str, url: str, attempts: _Attempts,
+                 send: dict):
+        self._client, self.method, self.url = client, method, url
+        self._attempts, self._send = attempts, send
+        self.response: requests.Response | None = None
+        self.delivered = 0  # bytes handed to the caller
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self.response.headers
+
+    @property
+    def status_code(self) -> int:
+        return self.response.status_code
+
+    def __repr__(self) -> str:
+        return f"<Stream {self.method} {self.url} ({self.delivered} bytes read)>"
+
+    def _open(self) -> None:
+        client = self._client
+        while True:
+            self.close()
+            try:
+                with client._map_exceptions(self.method, self.url, timeout=self._send["timeout"]):
+                    resp = client.session.request(self.method, self.url, stream=True, **self._send)
+                self._check_headers(resp)
+            except OrthancPandasError as exc:
+                if self._attempts.again(exc):
+                    continue
+                raise
+            if resp.status_code in _RETRY_STATUS and self._attempts.again(resp.status_code):
+                resp.close()
+                continue
+            if resp.status_code >= 400:
+                raise client._http_error(self.method, self.url, resp)
+            self.response = resp
+            if client._register_on_success:
+                client._register_on_success = False
+                _register(client)
+            return
+
+    def _check_headers(self, resp: requests.Response) -> None:
+        """Raise when the answer's headers broke off: http.client then takes what came for a
+        complete answer without length, whose body is "whatever arrives until the close"."""
+        raw = getattr(resp.raw, "_original_response", None)
+        broken = bool(getattr(getattr(raw, "msg", None), "defects", None))  # cut mid-line
+        unframed = (getattr(resp.raw, "version", 10) >= 11 and self.method != "HEAD"
+                    and resp.status_code >= 200 and resp.status_code not in (204, 304)
+                    and "Content-Length" not in resp.headers
+                    and "Transfer-Encoding" not in resp.headers
+                    and resp.headers.get("Connection", "").lower() != "close")
+        if broken or unframed:  # Orthanc frames every HTTP/1.1 answer
+            resp.close()
+            raise OrthancConnectionError(
+                f"{self.method} {self.url}: the connection broke in the headers of the answer; "
+                "the server or the network stopped mid-answer.")
+
+    def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (fewer only at the end of the answer); all the rest when ``n < 0``."""
+        while True:
+            try:
+                with self._client._map_exceptions(self.method, self.url, timeout=self._send["timeout"],
+                                                  reading=self.delivered):
+                    data = self.response.raw.read(None if n < 0 else n, decode_content=True)
+                if n < 0 or len(data) < n:
+                    self._check_complete(self.delivered + len(data))
+            except OrthancPandasError as exc:
+                if self.delivered == 0 and self._attempts.again(exc):
+                    self._open()  # nothing reached the caller: start the answer again
+                    continue
+                raise
+            self.delivered += len(data)
+            return data
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self.read(_CHUNK):
+            yield chunk
+
+    def _check_complete(self, got: int) -> None:
+        expected = self.response.headers.get("Content-Length")
+        if expected is not None and self.response.headers.get("Content-Encoding", "identity") \
+                == "identity" and self.method != "HEAD" and int(expected) != got:
+            raise OrthancConnectionError(
+                f"{self.method} {self.url} ended after {got} of {expected} bytes: the server "
+                "stopped mid-answer.")
+
+    def close(self) -> None:
+        """Drop the rest of the answer (with its connection, when it was not read to the end)."""
+        if self.response is not None:
+            with contextlib.suppress(Exception):
+                self.response.close()
 
 
 def _decode_json(resp: requests.Response, method: str, url: str) -> Any:

@@ -16,7 +16,6 @@ import threading
 
 import pandas as pd
 import pydicom
-import requests
 
 from ._progress import progress_bar
 from ._threads import map_in_order
@@ -100,34 +99,18 @@ def read_header(client: OrthancClient, instance_id: str) -> pydicom.Dataset:
     >>> ds = read_header(client, "19a8e1b3-...")                      # doctest: +SKIP
     >>> ds.PatientName                                                 # doctest: +SKIP
     """
-    path = f"/instances/{instance_id}/file"
-    for attempt in range(2):
-        resp = client.request("GET", path, stream=True)
+    with client.get_file(instance_id) as answer:
+        # A small first read covers most headers; then bigger reads (a header with a large
+        # private blob or an icon image can be long). Leaving the block drops the rest.
         buf = bytearray()
-        try:
-            # A small first read covers most headers; then bigger reads (a header with a
-            # large private blob or an icon image can be long).
-            size = _FIRST_CHUNK
-            raw = resp.raw
-            while True:
-                chunk = raw.read(size, decode_content=True)
-                if chunk:
-                    buf += chunk
-                done = not chunk
-                ds = parse_header_prefix(bytes(buf), complete=done)
-                if ds is not None:
-                    return ds
-                size = min(size * 2, 4 << 20)
-        except (requests.exceptions.RequestException, OSError) as exc:
-            # Orthanc closes idle kept-alive connections after 1 s: retry a broken read once
-            if attempt == 0:
-                continue
-            raise OrthancConnectionError(
-                f"The connection broke while reading GET {client.url}{path} ({exc})."
-            ) from None
-        finally:
-            resp.close()
-    raise AssertionError("unreachable")  # pragma: no cover
+        size = _FIRST_CHUNK
+        while True:
+            chunk = answer.read(size)
+            buf += chunk
+            ds = parse_header_prefix(bytes(buf), complete=not chunk)
+            if ds is not None:
+                return ds
+            size = min(size * 2, 4 << 20)
 
 
 def _instance_ids(df: pd.DataFrame) -> list[str]:

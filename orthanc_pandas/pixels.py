@@ -64,7 +64,8 @@ def fetch_datasets(client: OrthancClient, instance_ids: Sequence[str], *,
     bar = progress_bar(progress, total=len(ids), desc=desc, unit="file", min_total=50)
 
     def one(iid: str):
-        blob = client.get_bytes(f"/instances/{iid}/file")
+        with client.get_file(iid) as answer:
+            blob = answer.read()
         try:
             ds = pydicom.dcmread(io.BytesIO(blob))
         except Exception as exc:  # pydicom raises many types for a bad file

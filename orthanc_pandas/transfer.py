@@ -22,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
-import requests
 
 from ._progress import progress_bar
 from ._threads import map_in_order
@@ -32,12 +31,11 @@ from .errors import (
     OrthancConnectionError,
     OrthancHTTPError,
     OrthancPandasError,
-    OrthancTimeoutError,
 )
 from .index import ROUTES
 
-__all__ = ["download", "to_zip", "upload", "delete", "default_download_folder",
-           "UPLOAD_STATUSES"]
+__all__ = ["download", "to_zip", "upload", "classify_upload", "delete",
+           "default_download_folder", "UPLOAD_STATUSES"]
 
 UPLOAD_STATUSES = ("Success", "AlreadyStored", "NotDicom", "Failure", "Error")
 _LEVELS = ("instance", "series", "study", "patient")
@@ -113,35 +111,20 @@ def _fetch_to(client: OrthancClient, instance: str, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.*.part"):  # left by an interrupted run
         stale.unlink(missing_ok=True)
-    for attempt in range(2):
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                resp = client.request("GET", f"/instances/{instance}/file", stream=True)
-                try:
-                    expected = resp.headers.get("Content-Length")
-                    written = 0
-                    for chunk in resp.iter_content(_CHUNK):
-                        out.write(chunk)
-                        written += len(chunk)
-                finally:
-                    resp.close()
-            if expected is not None and written != int(expected):
-                raise OrthancConnectionError(
-                    f"GET /instances/{instance}/file ended after {written} of {expected} bytes.")
-            os.replace(tmp, path)
-            return
-        except (requests.exceptions.RequestException, OrthancConnectionError) as exc:
-            Path(tmp).unlink(missing_ok=True)
-            timed_out = isinstance(exc, OrthancTimeoutError)
-            if attempt == 0 and not timed_out:
-                continue  # a kept-alive connection closed by the server: try once more
-            raise (OrthancTimeoutError if timed_out else OrthancConnectionError)(
-                f"Downloading instance {instance} failed ({exc}); rerun download() to resume: "
-                "complete files are skipped.") from None
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, client.get_file(instance) as answer:
+            for chunk in answer:
+                out.write(chunk)
+        os.replace(tmp, path)
+    except OrthancConnectionError as exc:  # retried by the client already, where that was safe
+        Path(tmp).unlink(missing_ok=True)
+        raise type(exc)(
+            f"Downloading instance {instance} failed ({exc}); rerun download() to resume: "
+            "complete files are skipped.") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def download(df: pd.DataFrame, client: OrthancClient, folder: str | os.PathLike | None = None,
@@ -239,18 +222,16 @@ def to_zip(df: pd.DataFrame, client: OrthancClient, path: str | os.PathLike) -> 
         raise OrthancPandasError("to_zip() got a frame with no rows: there is nothing to archive.")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
     try:
-        with os.fdopen(fd, "wb") as out:
-            resp = client.request("POST", "/tools/create-archive", stream=True, idempotent=True,
-                                  json_body={"Resources": series, "Synchronous": True})
+        with os.fdopen(fd, "wb") as out, \
+                client.stream("POST", "/tools/create-archive", idempotent=True,
+                              json_body={"Resources": series, "Synchronous": True}) as answer:
             try:
-                for chunk in resp.iter_content(_CHUNK):
+                for chunk in answer:
                     out.write(chunk)
-            except requests.exceptions.RequestException as exc:
-                raise OrthancConnectionError(
+            except OrthancConnectionError as exc:
+                raise type(exc)(
                     f"The connection broke while writing the archive ({exc}); nothing was "
                     f"written to {path}. Try again.") from None
-            finally:
-                resp.close()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -311,6 +292,62 @@ def _items(files: list[Path]) -> Iterator[tuple[str, object]]:
         yield str(f), data
 
 
+def _upload_row(status: str, message: str = "", answer: dict | None = None) -> dict:
+    answer = answer or {}
+    return {"status": status, "message": message, "instance": answer.get("ID"),
+            "series": answer.get("ParentSeries"), "study": answer.get("ParentStudy"),
+            "patient": answer.get("ParentPatient")}
+
+
+def classify_upload(answer=None, error: BaseException | None = None, *,
+                    looked_like_dicom: bool = True) -> dict:
+    """The report of one uploaded file, from Orthanc's answer or the error the upload raised.
+
+    Pure: no server. ``answer`` is the JSON of ``POST /instances`` (a dict, or a list of
+    them for a ZIP body); ``error`` is what sending raised instead.
+
+    Parameters
+    ----------
+    answer : dict or list of dict, optional
+    error : Exception, optional
+    looked_like_dicom : bool, default True
+        Whether the bytes sent passed the local DICOM sniff (or were checked before sending): a
+        "Bad file format" refusal of bytes that did not is ``NotDicom``, else ``Failure``.
+
+    Returns
+    -------
+    dict
+        ``status`` (one of :data:`UPLOAD_STATUSES`), ``message``, and the Orthanc ids
+        ``instance``, ``series``, ``study``, ``patient`` (``None`` unless stored).
+
+    Examples
+    --------
+    >>> classify_upload({"Status": "AlreadyStored", "ID": "i", "ParentSeries": "s"})["status"]
+    'AlreadyStored'
+    >>> classify_upload(error=OSError("no such file"))["status"]
+    'Error'
+    """
+    if error is None:
+        if isinstance(answer, list):  # Orthanc answers a list for ZIP bodies
+            answer = answer[0] if len(answer) == 1 else {"Status": "Failure",
+                                                         "Message": f"{len(answer)} answers"}
+        if not isinstance(answer, dict):
+            return _upload_row("Error", f"unexpected answer from Orthanc: {answer!r:.200}")
+        status = str(answer.get("Status", "Failure"))
+        return _upload_row(status if status in UPLOAD_STATUSES else "Failure",
+                           answer.get("Message", ""), answer)
+    if isinstance(error, OrthancHTTPError):
+        if error.status == 400 and "Bad file format" in (error.orthanc_message or "") \
+                and not looked_like_dicom:
+            status = "NotDicom"
+        else:
+            status = "Failure" if error.status < 500 else "Error"  # < 500: a file Orthanc refused
+        return _upload_row(status, error.orthanc_message or str(error))
+    if isinstance(error, OrthancPandasError):
+        return _upload_row("Error", str(error))
+    return _upload_row("Error", f"{type(error).__name__}: {error}")
+
+
 def upload(paths, url_or_client: str | OrthancClient, *, recursive: bool = False,
            check_dicom: bool = True, progress=None, max_workers: int = 4) -> pd.DataFrame:
     """Store DICOM files in Orthanc; report every input path.
@@ -357,46 +394,28 @@ def upload(paths, url_or_client: str | OrthancClient, *, recursive: bool = False
     server_down: list[str] = []  # set once the server stopped answering: send nothing more
 
     def send(i: int, name: str, data) -> None:
-        row = {"path": name, "status": "Error", "message": "", "instance": None, "series": None,
-               "study": None, "patient": None}
         if server_down:
-            row["message"] = (f"not sent: the server stopped answering earlier in this batch "
-                              f"({server_down[0]}). Rerun upload(): files already stored are "
-                              "reported AlreadyStored.")
+            row = _upload_row("Error", f"not sent: the server stopped answering earlier in this "
+                                       f"batch ({server_down[0]}). Rerun upload(): files already "
+                                       "stored are reported AlreadyStored.")
         elif isinstance(data, BaseException):
-            row["message"] = f"{type(data).__name__}: {data}"
+            row = classify_upload(error=data)
         elif check_dicom and not _looks_like_dicom(data):
-            row.update(status="NotDicom", message="not a DICOM file (no DICM marker, no SOP Instance UID)")
+            row = _upload_row("NotDicom", "not a DICOM file (no DICM marker, no SOP Instance UID)")
         else:
             try:
-                ans = client.post_json("/instances", data=data, idempotent=True,
-                                       headers={"Content-Type": "application/dicom"})
-                if isinstance(ans, list):  # Orthanc answers a list for ZIP bodies
-                    ans = ans[0] if len(ans) == 1 else {"Status": "Failure",
-                                                        "Message": f"{len(ans)} answers"}
-                row.update(status=str(ans.get("Status", "Failure")), message=ans.get("Message", ""),
-                           instance=ans.get("ID"), series=ans.get("ParentSeries"),
-                           study=ans.get("ParentStudy"), patient=ans.get("ParentPatient"))
-                if row["status"] not in UPLOAD_STATUSES:
-                    row["status"] = "Failure"
-            except OrthancHTTPError as exc:
-                bad_format = (exc.status == 400 and "Bad file format" in (exc.orthanc_message or ""))
-                if bad_format and not (check_dicom or _looks_like_dicom(data)):
-                    row["status"] = "NotDicom"
-                elif exc.status < 500:
-                    row["status"] = "Failure"  # a DICOM file Orthanc refused
-                row["message"] = exc.orthanc_message or str(exc)
-            except OrthancConnectionError as exc:
-                # retried already (uploads are idempotent): the server is gone, so the rest of
-                # the batch is reported unsent at once instead of failing file by file
-                server_down.append(type(exc).__name__)
-                row["message"] = str(exc)
-            except OrthancPandasError as exc:
-                row["message"] = str(exc)
+                row = classify_upload(client.post_json(
+                    "/instances", data=data, idempotent=True,
+                    headers={"Content-Type": "application/dicom"}))
             except Exception as exc:  # never abort the batch: report it on its row
-                row["message"] = f"{type(exc).__name__}: {exc}"
+                if isinstance(exc, OrthancConnectionError):
+                    # retried already (uploads are idempotent): the server is gone, so the rest
+                    # of the batch is reported unsent at once instead of failing file by file
+                    server_down.append(type(exc).__name__)
+                row = classify_upload(error=exc,
+                                      looked_like_dicom=check_dicom or _looks_like_dicom(data))
         with lock:
-            rows.append((i, row))
+            rows.append((i, {"path": name, **row}))
 
     workers = max(1, min(int(max_workers), client.pool_size))
     with progress_bar(progress, total=len(files), desc="Uploading", unit="file",

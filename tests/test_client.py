@@ -142,6 +142,58 @@ def test_survives_server_closing_keepalive_connections(corpus):
         time.sleep(1.3)  # Orthanc 1.10 closes idle connections after 1 s
 
 
+# -- the one retry policy, counted at a relay in front of a real Orthanc ----------------------
+def test_retries_0_sends_exactly_one_request(corpus):
+    from tls_relay import CuttingRelay, KeepAliveDropRelay
+
+    with CuttingRelay(corpus.server.port, cut_after=0) as relay:  # every connection dropped unanswered
+        for retries in (0, 2):
+            before = relay.connections
+            with pytest.raises(OrthancConnectionError) as info:
+                OrthancClient(relay.url, retries=retries).get_json("/statistics")
+            assert type(info.value) is OrthancConnectionError
+            assert relay.connections - before == 1 + retries
+    with KeepAliveDropRelay(corpus.server.port) as relay:  # the kept-alive connection drops on reuse
+        client = OrthancClient(relay.url, retries=0)
+        assert client.statistics()["CountInstances"] > 0
+        with pytest.raises(OrthancConnectionError, match="Could not reach Orthanc"):
+            client.statistics()
+        assert (relay.connections, relay.requests) == (1, 2)
+    with KeepAliveDropRelay(corpus.server.port) as relay:  # not idempotent: never sent twice
+        client = OrthancClient(relay.url, retries=2)
+        client.statistics()
+        with pytest.raises(OrthancConnectionError):
+            client.post_json("/tools/lookup", data=b"1.2.3")
+        assert (relay.connections, relay.requests) == (1, 2)
+
+
+def test_retries_2_survives_dropped_keepalive_connections(corpus):
+    from tls_relay import KeepAliveDropRelay
+
+    iid = next(iter(corpus.stored))
+    with KeepAliveDropRelay(corpus.server.port) as relay:
+        client = OrthancClient(relay.url, retries=2)
+        for _ in range(3):
+            assert client.statistics()["CountInstances"] > 0
+            with client.get_file(iid) as answer:
+                assert answer.read() == corpus.stored[iid].read_bytes()
+        assert relay.drops >= 5  # every call but the first reused a connection, and was sent again
+        assert relay.requests == 6 + relay.drops
+
+
+def test_retry_policy():
+    from orthanc_pandas.client import _Attempts
+    from orthanc_pandas.errors import OrthancTimeoutError, OrthancTLSError
+
+    dropped = OrthancConnectionError("dropped")
+    assert not _Attempts(0, True).again(dropped) and not _Attempts(0, True).again(503)
+    assert not _Attempts(2, False).again(dropped)  # not idempotent
+    two = _Attempts(2, True)
+    assert two.again(dropped) and two.again(504) and not two.again(dropped)
+    for never in (OrthancTimeoutError("slow"), OrthancTLSError("cert"), 500, 404):
+        assert not _Attempts(2, True).again(never)
+
+
 def test_unreachable_server_is_a_connection_error():
     port = free_port()
     with pytest.raises(OrthancConnectionError, match="Check that the server is running"):

@@ -410,3 +410,55 @@ def test_other_process_uploads_and_deletes_while_reading(factory, tmp_path):
     final = op.read_orthanc(server.url)
     assert frozenset(final.index.get_level_values("instance")) == states[-1]
     assert pd.Index(final.index.get_level_values("instance")).is_unique
+
+
+# -- a connection closed or stalled mid-header / mid-answer (a relay in front of a real Orthanc) --
+@pytest.fixture(scope="module")
+def relayed(orthanc_available):
+    """One real Orthanc with a CT series and its frame, for relays that break its answers."""
+    from orthanc_pandas.testing import LocalOrthanc
+
+    with LocalOrthanc(name="relayed") as server:
+        server.upload_bytes(to_bytes(d) for d in make_series(N_SLICES, 64, 64, seed="relayed"))
+        yield server, op.read_orthanc(server.url)
+
+
+def _read_file(client, df, tmp_path):
+    with client.get_file(df.index[0][3]) as answer:
+        return answer.read()
+
+
+OPERATIONS = {  # each reads one answer of several kB (JSON ~12 kB, a file ~9 kB)
+    "get_json": lambda client, df, tmp_path: client.get_json("/instances", params={"expand": ""}),
+    "get_file": _read_file,
+    "headers": lambda client, df, tmp_path: df.iloc[:1].orthanc.headers(client=client),
+    "download": lambda client, df, tmp_path: df.iloc[:1].orthanc.download(tmp_path, client=client),
+}
+CUTS = {"mid-header": 40, "mid-answer": 2000}  # bytes of the server's answer let through
+
+
+@pytest.mark.parametrize("fault, retries", [("closed", 0), ("closed", 2), ("stalled", 0), ("stalled", 2)])
+@pytest.mark.parametrize("where", CUTS)
+@pytest.mark.parametrize("operation", OPERATIONS)
+def test_connection_closed_or_stalled_mid_answer_is_a_family_error_of_its_kind(
+        relayed, tmp_path, operation, where, fault, retries):
+    """Closed -> OrthancConnectionError (sent again while no byte reached the caller);
+    stalled -> OrthancTimeoutError (never sent again: that would only double the wait)."""
+    from tls_relay import CuttingRelay
+
+    server, df = relayed
+    with CuttingRelay(server.port, cut_after=CUTS[where], stall=fault == "stalled") as relay:
+        client = op.OrthancClient(relay.url, timeout=(1, 0.5), retries=retries)
+        t = time.perf_counter()
+        with pytest.raises(OrthancConnectionError) as info:
+            OPERATIONS[operation](client, df, tmp_path)
+        elapsed = time.perf_counter() - t
+    if fault == "stalled":
+        assert type(info.value) is OrthancTimeoutError
+        assert "timed out (read timeout, timeout=(1, 0.5))" in str(info.value)
+        assert relay.connections == 1 and elapsed < 5
+    else:
+        assert type(info.value) is OrthancConnectionError
+        assert relay.connections == 1 + retries == relay.cuts
+    assert str(relay.url) in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # download: nothing under a final name, no .part left

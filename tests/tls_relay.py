@@ -1,5 +1,8 @@
 """Relays in front of a real Orthanc: a TLS endpoint (as hospitals deploy it behind a reverse
-proxy), and a relay that cuts answers short (a connection dying mid-file).
+proxy), a relay that cuts answers short or stalls them (a connection dying or hanging mid-header
+or mid-file), and one that drops a kept-alive connection when it is used again (the race with
+Orthanc's 1 s keep-alive timeout, made certain). They stand for network faults only: the answers
+are the real server's. Each counts the connections it accepted.
 
 Debian's Orthanc 1.10.1 crashes (civetweb worker segfault) on the first request when its own
 ``SslEnabled`` is on, so the TLS tests terminate TLS here, with a certificate made in the
@@ -23,6 +26,8 @@ class _Relay:
         self.target_port = target_port
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
+        self.connections = 0  # accepted so far: one per request sent on a fresh connection
+        self.closed = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
     @property
@@ -34,6 +39,7 @@ class _Relay:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.closed.set()  # stalled connections end too
         with contextlib.suppress(OSError):
             self.sock.close()  # accept() then fails and the serving thread ends
 
@@ -43,6 +49,7 @@ class _Relay:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            self.connections += 1
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _handle(self, conn: socket.socket) -> None:
@@ -89,12 +96,23 @@ class TLSRelay(_Relay):
                 s.close()
 
 
+def _close(*socks: socket.socket) -> None:
+    for s in socks:
+        with contextlib.suppress(OSError):
+            s.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            s.close()
+
+
 class CuttingRelay(_Relay):
     """A plain TCP relay to 127.0.0.1:<target> that drops each connection after ``cut_after``
-    bytes of the server's answer: a server (or network) dying in the middle of a file."""
+    bytes of the server's answer: a server (or network) dying in the middle of a file (or of
+    the answer's headers, for a small ``cut_after``). With ``stall=True`` the connection stays
+    open and silent instead: a server hanging mid-answer."""
 
-    def __init__(self, target_port: int, cut_after: int):
+    def __init__(self, target_port: int, cut_after: int, *, stall: bool = False):
         self.cut_after = cut_after
+        self.stall = stall
         self.cuts = 0
         self._lock = threading.Lock()
         super().__init__(target_port)
@@ -125,8 +143,51 @@ class CuttingRelay(_Relay):
         if sent >= self.cut_after:
             with self._lock:
                 self.cuts += 1
-        for s in (conn, backend):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                s.close()
+            if self.stall:
+                self.closed.wait(60)
+        _close(conn, backend)
+
+
+class KeepAliveDropRelay(_Relay):
+    """A plain TCP relay that serves one request per connection and, when the client sends a
+    second request on the same kept-alive connection, closes it without an answer: what a
+    client sees when Orthanc closed an idle connection just as it was reused."""
+
+    _REQUEST_LINE = (b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ")
+
+    def __init__(self, target_port: int):
+        self.requests = 0  # request lines received
+        self.drops = 0  # connections dropped on reuse
+        self._lock = threading.Lock()
+        super().__init__(target_port)
+
+    def _handle(self, conn: socket.socket) -> None:
+        try:
+            backend = socket.create_connection(("127.0.0.1", self.target_port))
+        except OSError:
+            conn.close()
+            return
+
+        def downstream():
+            try:
+                while data := backend.recv(65536):
+                    conn.sendall(data)
+            except OSError:
+                pass
+
+        threading.Thread(target=downstream, daemon=True).start()
+        seen = 0
+        try:
+            while data := conn.recv(65536):
+                if data.startswith(self._REQUEST_LINE):
+                    with self._lock:
+                        self.requests += 1
+                    seen += 1
+                    if seen > 1:
+                        with self._lock:
+                            self.drops += 1
+                        break
+                backend.sendall(data)
+        except OSError:
+            pass
+        _close(conn, backend)
