@@ -192,6 +192,45 @@ def test_upload_single_file_missing_file_and_bad_zip(empty_server, tmp_path):
     assert list(single.status.astype(str)) == ["AlreadyStored"]
 
 
+# Orthanc's answers as it sends them (POST /instances on 1.10 and 1.13), classified without a server
+_STORED = {"ID": "i1", "ParentPatient": "p1", "ParentSeries": "s1", "ParentStudy": "t1",
+           "Path": "/instances/i1", "Status": "Success"}
+
+
+def _http_error(status, message):
+    from orthanc_pandas.errors import OrthancHTTPError
+
+    return OrthancHTTPError(f"POST /instances -> HTTP {status}", status=status, method="POST",
+                            url="http://127.0.0.1:8042/instances", orthanc_message=message)
+
+
+@pytest.mark.parametrize("answer, error, looked_like_dicom, status, message", [
+    (_STORED, None, True, "Success", ""),
+    ({**_STORED, "Status": "AlreadyStored"}, None, True, "AlreadyStored", ""),
+    ([{**_STORED, "Status": "AlreadyStored"}], None, True, "AlreadyStored", ""),  # a ZIP body
+    ([_STORED, _STORED], None, True, "Failure", "2 answers"),
+    ({"Status": "FilteredOut"}, None, True, "Failure", ""),  # a status this library does not know
+    ({"Status": "Failure", "Message": "refused by a Lua script"}, None, True, "Failure",
+     "refused by a Lua script"),
+    (None, _http_error(400, "Bad file format"), False, "NotDicom", "Bad file format"),
+    (None, _http_error(400, "Bad file format"), True, "Failure", "Bad file format"),
+    (None, _http_error(500, "Internal error"), True, "Error", "Internal error"),
+    (None, OSError("[Errno 2] No such file"), True, "Error", "OSError: [Errno 2] No such file"),
+])
+def test_classify_upload_on_plain_answers(answer, error, looked_like_dicom, status, message):
+    from orthanc_pandas.errors import OrthancConnectionError
+    from orthanc_pandas.transfer import UPLOAD_STATUSES, classify_upload
+
+    row = classify_upload(answer, error, looked_like_dicom=looked_like_dicom)
+    assert row["status"] == status and status in UPLOAD_STATUSES
+    assert row["message"] == message
+    stored = status in ("Success", "AlreadyStored")
+    assert (row["instance"], row["series"], row["study"], row["patient"]) == \
+        (("i1", "s1", "t1", "p1") if stored else (None,) * 4)
+    gone = classify_upload(error=OrthancConnectionError("Could not reach Orthanc"))
+    assert (gone["status"], gone["message"]) == ("Error", "Could not reach Orthanc")
+
+
 # -- delete ---------------------------------------------------------------------------------
 @pytest.fixture
 def delete_server(orthanc_factory):
