@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ._threads import DEFAULT_WORKERS
 from .client import OrthancClient
 from .index import INDEX_NAMES
 from .series_volume import check_index_frame, frame_client, frame_url
@@ -142,7 +143,7 @@ class OrthancAccessor:
 
         return select(self._df, criteria, self.client, case_sensitive=case_sensitive)
 
-    def with_tags(self, *tags, progress=None, max_workers: int | None = 4, client=None) -> pd.DataFrame:
+    def with_tags(self, *tags, progress=None, max_workers: int | None = DEFAULT_WORKERS, client=None) -> pd.DataFrame:
         """This frame with a typed column for each tag, fetched in bulk.
 
         One ``GET /series/{id}/instances-tags`` request per series of the rows (never one per
@@ -236,7 +237,7 @@ class OrthancAccessor:
         return sort_by(self._df, tag, self.client, ascending=ascending, **fetch)
 
     # -- headers and files (headers.py, transfer.py) ------------------------------------
-    def headers(self, *, progress=None, max_workers: int = 4, client=None) -> list:
+    def headers(self, *, progress=None, max_workers: int = DEFAULT_WORKERS, client=None) -> list:
         """The pydicom header of every row, in row order, without pixel data (lossless).
 
         See :func:`orthanc_pandas.headers.headers`.
@@ -261,7 +262,7 @@ class OrthancAccessor:
         return header(self._df, self.client(client))
 
     def download(self, folder=None, *, layout: str = "flat", verify: str = "size", progress=None,
-                 max_workers: int = 4, client=None) -> pd.Series:
+                 max_workers: int = DEFAULT_WORKERS, client=None) -> pd.Series:
         """Save the stored file of every row; the paths in row order.
 
         See :func:`orthanc_pandas.transfer.download`.
@@ -317,7 +318,7 @@ class OrthancAccessor:
         return refresh(self._df, self.client(client))
 
     # -- labels (labels.py) --------------------------------------------------------------
-    def add_labels(self, *labels: str, level: str = "study", max_workers: int = 4,
+    def add_labels(self, *labels: str, level: str = "study", max_workers: int = DEFAULT_WORKERS,
                    client=None) -> pd.DataFrame:
         """Put Orthanc labels (Orthanc >= 1.12) on the rows' resources at ``level``.
 
@@ -359,7 +360,7 @@ class OrthancAccessor:
         return add_labels(self._df, self.client(client), *labels, level=level,
                           max_workers=max_workers)
 
-    def remove_labels(self, *labels: str, level: str = "study", max_workers: int = 4,
+    def remove_labels(self, *labels: str, level: str = "study", max_workers: int = DEFAULT_WORKERS,
                       client=None) -> pd.DataFrame:
         """Take Orthanc labels off the rows' resources at ``level``.
 

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 #: Version of the frame layout written into ``df.attrs["orthanc"]["format"]``.
 FORMAT_VERSION = 1
+#: Level -> count in ``GET /statistics``; the one definition (by route: ``ROUTES[level]``).
 _STAT_KEYS = {"patient": "CountPatients", "study": "CountStudies", "series": "CountSeries",
               "instance": "CountInstances"}
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
+from ._threads import worker_count
 from .client import OrthancClient, get_client
 from .errors import NotAnIndexError, OrthancPandasError, SelectionError
 from .index import INDEX_NAMES
@@ -63,7 +64,7 @@ def series_volume(rows: pd.DataFrame, client: OrthancClient, *, rescale: bool = 
     >>> vol = series_volume(df[df.SeriesInstanceUID == "1.2.3"],
     ...                     connect("http://127.0.0.1:8042"))             # doctest: +SKIP
     """
-    from .pixels import DEFAULT_WORKERS, fetch_datasets
+    from .pixels import fetch_datasets
     from .volume import from_datasets
 
     series = rows.index.get_level_values("series").unique()
@@ -75,7 +76,7 @@ def series_volume(rows: pd.DataFrame, client: OrthancClient, *, rescale: bool = 
             "for one volume per series."
         )
     ids = list(dict.fromkeys(rows.index.get_level_values("instance")))
-    workers = DEFAULT_WORKERS if max_workers is None else max_workers
+    workers = worker_count(max_workers, pool_size=client.pool_size, jobs=len(ids))
     # Decoding happens in the download threads (overlapping the network); the encoded
     # bytes are dropped file by file, so memory holds the stored pixels + the volume.
     datasets, arrays = fetch_datasets(client, ids, max_workers=workers, progress=progress,

@@ -36,6 +36,7 @@ import numpy as np
 from pydicom.datadict import keyword_dict
 from pydicom.dataelem import RawDataElement
 
+from ._threads import worker_count
 from .errors import (
     DuplicateSliceError,
     GantryTiltError,
@@ -830,8 +831,9 @@ def from_datasets(datasets: Sequence, *, instances: Sequence[str] | None = None,
         out = np.empty(shape, dtype=np.dtype(dtype) if rescale and not colour else raw0.dtype)
         fill(d0, raw0)
         del raw0
-        if max_workers > 1 and len(rest) > 1:
-            with ThreadPoolExecutor(max_workers) as pool:
+        workers = worker_count(max_workers, jobs=len(rest))
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as pool:
                 for _ in pool.map(fill, rest):
                     pass
         else:
