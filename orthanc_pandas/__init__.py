@@ -13,7 +13,8 @@ from .client import OrthancClient, connect  # noqa: E402
 from .compat import Orthanc  # noqa: E402
 from .errors import *  # noqa: E402,F401,F403
 from .errors import __all__ as _errors_all  # noqa: E402
+from .gateway import echo, query  # noqa: E402
 from .read import read_orthanc  # noqa: E402
 from .transfer import upload  # noqa: E402
 
-__all__ = ["__version__", "read_orthanc", "upload", "connect", "OrthancClient", "Orthanc", *_errors_all]
+__all__ = ["__version__", "read_orthanc", "upload", "connect", "OrthancClient", "query", "echo", "Orthanc", *_errors_all]

@@ -303,6 +303,129 @@ class OrthancAccessor:
 
         return delete(self._df, self.client(client), level, confirm=confirm, progress=progress)
 
+    # -- gateway and jobs (gateway.py, jobs.py) -----------------------------------------
+    def retrieve(self, target: str | None = None, *, method: str = "move", level: str | None = None,
+                 max_workers: int = 2, timeout: float | None = 600, progress=None,
+                 errors: str = "raise", client=None) -> pd.DataFrame:
+        """Pull the rows of a :func:`~orthanc_pandas.gateway.query` answer from the remote.
+
+        One asynchronous Orthanc job per study/series/instance of the rows (C-MOVE, or C-GET
+        with ``method="get"`` where the server has it), ``max_workers`` at a time, with a
+        progress bar and an overall ``timeout`` (jobs still running then are cancelled).
+
+        Parameters
+        ----------
+        target : str, optional
+            AE title to move to; default this Orthanc (the gateway).
+        method : {"move", "get"}
+        level : {"study", "series", "instance"}, optional
+            Default the query's level.
+        errors : {"raise", "report"}
+            ``"raise"``: a :class:`~orthanc_pandas.errors.JobError` when any resource failed
+            (the report is its ``.report``); ``"report"``: return the report regardless.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per resource: ``level``, ``resource`` (Orthanc id), the DICOM identifiers,
+            ``status`` (``retrieved``, ``already there``, ``failed``), ``reason``,
+            ``instances`` (now on this Orthanc) and ``job``.
+
+        Examples
+        --------
+        >>> answers = orthanc_pandas.gateway.query(url, "PACS", AccessionNumber=["A1", "A2"])  # doctest: +SKIP
+        >>> report = answers.orthanc.retrieve()                                              # doctest: +SKIP
+        >>> report.status.value_counts()                                                     # doctest: +SKIP
+        """
+        from .gateway import retrieve
+
+        return retrieve(self._df, self.client(client), target=target, method=method, level=level,
+                        max_workers=max_workers, timeout=timeout, progress=progress, errors=errors)
+
+    def send(self, destination: str, *, level: str = "study", max_workers: int = 2,
+             timeout: float | None = 600, progress=None, errors: str = "raise", client=None) -> pd.DataFrame:
+        """Store the rows' resources to a DICOM modality (C-STORE) or an Orthanc peer, as jobs.
+
+        Returns a report frame: ``level``, ``resource``, ``status`` (``sent``/``failed``),
+        ``reason``, ``job``; with ``errors="raise"`` a failure raises
+        :class:`~orthanc_pandas.errors.JobError` carrying it.
+
+        Examples
+        --------
+        >>> df[df.Modality == "CT"].orthanc.send("RESEARCH_PACS")                  # doctest: +SKIP
+        """
+        from .gateway import send
+
+        return send(self._df, self.client(client), destination, level=level, max_workers=max_workers,
+                    timeout=timeout, progress=progress, errors=errors)
+
+    def anonymize(self, level: str = "study", *, keep=(), replace=None, remove=(), keep_source: bool = True,
+                  force: bool = False, confirm: bool = False, done: pd.DataFrame | None = None,
+                  max_workers: int = 2, timeout: float | None = None, progress=None,
+                  errors: str = "raise", client=None) -> pd.DataFrame:
+        """Anonymize the rows' studies/series with Orthanc's own anonymizer, as server jobs.
+
+        A dry run unless ``confirm=True`` (like :meth:`delete`). One asynchronous job per
+        resource, ``max_workers`` at a time, progress from ``/jobs/{id}``.
+
+        Parameters
+        ----------
+        level : {"study", "series", "patient", "instance"}, default "study"
+        keep, remove : list of str
+            Tags to keep / remove (Orthanc's ``Keep``/``Remove``).
+        replace : dict
+            ``{"PatientName": "CASE001"}`` (Orthanc's ``Replace``).
+        keep_source : bool, default True
+            Keep the original resources.
+        done : pandas.DataFrame, optional
+            The mapping of an earlier run (or a :class:`JobError`'s ``.report``): resources
+            it lists as done are not done again, their rows are carried over.
+        errors : {"raise", "report"}
+            A failed job raises :class:`~orthanc_pandas.errors.JobError` (its ``.report`` is
+            the mapping so far) or is only reported.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The mapping (re-identification) frame: one row per instance with ``resource``,
+            ``new_resource``, ``job``, ``status`` (``done``, ``done before``, ``failed``,
+            ``would anonymize``), ``reason``, the original ``patient``/``study``/``series``/
+            ``instance`` ids and ``PatientID``/``StudyInstanceUID``/``SeriesInstanceUID``/
+            ``SOPInstanceUID``, and the same with a ``new_`` prefix. Keep it safe: it
+            re-identifies the anonymized data.
+
+        Examples
+        --------
+        >>> plan = cohort.orthanc.anonymize(replace={"PatientName": "CASE"})          # doctest: +SKIP
+        >>> mapping = cohort.orthanc.anonymize(replace={"PatientName": "CASE"}, confirm=True)  # doctest: +SKIP
+        """
+        from .jobs import modify_resources
+
+        return modify_resources(self._df, self.client(client), "anonymize", level=level, keep=keep,
+                                replace=replace, remove=remove, keep_source=keep_source, force=force,
+                                confirm=confirm, done=done, max_workers=max_workers, timeout=timeout,
+                                progress=progress, errors=errors)
+
+    def modify(self, level: str = "study", *, replace=None, remove=(), keep=(), keep_source: bool = True,
+               force: bool = False, confirm: bool = False, done: pd.DataFrame | None = None,
+               max_workers: int = 2, timeout: float | None = None, progress=None,
+               errors: str = "raise", client=None) -> pd.DataFrame:
+        """Modify the rows' studies/series with Orthanc's ``/modify``, as server jobs.
+
+        The same contract as :meth:`anonymize` (dry run by default, a mapping frame, ``done=``
+        to resume); changing identifiers such as ``PatientID`` needs ``force=True``.
+
+        Examples
+        --------
+        >>> df.orthanc.modify(replace={"InstitutionName": "X"}, confirm=True)       # doctest: +SKIP
+        """
+        from .jobs import modify_resources
+
+        return modify_resources(self._df, self.client(client), "modify", level=level, keep=keep,
+                                replace=replace, remove=remove, keep_source=keep_source, force=force,
+                                confirm=confirm, done=done, max_workers=max_workers, timeout=timeout,
+                                progress=progress, errors=errors)
+
     # -- freshness (refresh.py) ----------------------------------------------------------
     def refresh(self, *, client=None) -> pd.DataFrame:
         """The frame as it would be read now, from the changes since it was read.

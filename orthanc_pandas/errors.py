@@ -34,6 +34,8 @@ __all__ = [
     "GantryTiltError",
     "PixelDataError",
     "DownloadFolderError",
+    "JobError",
+    "DicomNetworkError",
     "OrthancPandasWarning",
     "ParseWarning",
     "GeometryWarning",
@@ -171,6 +173,25 @@ class PixelDataError(OrthancPandasError, ValueError):
 
 class DownloadFolderError(OrthancPandasError, PermissionError):
     """The download folder cannot be created or written to."""
+
+
+class JobError(OrthancPandasError, RuntimeError):
+    """Some Orthanc jobs (retrieve, send, anonymize, modify) failed; ``.report`` says which and why.
+
+    Attributes
+    ----------
+    report : pandas.DataFrame
+        One row per requested resource with its ``status`` and ``reason``; resources that
+        succeeded are in it too, so a rerun can skip them.
+    """
+
+    def __init__(self, message: str, *, report=None):
+        super().__init__(message)
+        self.report = report
+
+
+class DicomNetworkError(OrthancPandasError, ConnectionError):
+    """A remote DICOM node did not answer or refused (C-ECHO, C-FIND through Orthanc)."""
 
 
 class OrthancPandasWarning(UserWarning):

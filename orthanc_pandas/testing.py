@@ -55,7 +55,7 @@ from .client import OrthancClient
 from .errors import OrthancPandasError
 
 __all__ = ["LocalOrthanc", "LocalPostgres", "OrthancNotInstalledError", "PostgresNotInstalledError",
-           "find_orthanc_binary", "find_postgres_bindir", "install_debian_orthanc", "orthanc_root",
+           "find_orthanc_binary", "find_postgres_bindir", "install_debian_orthanc", "orthanc_root", "link",
            "DICOMWEB_PLUGIN", "POSTGRESQL_INDEX_PLUGIN"]
 
 DEFAULT_BINARY = "/usr/sbin/Orthanc"
@@ -293,6 +293,16 @@ class LocalOrthanc:
         ``{"Instance": ["SliceThickness", ...], "Series": [...]}``: more tags that the server
         stores in its index (Orthanc >= 1.11's ``ExtraMainDicomTags``), for instances stored
         after the start.
+    aet : str, optional
+        Turn the DICOM server on with this AE title (at most 16 characters), on a free
+        127.0.0.1 port chosen now (``dicom_port``), so that other servers' configurations can
+        name it before it starts. Off by default.
+    modalities : dict, optional
+        ``{"NAME": other_local_orthanc or ("AET", "host", port)}``: remote DICOM nodes
+        (``DicomModalities``) this server may query, move from, get from and store to.
+        Registering one turns the DICOM server on. See also :func:`link`.
+    peers : dict, optional
+        ``{"NAME": other_local_orthanc}``: Orthanc peers (``OrthancPeers``, HTTP) to store to.
 
     Attributes
     ----------
@@ -318,7 +328,9 @@ class LocalOrthanc:
                  binary: str | None = None, plugins: Iterable[str] = (), port: int | None = None,
                  startup_timeout: float = 60.0, name: str = "orthanc-pandas-test",
                  postgres: LocalPostgres | None = None, root: str | os.PathLike | None = None,
-                 extra_main_dicom_tags: Mapping[str, Iterable[str]] | None = None):
+                 extra_main_dicom_tags: Mapping[str, Iterable[str]] | None = None,
+                 aet: str | None = None, modalities: Mapping[str, Any] | None = None,
+                 peers: Mapping[str, LocalOrthanc] | None = None):
         # an Orthanc named explicitly (argument or $ORTHANC_BINARY) wins over $ORTHANC_ROOT
         explicit = binary or os.environ.get("ORTHANC_BINARY")
         self.root = Path(root) if root is not None else (None if explicit else _default_root())
@@ -344,6 +356,51 @@ class LocalOrthanc:
         self.workdir: Path | None = None
         self.port: int | None = None
         self._client: OrthancClient | None = None
+        self._dicom_started = False
+        self.modalities: dict[str, Any] = dict(modalities or {})
+        self.peers: dict[str, LocalOrthanc] = dict(peers or {})
+        if aet is not None and not 0 < len(aet) <= 16:
+            raise ValueError(f"An AE title has 1 to 16 characters; {aet!r} has {len(aet)}.")
+        self.aet: str | None = aet or (f"OP{os.getpid() % 10000}{free_port() % 10000}"[:16]
+                                       if self.modalities else None)
+        # chosen now: peers' configurations must name it before this server starts
+        self.dicom_port: int | None = free_port() if self.aet else None
+
+    # -- DICOM networking -----------------------------------------------------------------
+    @property
+    def dicom(self) -> bool:
+        """Whether this server runs a DICOM server (it has an AE title)."""
+        return self.aet is not None
+
+    def modality_entry(self) -> dict:
+        """How other servers reach this one over DICOM (a ``DicomModalities`` entry)."""
+        if not self.dicom:
+            raise RuntimeError("This LocalOrthanc has no DICOM server: pass aet= when creating it.")
+        return {"AET": self.aet, "Host": "127.0.0.1", "Port": self.dicom_port}
+
+    def peer_entry(self) -> dict:
+        """How other servers reach this one over HTTP (an ``OrthancPeers`` entry)."""
+        entry: dict[str, Any] = {"Url": self.url}
+        auth = self._auth()
+        if auth:
+            entry["Username"], entry["Password"] = auth
+        return entry
+
+    def add_modality(self, name: str, remote) -> None:
+        """Register ``remote`` (a LocalOrthanc or ``(aet, host, port)``) as modality ``name``.
+
+        Before :meth:`start` it goes into the configuration; on a running server through
+        ``PUT /modalities/{name}`` (kept in memory by the server).
+        """
+        self.modalities[name] = remote
+        if self.process is not None and self.process.poll() is None:
+            self.client().request("PUT", f"/modalities/{name}", json_body=_modality(remote))
+
+    def add_peer(self, name: str, remote: LocalOrthanc) -> None:
+        """Register the (started) ``remote`` as Orthanc peer ``name`` (``PUT /peers/{name}``)."""
+        self.peers[name] = remote
+        if self.process is not None and self.process.poll() is None:
+            self.client().request("PUT", f"/peers/{name}", json_body=remote.peer_entry())
 
     # -- lifecycle ------------------------------------------------------------------------
     @property
@@ -367,7 +424,7 @@ class LocalOrthanc:
             "StorageDirectory": str(self.storage_dir),
             "IndexDirectory": str(self.storage_dir),
             "HttpPort": self.port,
-            "DicomServerEnabled": False,
+            "DicomServerEnabled": self.dicom,
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": bool(self.users),
             "RegisteredUsers": self.users,
@@ -376,6 +433,12 @@ class LocalOrthanc:
             "StableAge": 2,
             "ConcurrentJobs": 2,
         }
+        if self.dicom:
+            cfg.update({"DicomAet": self.aet, "DicomPort": self.dicom_port,
+                        "DicomModalities": {n: _modality(m) for n, m in self.modalities.items()},
+                        "OrthancPeers": {n: p.peer_entry() for n, p in self.peers.items()
+                                         if p.port is not None},
+                        "DicomScuTimeout": 10, "DicomAssociationCloseDelay": 0})
         if self.dicomweb:
             cfg["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/", "Host": f"127.0.0.1:{self.port}"}
         if self.postgres is not None:
@@ -411,6 +474,10 @@ class LocalOrthanc:
                 start_new_session=True,
             )
             if self._wait_ready():
+                self._dicom_started = self.dicom
+                for name, peer in self.peers.items():  # peers started after this config was written
+                    if peer.port is not None:
+                        self.client().request("PUT", f"/peers/{name}", json_body=peer.peer_entry())
                 return self
             last_error = self.log_tail()
             self._terminate()
@@ -571,6 +638,43 @@ class LocalOrthanc:
             except OrthancPandasError as exc:
                 out[str(p)] = {"Status": "Error", "Message": str(exc)}
         return out
+
+
+def _modality(remote) -> dict:
+    if isinstance(remote, LocalOrthanc):
+        return remote.modality_entry()
+    if isinstance(remote, Mapping):
+        return dict(remote)
+    aet, host, port = remote
+    return {"AET": aet, "Host": host, "Port": int(port)}
+
+
+def link(*servers: LocalOrthanc, peers: bool = True) -> None:
+    """Register every server as a DICOM modality (and Orthanc peer) of every other one.
+
+    Each is registered under its AE title. Servers must have a DICOM server (``aet=``); they
+    may be started or not (a server not started gets the entries in its configuration).
+
+    Examples
+    --------
+    >>> a, b = LocalOrthanc(aet="A"), LocalOrthanc(aet="B")      # doctest: +SKIP
+    >>> link(a, b)                                              # doctest: +SKIP
+    >>> with a, b:                                              # doctest: +SKIP
+    ...     orthanc_pandas.gateway.echo(a.url, "B")
+    True
+    """
+    for s in servers:
+        if not s.dicom:
+            raise RuntimeError(f"{s!r} has no DICOM server: create it with LocalOrthanc(aet=...).")
+    for s in servers:
+        for other in servers:
+            if other is s:
+                continue
+            s.add_modality(other.aet, other)
+            if peers and other.port is not None:
+                s.add_peer(other.aet, other)
+            elif peers:
+                s.peers[other.aet] = other
 
 
 class LocalPostgres:
