@@ -181,6 +181,21 @@ def test_retries_2_survives_dropped_keepalive_connections(corpus):
         assert relay.requests == 6 + relay.drops
 
 
+def test_503_from_a_proxy_is_retried_within_the_budget(corpus):
+    from tls_relay import BusyRelay
+
+    for busy, retries, ok in ((2, 2, True), (1, 0, False), (5, 2, False)):
+        with BusyRelay(corpus.server.port, busy=busy) as relay:
+            client = OrthancClient(relay.url, retries=retries)
+            if ok:
+                assert client.statistics()["CountInstances"] > 0
+            else:
+                with pytest.raises(OrthancHTTPError) as info:
+                    client.statistics()
+                assert info.value.status == 503
+            assert relay.connections == min(busy, retries) + 1
+
+
 def test_retry_policy():
     from orthanc_pandas.client import _Attempts
     from orthanc_pandas.errors import OrthancTimeoutError, OrthancTLSError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import pydicom
@@ -92,3 +93,31 @@ def test_deflated_needs_the_whole_file():
     data = open(path, "rb").read()
     assert parse_header_prefix(data[: len(data) // 2], complete=False) is None
     assert parse_header_prefix(data, complete=True).SOPInstanceUID == _reference(path).SOPInstanceUID
+
+
+def test_headers_stop_reading_at_the_pixel_data(empty_server):
+    """A 512x512 slice: its header comes from the first read of the file; the rest is dropped."""
+    import orthanc_pandas as op
+    from orthanc_pandas.client import OrthancClient
+
+    data = to_bytes(make_series(1, 512, 512, seed="early-close")[0])
+    empty_server.upload_bytes([data])
+    client = OrthancClient(empty_server.url)
+    df = op.read_orthanc(client)
+    answers = []
+    get_file = client.get_file
+
+    @contextlib.contextmanager
+    def recorded(instance_id):
+        with get_file(instance_id) as answer:
+            yield answer
+        answers.append(answer)
+
+    client.get_file = recorded
+    (ds,) = df.orthanc.headers(client=client)
+    del client.get_file
+    assert ds == pydicom.dcmread(pydicom.filebase.DicomBytesIO(data), stop_before_pixels=True)
+    (answer,) = answers
+    assert int(answer.headers["Content-Length"]) == len(data) > 8 * answer.delivered
+    assert answer.response.raw.closed  # the rest of the file was dropped with its connection
+    assert client.get_bytes(f"/instances/{df.index[0][3]}/file") == data  # the pool still works

@@ -191,3 +191,37 @@ class KeepAliveDropRelay(_Relay):
         except OSError:
             pass
         _close(conn, backend)
+
+
+class BusyRelay(_Relay):
+    """A plain TCP relay whose first ``busy`` connections get ``503 Service Unavailable`` (a
+    reverse proxy whose Orthanc is restarting); later ones reach the real server."""
+
+    def __init__(self, target_port: int, busy: int):
+        self.busy = busy
+        super().__init__(target_port)
+
+    def _handle(self, conn: socket.socket) -> None:
+        if self.connections <= self.busy:
+            with contextlib.suppress(OSError):
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                             b"Connection: close\r\n\r\n")
+            _close(conn)
+            return
+        try:
+            backend = socket.create_connection(("127.0.0.1", self.target_port))
+        except OSError:
+            conn.close()
+            return
+
+        def pump(src, dst):
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            _close(src, dst)
+
+        threading.Thread(target=pump, args=(backend, conn), daemon=True).start()
+        pump(conn, backend)
