@@ -16,6 +16,7 @@ True
 from __future__ import annotations
 
 import io
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -122,7 +123,8 @@ def make_series(n_slices: int = 10, rows: int = 64, cols: int = 64, *, modality:
         if instance_numbers == "descending":
             order = order[::-1]
         elif instance_numbers == "shuffled":
-            rng = np.random.default_rng(abs(hash(str(key))) % 2**32)
+            # crc32, not hash(): str hashes are salted per process (PYTHONHASHSEED)
+            rng = np.random.default_rng(zlib.crc32(str(key).encode()))
             order = list(rng.permutation(order) .tolist())
         numbers = order
     else:
