@@ -24,10 +24,10 @@ only its own parent rows, and let each partition check its instances against the
 Guarantees
 ----------
 * ``ddf.compute()`` equals ``orthanc_pandas.read_orthanc(url)`` read at the same moment: same
-  index, rows in the same order, same values, same columns and dtypes - with one exception: a
-  tag that NO instance of the archive has is an all-missing ``null[pyarrow]`` column in pandas
-  but an all-missing column of the tag's own dtype (``string``, ``Int64``, ``Float64``,
-  ``datetime64[us]``) here, since knowing that would mean reading every instance first.
+  index, rows in the same order, same values, same columns and dtypes (``pd.testing.
+  assert_frame_equal`` exact): a column's dtype depends on its tag only (see
+  :mod:`orthanc_pandas.index`), so a tag that no instance has is the same all-missing column
+  of its own dtype in both, and the meta needs no instance to know it.
 * ``compute()`` gives the archive as it was when the graph was built (change sequence
   ``attrs["orthanc"]["last_change"]``) or raises :class:`~orthanc_pandas.errors.ServerChangedError`:
   each partition compares the instance ids it reads with the ones listed at build time; a
@@ -212,7 +212,8 @@ def _with_instance_label_categories(meta: pd.DataFrame, tables, members, labels)
         unions.add(LABELS_SEPARATOR.join(sorted(found)))
     dtype = meta[LABELS_COLUMN].dtype
     known = list(dtype.categories) if isinstance(dtype, pd.CategoricalDtype) else []
-    cats = pd.Index(sorted(set(known) | unions), dtype=STR_DTYPE)
+    # "" is the placeholder category of a column without values (index.categorical)
+    cats = pd.Index(sorted((set(known) | unions) - {""}), dtype=STR_DTYPE)
     out = meta.copy()
     out[LABELS_COLUMN] = pd.Categorical([], categories=cats)
     return out

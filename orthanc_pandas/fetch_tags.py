@@ -28,6 +28,12 @@ it computes (``ModalitiesInStudy``, ``NumberOfSeriesRelatedInstances``, ...); no
 tags the index stores whose values can be longer than the 256 bytes Orthanc keeps in its index.
 Those are read from the files. So every route gives the same values for the same files.
 
+Binary values (VR OB, OW, UN..., e.g. Siemens' CSA header ``(0029,1010)`` or an overlay
+``(6000,3000)``) come back ``null`` from every route above although the file has them. Each such
+value is then fetched as it is stored, ``GET /instances/{id}/content/gggg-eeee`` (one request per
+instance and tag), into an ``object`` column of ``bytes``: never a missing value for a value the
+file has.
+
 The list arguments must be written with literal ``,``/``;``: Orthanc splits them without
 decoding ``%2C``/``%3B`` (1.10 and 1.12.7 refuse the encoded form), so query strings are built
 here rather than by requests.
@@ -358,7 +364,37 @@ def fetch_tag_columns(df: pd.DataFrame, client: OrthancClient, tags: Sequence[Ta
     jobs = _series_jobs(whole, tags, caps, route)
     jobs += _instance_jobs(single_ids, tags, caps, route)
     raw = _run(client, jobs, max_workers=max_workers, progress=progress)
+    binary = {t.key for t in tags if t.vr in _BINARY_VRS}
+    if binary:
+        _fetch_binary(client, raw, binary, max_workers=max_workers, progress=progress)
     return _columns(df, tags, instances, raw)
+
+
+#: VRs Orthanc's JSON sends as null ("" : a private tag the dictionary does not know)
+_BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN", ""})
+
+
+def _fetch_binary(client: OrthancClient, raw: dict[str, dict], keys: set[str], *, max_workers,
+                  progress) -> None:
+    """Replace in ``raw`` the ``null`` of every tag an instance HAS by its bytes (see the module
+    docstring): JSON routes send binary values as ``null``, the content route sends them."""
+    # 1.11+ requested-tags also answers null for a tag the file lacks: ask binary tags only
+    wanted = [(iid, key) for iid, values in raw.items() for key, v in values.items()
+              if v is None and key in keys]
+    if not wanted:
+        return
+
+    def one(job):
+        iid, key = job
+        try:
+            return {iid: {key: client.get_bytes(f"/instances/{iid}/content/{key.replace(',', '-')}")}}
+        except OrthancNotFoundError:
+            return {iid: {key: None}}  # the null meant absent (the instance was just read)
+
+    jobs = [(lambda _c, job, _t: one(job), "instance", job, ()) for job in wanted]
+    raw.update({iid: {**raw[iid], **values}
+                for iid, values in _run(client, jobs, max_workers=max_workers, progress=progress,
+                                        desc="Fetching binary values").items()})
 
 
 def _columns(df: pd.DataFrame, tags: Sequence[TagInfo], instances, raw: dict) -> dict[str, pd.Series]:

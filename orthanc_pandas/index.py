@@ -10,29 +10,42 @@ The column schema
   VR                      dtype
   ======================  ================================================================
   DA                      ``datetime64[us]`` (NaT when empty or unparsable)
-  IS                      ``Int64``
+  IS (and US, SL...)      ``Int64``
   DS                      ``Float64``
-  multi-valued IS/DS      one ``Float64`` column per component: ``ImagePositionPatient_0``,
-                          ``_1``, ``_2``; ``ImageOrientationPatient_0`` ... ``_5``
+  AS                      age in years, ``Float64``: ``063Y`` -> 63, ``006M`` -> 0.5,
+                          ``010W`` -> 10*7/365.25, ``003D`` -> 3/365.25
+  multi-valued IS/DS      exactly the dictionary's VM of ``Float64`` columns:
+                          ``ImagePositionPatient_0``, ``_1``, ``_2``;
+                          ``ImageOrientationPatient_0`` ... ``_5`` (a value with more
+                          components is missing, with a warning)
   other (text, TM, UI...) patient/study/series level: ``category`` (values repeat across the
-                          instances of a series); instance level, and a tag that no resource
-                          has: ``string`` (pyarrow)
+                          instances of a series; categories :data:`STR_DTYPE`, sorted, the
+                          values present); instance level: ``string`` (pyarrow)
   ======================  ================================================================
 
-  A tag that no resource of the archive has is an all-missing column of dtype
-  ``null[pyarrow]`` (:data:`NULL_DTYPE`): it costs no memory and survives parquet, and the
-  schema stays the same on every server.
+  ONE SCHEMA: a column's dtype depends on its tag (VR, VM) and level only
+  (:func:`tag_dtypes`), never on the values: a tag that no resource has is an all-missing
+  column of the same dtype. A fresh read, a refreshed frame, the Dask read and frames of two
+  servers have the same dtypes, so ``pd.concat`` keeps them (categoricals of different
+  categories become text, as pandas does). A text column with no value at all has the single
+  category ``""`` (:data:`PLACEHOLDER_CATEGORIES`, never a value): pandas/pyarrow cannot read a
+  categorical without categories back from parquet. Parquet round trips with plain
+  ``pd.read_parquet`` are exact, except that a frame of ZERO rows gets its categoricals back
+  without categories (pyarrow writes no dictionary then).
 
-  Text is kept as Orthanc sends it, less DICOM's trailing padding: DICOM multi-values stay joined by ``\\``, an empty
-  value stays ``""``; a tag absent from a resource is ``<NA>``.
+  Text is kept as Orthanc sends it, less DICOM's trailing padding: DICOM multi-values stay
+  joined by ``\\``. An empty value and a tag absent from a resource are the same missing
+  value, ``<NA>`` (as they are for dates and numbers), so ``select(PatientSex=None)`` finds
+  both; ``typed=False`` keeps the raw strings, ``""`` included.
 * Orthanc's own bookkeeping, prefixed ``orthanc_``: ``orthanc_file_size``,
   ``orthanc_series_status``, ``orthanc_series_expected_instances``,
   and ``orthanc_labels``: the Orthanc labels (1.12+) of the instance and of its series, study
   and patient together, sorted and joined by ``","`` (``"done,reviewed"``; labels cannot hold
   commas), ``<NA>`` for an instance with no label on any of the four levels. It is a
-  ``category`` column like the other text columns of parent levels (few distinct values), and
-  ``null[pyarrow]`` when no resource has a label, which is always the case on servers without
-  labels (Orthanc < 1.12). See :mod:`orthanc_pandas.labels`.
+  ``category`` column like the other text columns of parent levels (few distinct values),
+  also when no resource has a label, which is always the case on servers without labels
+  (Orthanc < 1.12). ``orthanc_file_size`` and ``orthanc_series_expected_instances`` are
+  ``Int64``, ``orthanc_series_status`` a ``category``. See :mod:`orthanc_pandas.labels`.
 
 A value that does not parse (a date like ``2020-13-45``) becomes missing with a
 :class:`~orthanc_pandas.errors.ParseWarning` naming the column and the count; ``typed=False``
@@ -51,12 +64,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_dict
 
-from .errors import ParseWarning
+from .errors import InconsistentIndexError, ParseWarning
 
 __all__ = [
     "LEVELS", "ROUTES", "MAIN_TAGS", "INDEX_NAMES", "LevelTable", "build_frame", "tag_level",
     "vector_columns", "empty_frame", "TEXT_DTYPE", "DATE_DTYPE", "NULL_DTYPE", "LABELS_COLUMN",
-    "labels_column",
+    "labels_column", "tag_dtypes", "categorical", "PLACEHOLDER_CATEGORIES",
 ]
 
 LEVELS = ("patient", "study", "series", "instance")
@@ -102,10 +115,17 @@ TEXT_DTYPE = pd.StringDtype("pyarrow")
 #: gives back for index levels and categories, so those use it.
 STR_DTYPE = pd.Index(["x"]).dtype
 DATE_DTYPE = np.dtype("datetime64[us]")
-#: dtype of a tag that no resource of the archive has: no memory, survives parquet
+#: the dtype all-missing columns had before the one schema (no column has it now; kept for
+#: code that tests for it)
 NULL_DTYPE = pd.ArrowDtype(pa.null())
+#: The categories of a text column with no value at all: one placeholder, ``""`` (never a value:
+#: empty text is missing). A categorical with NO category does not survive plain
+#: ``pd.read_parquet`` (it comes back as object, or with object categories).
+PLACEHOLDER_CATEGORIES = pd.Index([""], dtype=STR_DTYPE)
 _INTEGER_VRS = {"IS", "US", "UL", "SS", "SL", "SV", "UV"}
 _NUMERIC_VRS = _INTEGER_VRS | {"DS", "FL", "FD"}
+#: DICOM age (AS, ``063Y``) units -> years
+_AGE_UNITS = {"Y": 1.0, "M": 1.0 / 12.0, "W": 7.0 / 365.25, "D": 1.0 / 365.25}
 
 
 def tag_vr(keyword: str) -> str:
@@ -124,6 +144,70 @@ def _vector_length(keyword: str) -> int:
     if vm.isdigit():
         return int(vm) if int(vm) > 1 else 0
     return 0  # "1-n" and such stay text: their length varies
+
+
+def tag_dtypes(keyword: str, level: str, typed: bool = True) -> dict[str, object]:
+    """The columns and dtypes of tag ``keyword`` read at ``level``: the schema.
+
+    They depend on the tag's VR and VM (pydicom's dictionary) and on the level only, never on
+    the values a server holds, so that every read of every server gives the same dtypes.
+
+    Examples
+    --------
+    >>> tag_dtypes("SeriesDate", "series")
+    {'SeriesDate': dtype('<M8[us]')}
+    >>> list(tag_dtypes("ImagePositionPatient", "instance"))
+    ['ImagePositionPatient_0', 'ImagePositionPatient_1', 'ImagePositionPatient_2']
+    >>> tag_dtypes("PatientAge", "study")
+    {'PatientAge': Float64Dtype()}
+    >>> tag_dtypes("SOPInstanceUID", "instance")["SOPInstanceUID"] == TEXT_DTYPE
+    True
+    """
+    if not typed:
+        return {keyword: TEXT_DTYPE}
+    vr = tag_vr(keyword)
+    if vr == "DA":
+        return {keyword: DATE_DTYPE}
+    if vr == "AS":
+        return {keyword: pd.Float64Dtype()}
+    if vr in _NUMERIC_VRS:
+        width = _vector_length(keyword)
+        if width:
+            return {f"{keyword}_{i}": pd.Float64Dtype() for i in range(width)}
+        return {keyword: pd.Int64Dtype() if vr in _INTEGER_VRS else pd.Float64Dtype()}
+    if level == "instance":
+        return {keyword: TEXT_DTYPE}
+    return {keyword: pd.CategoricalDtype(PLACEHOLDER_CATEGORIES)}
+
+
+def categorical(codes: np.ndarray, categories: Iterable[str]) -> pd.Categorical:
+    """A text column of the schema from codes into sorted categories (:data:`STR_DTYPE`).
+
+    With no category at all it gets :data:`PLACEHOLDER_CATEGORIES` (codes must then be -1).
+    """
+    cats = pd.Index(list(categories), dtype=STR_DTYPE)
+    if not len(cats):
+        cats = PLACEHOLDER_CATEGORIES
+    return pd.Categorical.from_codes(np.asarray(codes), categories=cats)
+
+
+def canonical_categorical(values) -> pd.Categorical:
+    """``values`` (a categorical) with the categories the schema gives: :data:`STR_DTYPE`, sorted,
+    without the placeholder ``""`` unless there is no other category (see :func:`categorical`)."""
+    values = pd.Categorical(values)
+    cats = sorted(c for c in values.categories if c != "")
+    return pd.Categorical(values, categories=pd.Index(cats or [""], dtype=STR_DTYPE))
+
+
+def missing_values(dtype, n: int):
+    """``n`` missing values of a schema ``dtype`` (an all-missing column of that dtype)."""
+    if isinstance(dtype, pd.CategoricalDtype):
+        return categorical(np.full(n, -1, np.int8), dtype.categories)
+    if dtype == DATE_DTYPE:
+        return np.full(n, np.datetime64("NaT"), dtype=DATE_DTYPE)
+    if dtype == TEXT_DTYPE:
+        return pd.array(pa.nulls(n, pa.string()), dtype=TEXT_DTYPE)
+    return pd.array([], dtype=dtype).take(np.full(n, -1, np.intp), allow_fill=True)
 
 
 def vector_columns(keyword: str, columns: Iterable[str]) -> list[str]:
@@ -285,10 +369,6 @@ def release_memory() -> None:
     pa.default_memory_pool().release_unused()
 
 
-class InconsistentIndexError(RuntimeError):
-    """Resources whose parent is not in the lists: the archive changed during the read."""
-
-
 def _codes(child_parents: pa.Array, parent_ids: pa.Array, what: str) -> np.ndarray:
     # an Arrow hash lookup: no Python string per instance (pandas' get_indexer needed one)
     if child_parents.type != parent_ids.type:
@@ -359,7 +439,7 @@ def build_frame(tables: Mapping[str, LevelTable | Mapping[str, pa.Array]], *, ty
             if raw is None:
                 raw = pa.nulls(len(lvl["ID"]), pa.int64() if kind == "int" else pa.string())
             if raw.null_count == len(raw):
-                col = _null(len(raw))
+                col = missing_values(pd.Int64Dtype() if kind == "int" else _NO_CATEGORIES, len(raw))
             elif kind == "int":
                 col = pd.Series(raw.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get), dtype="Int64")
             else:
@@ -406,8 +486,9 @@ def labels_column(labels: Mapping[str, pa.Array | None], per_instance: Mapping[s
 
     Returns
     -------
-    Categorical of sorted comma-joined labels (categories in :data:`STR_DTYPE`), or an
-    all-missing ``null[pyarrow]`` column when no instance has a label and no category is kept.
+    Categorical of sorted comma-joined labels (categories in :data:`STR_DTYPE`; without any
+    label and any category kept, all missing with the placeholder category, see
+    :func:`categorical`).
 
     Examples
     --------
@@ -431,10 +512,7 @@ def labels_column(labels: Mapping[str, pa.Array | None], per_instance: Mapping[s
         level_values.append(encoded.dictionary.to_pylist())
     extra = sorted(set(categories))
     if not level_codes:
-        if not extra:
-            return _null(n)
-        return pd.Categorical.from_codes(np.full(n, -1, np.int8),
-                                         categories=pd.Index(extra, dtype=STR_DTYPE))
+        return categorical(np.full(n, -1, np.int8), extra)
     stacked = np.column_stack(level_codes)
     combos, inverse = np.unique(stacked, axis=0, return_inverse=True)
     unions = []
@@ -480,15 +558,12 @@ def _expand(col, codes: np.ndarray, level: str):
     return series.array.take(codes)
 
 
-def _null(n: int) -> pd.Series:
-    return pd.Series(pd.array(pa.nulls(n), dtype=NULL_DTYPE))
+_NO_CATEGORIES = pd.CategoricalDtype(PLACEHOLDER_CATEGORIES)
 
 
 def _category(raw: pa.Array) -> pd.Categorical | pd.Series:
     if raw.null_count == len(raw):
-        # all-missing categoricals do not survive parquet (their categories come back as
-        # object); an Arrow null column does, and costs nothing
-        return _null(len(raw))
+        return missing_values(_NO_CATEGORIES, len(raw))
     strings = pd.array(raw.to_numpy(zero_copy_only=False), dtype=TEXT_DTYPE)
     # categories in pandas' default string dtype: what pd.read_parquet gives back
     cats = pd.Index(pd.unique(strings[~pd.isna(strings)]).to_numpy(dtype=object, na_value=None),
@@ -554,15 +629,17 @@ def _typed_columns(kw: str, raw: pa.Array, level: str, typed: bool) -> dict[str,
     """One or more typed columns for the raw strings of one tag at its own level."""
     if not typed:
         return {kw: _text(raw)}
-    if raw.null_count == len(raw):
-        # no resource has the tag: an Arrow null column costs no memory and survives parquet
-        width = _vector_length(kw)
-        names = [f"{kw}_{i}" for i in range(width)] if width else [kw]
-        return {name: _null(len(raw)) for name in names}
-    vr = tag_vr(kw)
     raw = _strip_padding(raw)
+    # an empty value and an absent one are the same missing value in a typed frame
+    raw = pc.if_else(_present(raw), raw, _NULL_STR)
+    if raw.null_count == len(raw):
+        # no resource has a value: the same columns and dtypes as when some have one
+        return {name: missing_values(dtype, len(raw)) for name, dtype in tag_dtypes(kw, level).items()}
+    vr = tag_vr(kw)
     if vr == "DA":
         return {kw: parse_dates(raw, kw)}
+    if vr == "AS":
+        return {kw: parse_ages(raw, kw)}
     if vr in _NUMERIC_VRS:
         length = _vector_length(kw)
         if length:
@@ -592,6 +669,30 @@ def parse_dates(text, kw: str = "date") -> pd.Series:
     return pd.Series(dates.to_numpy(zero_copy_only=False).astype(DATE_DTYPE), copy=False)
 
 
+def parse_ages(text, kw: str = "age") -> pd.Series:
+    """DICOM AS strings (``nnnD``, ``nnnW``, ``nnnM``, ``nnnY``) -> age in years, ``Float64``.
+
+    ``063Y`` -> 63, ``006M`` -> 0.5, ``010W`` -> 10*7/365.25, ``003D`` -> 3/365.25; empty ->
+    NA; anything else -> NA with a :class:`ParseWarning`.
+
+    >>> parse_ages(pd.Series(["063Y", "006M", "", "010W", None])).round(3).tolist()
+    [63.0, 0.5, <NA>, 0.192, <NA>]
+    """
+    a = pc.utf8_upper(pc.utf8_trim_whitespace(_arrow_text(text)))
+    ok = pc.fill_null(pc.match_substring_regex(a, r"^\d{3}[DWMY]$"), False)
+    good = pc.if_else(ok, a, _NULL_STR)
+    number = pc.cast(pc.utf8_slice_codeunits(good, 0, 3), pa.float64())
+    unit = pc.utf8_slice_codeunits(good, 3, 4)
+    which = pc.index_in(unit, value_set=pa.array(list(_AGE_UNITS)))
+    scale = np.append(np.array(list(_AGE_UNITS.values())), np.nan)
+    years = number.to_numpy(zero_copy_only=False) * scale[
+        pc.fill_null(which, len(_AGE_UNITS)).to_numpy(zero_copy_only=False)]
+    _warn(kw, _count(pc.and_(_present(a), pc.invert(ok))), "DICOM ages (nnnD/W/M/Y)")
+    out = pd.array(years, dtype="Float64")
+    out[np.isnan(years)] = pd.NA
+    return pd.Series(out, copy=False)
+
+
 def parse_numbers(text, kw: str = "number", integer: bool = False) -> pd.Series:
     """DICOM IS/DS strings -> ``Int64``/``Float64``; unparsable -> NA with a warning.
 
@@ -612,7 +713,10 @@ def parse_numbers(text, kw: str = "number", integer: bool = False) -> pd.Series:
 
 
 def parse_vectors(text, kw: str, length: int) -> dict[str, pd.Series]:
-    """``"x\\y\\z"`` -> columns ``kw_0``..; more components than expected get more columns.
+    """``"x\\y\\z"`` -> columns ``kw_0``.. ``kw_{length-1}`` (the schema: DICOM's VM).
+
+    A value with more components is not a valid value of the tag: missing, with a
+    :class:`ParseWarning`, as a component that is no number or is lacking.
 
     >>> parse_vectors(pd.Series(["1\\2\\3"]), "ImagePositionPatient", 3)["ImagePositionPatient_2"].tolist()
     [3.0]
@@ -620,14 +724,16 @@ def parse_vectors(text, kw: str, length: int) -> dict[str, pd.Series]:
     a = _numeric_text(_arrow_text(text))
     present = _present(a)
     lists = pc.split_pattern(pc.if_else(present, a, ""), "\\")
-    widest = pc.max(pc.list_value_length(lists)).as_py() or 0
-    width = max(length, widest)
+    # more components than the dictionary's VM: not a value of this tag (no extra columns:
+    # the columns are the schema); fewer leave the missing components NA, with the warning
+    wrong = pc.and_(present, pc.greater(pc.list_value_length(lists), length))
+    lists = pc.if_else(wrong, pa.scalar([], lists.type), lists)
     out = {}
-    bad = pa.array(np.zeros(len(a), dtype=bool))
-    for i in range(width):
+    bad = wrong
+    for i in range(length):
         comp = pc.list_flatten(pc.list_slice(lists, i, i + 1, return_fixed_size_list=True))
         values, _ = _arrow_numbers(pc.utf8_trim_whitespace(comp))
-        bad = pc.or_(bad, pc.and_(present, pc.is_null(values)))
+        bad = pc.or_(bad, pc.and_(pc.and_(present, pc.invert(wrong)), pc.is_null(values)))
         col = pd.array(values.to_numpy(zero_copy_only=False), dtype="Float64")
         col[np.asarray(pc.is_null(values))] = pd.NA
         out[f"{kw}_{i}"] = pd.Series(col, copy=False)

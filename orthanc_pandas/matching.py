@@ -12,9 +12,12 @@ criterion                  matches
 ``"CT\\\\MR"``             DICOM list matching: any of the values between backslashes
 ``""``                     universal matching: every row, missing values too
 ``"*"``                    every row that has the tag (any value, even empty)
-``"20200101-20201231"``    DA/TM/DT range, bounds included; ``"20200101-"``, ``"-20201231"``
+``"20200101-20201231"``    DA/TM/DT range, bounds included; ``"20200101-"``, ``"-20201231"``;
+                           on DA also ISO days: ``"2020-01-01"``, ``"2020-01-01-2020-12-31"``
 ``date``/``datetime``      DA: that day; DT/TM: equality with the DICOM text of the value
-``(low, high)``            on DA/TM/DT and numeric tags: an inclusive range, ``None`` = open
+``(low, high)``            on DA/TM/DT and numeric tags: an inclusive range, ``None`` = open;
+                           DA bounds may be ``"YYYYMMDD"``, ``"YYYY-MM-DD"`` or dates;
+                           ``PatientAge`` (AS, in years) takes numbers or ``"063Y"``
 ``[a, b, ...]``            any of the criteria (a tuple too, except the 2-tuple range above)
 ``2.5``                    numeric equality (text tags are parsed as numbers for it)
 ``None``                   the value is missing
@@ -44,6 +47,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .errors import SelectionError
+from .index import _AGE_UNITS
 
 __all__ = ["mask", "encode_criterion", "decode_criterion", "encode_criteria", "decode_criteria",
            "wildcard_regex", "TEXT_RANGE_VRS"]
@@ -147,14 +151,28 @@ def _number_text(x) -> str:
     return str(int(x)) if x.is_integer() else repr(x)
 
 
+_DAY = r"\d{8}|\d{4}-\d{2}-\d{2}"
+#: a DA range with DICOM or ISO ends: "20200101-20201231", "2020-01-01-2020-12-31", "2020-01-01-"
+_DA_RANGE = re.compile(rf"^(?P<low>{_DAY})?-(?P<high>{_DAY})?$")
+_ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_AGE = re.compile(r"^(\d{3})([DWMY])$")
+
+
 def _parse_da(text: str, what: str) -> pd.Timestamp:
+    text = text.strip()
     try:
-        return pd.Timestamp(_dt.datetime.strptime(text.strip(), "%Y%m%d"))
+        return pd.Timestamp(_dt.datetime.strptime(text, "%Y-%m-%d" if _ISO_DAY.match(text) else "%Y%m%d"))
     except ValueError:
         raise SelectionError(
-            f"{what}: {text!r} is not a DICOM date (YYYYMMDD). Write ranges as "
+            f"{what}: {text!r} is not a date (DICOM YYYYMMDD or ISO YYYY-MM-DD). Write ranges as "
             "'20200101-20201231', '20200101-' or '-20201231', or pass datetime.date values."
         ) from None
+
+
+def _age_years(text: str) -> float | None:
+    """A DICOM age string (``063Y``) in years, as the index's AS columns hold it (else None)."""
+    m = _AGE.match(text.strip().upper())
+    return int(m.group(1)) * _AGE_UNITS[m.group(2)] if m else None
 
 
 def _to_timestamp(value, what: str) -> pd.Timestamp:
@@ -173,6 +191,9 @@ def _to_float(value, what: str) -> float:
             return float(value.strip())
         except ValueError:
             pass
+        years = _age_years(value)
+        if years is not None:
+            return years
     raise SelectionError(f"{what}: {value!r} is not a number.")
 
 
@@ -305,8 +326,14 @@ def mask(column: pd.Series | pd.DataFrame, criterion, vr: str = "", case_sensiti
             for item in criterion.split("\\"):
                 out |= mask(column, item, vr, case_sensitive, name=what)
             return out
+        if (vr == "DA" or kind == "datetime") and _ISO_DAY.match(criterion.strip()):
+            return _string(column, kind, vr, criterion, case_sensitive, what)  # one ISO day
         if (vr in TEXT_RANGE_VRS or kind == "datetime") and "-" in criterion:
-            low, _, high = criterion.partition("-")
+            day_range = _DA_RANGE.match(criterion.strip()) if (vr == "DA" or kind == "datetime") else None
+            if day_range:
+                low, high = day_range["low"], day_range["high"]
+            else:
+                low, _, high = criterion.partition("-")
             return _range(column, kind, vr, low or None, high or None,
                           f"{what} range {criterion!r}")  # name the whole range in errors
         return _string(column, kind, vr, criterion, case_sensitive, what)

@@ -53,9 +53,11 @@ from .index import (
     build_frame,
 )
 from .labels import label_map, labels_from_map
+from .matching import decode_criteria
 from .read import check_format
+from .selection import select
 
-__all__ = ["refresh", "changed_resources"]
+__all__ = ["refresh", "changed_resources", "merge_rows"]
 
 _STAT_KEYS = {"patients": "CountPatients", "studies": "CountStudies", "series": "CountSeries",
               "instances": "CountInstances"}
@@ -139,13 +141,12 @@ def _na_like(arr, n: int):
     return arr.take(np.full(n, -1, dtype=np.intp), allow_fill=True)
 
 
-def _all_missing(n: int, real: list, column: str, typed: bool):
-    """The all-missing column build_frame makes: ``null[pyarrow]`` where the index module has
-    it (typed tags, bookkeeping), else missing values of the column's own dtype."""
-    null_dtype = getattr(_index, "NULL_DTYPE", None)
-    if null_dtype is not None and (typed or column.startswith("orthanc_")):
-        return pd.array(pa.nulls(n), dtype=null_dtype)
-    if not real or isinstance(real[0].dtype, pd.CategoricalDtype):
+def _all_missing(n: int, real: list):
+    """The all-missing column build_frame makes: missing values of the column's own dtype (the
+    schema does not depend on the values), categoricals with the placeholder category."""
+    if real and isinstance(real[0].dtype, pd.CategoricalDtype):
+        return _index.categorical(np.full(n, -1, np.int8), [])
+    if not real:  # only pieces of frames written before the one schema (null[pyarrow])
         return pd.array(pa.nulls(n, pa.string()), dtype=TEXT_DTYPE)
     return _na_like(real[0], n)
 
@@ -187,21 +188,76 @@ def _combine(parts: list[pd.DataFrame], typed: bool = True, keep_categories: boo
         pieces = [f.get(c) for f in flat]
         real = [a for a in pieces if a is not None and not _is_null_dtype(a.dtype)]
         has_cats = keep_categories and any(
-            isinstance(a.dtype, pd.CategoricalDtype) and len(a.categories) for a in real)
+            isinstance(a.dtype, pd.CategoricalDtype) and any(x != "" for x in a.categories)
+            for a in real)
         if not real or (all(bool(a.isna().all()) for a in real) and not has_cats):
-            data[c] = _all_missing(n, real, c, typed)
+            data[c] = _all_missing(n, real)
         elif any(isinstance(a.dtype, pd.CategoricalDtype) for a in real):
             cats = [_as_categorical(a, len(p)) for a, p in zip(pieces, parts, strict=True)]
             merged = union_categoricals(cats, sort_categories=True, ignore_order=True)
             if not keep_categories:
                 merged = merged.remove_unused_categories()
-            data[c] = pd.Categorical.from_codes(
-                merged.codes, categories=pd.Index(merged.categories, dtype=STR_DTYPE))
+            data[c] = _index.canonical_categorical(merged)
         else:
             filled = [a if a is not None and not _is_null_dtype(a.dtype) else _na_like(real[0], len(p))
                       for a, p in zip(pieces, parts, strict=True)]
             data[c] = type(filled[0])._concat_same_type(filled) if len(filled) > 1 else filled[0]
     return pd.DataFrame(data, index=index, columns=columns) if columns else pd.DataFrame(index=index)
+
+
+def merge_rows(old: pd.DataFrame, new: pd.DataFrame | None, affected_series: Iterable[str],
+               deleted: Iterable[str], *, typed: bool = True, keep_only_rows: bool = False,
+               keep_categories: bool = False) -> pd.DataFrame:
+    """The refreshed frame from the old one and the rows read again (pure: frames in, frame out).
+
+    Parameters
+    ----------
+    old : pandas.DataFrame
+        The frame being refreshed.
+    new : pandas.DataFrame or None
+        The rows of ``affected_series`` as they are now (built like ``read_orthanc`` builds
+        them), or None when none of them exists any more.
+    affected_series : iterable of str
+        Series ids whose rows are replaced by those of ``new``.
+    deleted : iterable of str
+        Instance ids no longer on the server.
+    typed : bool, default True
+        Whether the frames are typed (``read_orthanc(typed=...)``).
+    keep_only_rows : bool, default False
+        Keep only instances ``old`` has, in ``old``'s order (a frame cut by plain pandas);
+        otherwise rows are in the order ``read_orthanc`` gives.
+    keep_categories : bool, default False
+        Keep every category of the parts (a selection has the categories of the whole
+        archive) instead of the values present.
+
+    Returns
+    -------
+    pandas.DataFrame
+        What one ``build_frame`` of the rows would give: same columns, dtypes, categories.
+
+    Examples
+    --------
+    >>> merge_rows(old, new, {"series-id"}, set())                    # doctest: +SKIP
+    """
+    old_ids = old.index.get_level_values("instance")
+    affected_rows = old.index.get_level_values("series").isin(list(affected_series))
+    gone_rows = old_ids.isin(list(deleted))
+    kept = old[~affected_rows & ~gone_rows]
+    if new is not None and keep_only_rows:
+        new = new[new.index.get_level_values("instance").isin(list(set(old_ids.tolist())))]
+    parts = [kept]
+    if new is not None and len(new):
+        parts.append(new)
+    out = _combine(parts, typed, keep_categories=keep_categories)
+    out.index = out.index.remove_unused_levels()
+    if keep_only_rows:
+        position = pd.Series(np.arange(len(old)), index=old_ids.astype(str))
+        position = position[~position.index.duplicated()]
+        order = position.reindex(out.index.get_level_values("instance").astype(str)).to_numpy()
+        out = out.iloc[np.argsort(order, kind="stable")]
+    elif len(out):
+        out = _sorted(out)
+    return out
 
 
 def _relabel(out: pd.DataFrame, old: pd.DataFrame, labels: dict, keep_categories: bool) -> pd.DataFrame:
@@ -370,24 +426,8 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
         if criteria and not keep_only_rows:
             pass  # the rows are what the criteria selected last time, and nothing changed
         return out
-    affected_rows = df.index.get_level_values("series").isin(list(affected))
-    gone_rows = old_ids.isin(list(deleted))
-    kept = df[~affected_rows & ~gone_rows]
-    if new is not None and keep_only_rows:
-        new = new[new.index.get_level_values("instance").isin(list(old_set))]
-    parts = [kept.drop(columns=[c for c in kept.columns if c not in df.columns])]
-    if new is not None and len(new):
-        parts.append(new)
-    # a selection keeps the categories of the whole archive (as select() on a fresh read does)
-    out = _combine(parts, typed, keep_categories=bool(criteria) and not keep_only_rows)
-    out.index = out.index.remove_unused_levels()
-    if keep_only_rows:
-        position = pd.Series(np.arange(len(df)), index=old_ids.astype(str))
-        position = position[~position.index.duplicated()]
-        order = position.reindex(out.index.get_level_values("instance").astype(str)).to_numpy()
-        out = out.iloc[np.argsort(order, kind="stable")]
-    elif len(out):
-        out = _sorted(out)
+    out = merge_rows(df, new, affected, deleted, typed=typed, keep_only_rows=keep_only_rows,
+                     keep_categories=bool(criteria) and not keep_only_rows)
     check_complete(len(out))
     if labels is not None:
         out = _relabel(out.copy(deep=False), df, labels,
@@ -397,10 +437,8 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
     out.attrs = {k: v for k, v in df.attrs.items() if k != "orthanc"}
     out.attrs["orthanc"] = attrs
     if criteria and not keep_only_rows:
-        from .matching import decode_criteria  # built on another branch; imported when needed
-
         for entry in criteria:
             crit, case_sensitive = decode_criteria(entry)
-            out = out.orthanc.select(**crit, case_sensitive=case_sensitive)
+            out = select(out, crit, lambda: client, case_sensitive=case_sensitive)
     out.attrs["orthanc"] = {**out.attrs.get("orthanc", attrs), "criteria": criteria}
     return out

@@ -9,8 +9,10 @@ Values Orthanc sends (``?short`` JSON: strings, ``null``, or lists of dicts for 
 become typed columns with the same schema as the index frame (see :mod:`orthanc_pandas.index`):
 ``DA`` -> ``datetime64``, ``IS``/``DS``/binary numbers -> ``Int64``/``Float64``, fixed
 multi-valued numbers -> one ``Float64`` column per component (``PixelSpacing_0``,
-``PixelSpacing_1``), text -> ``string``; sequences -> an ``object`` column of JSON-like Python
-lists of dicts keyed by keyword.
+``PixelSpacing_1``), text -> ``string`` (empty text is missing), ``AS`` -> age in years
+(``Float64``); sequences -> an ``object`` column of JSON-like Python lists of dicts keyed by
+keyword; binary values (OB, OW, UN..., fetched apart, see :mod:`orthanc_pandas.fetch_tags`) ->
+an ``object`` column of ``bytes``.
 """
 
 from __future__ import annotations
@@ -197,8 +199,8 @@ def json_like(value):
 def typed_tag_columns(info: TagInfo, values: Sequence) -> dict[str, pd.Series]:
     """Typed columns for one tag from the raw values Orthanc sent, one per instance.
 
-    ``None`` (absent, or a binary value Orthanc does not send) becomes missing. The types
-    are those of the index frame's instance-level columns.
+    ``None`` (absent) becomes missing; ``bytes`` (binary values) give an ``object`` column of
+    bytes. The types are those of the index frame's instance-level columns.
 
     Parameters
     ----------
@@ -221,6 +223,10 @@ def typed_tag_columns(info: TagInfo, values: Sequence) -> dict[str, pd.Series]:
     Float64Dtype()
     """
     values = list(values)
+    if any(isinstance(v, bytes) for v in values):
+        # binary values (OB, OW, UN...), as stored in the file: not text, not parsed
+        return {info.name: pd.Series([v if v is None or isinstance(v, bytes) else str(v).encode()
+                                      for v in values], dtype=object)}
     if info.vr == "SQ" or any(isinstance(v, list | dict) for v in values):
         seq = pd.Series([json_like(v) if v is not None else None for v in values], dtype=object)
         return {info.name: seq}

@@ -18,6 +18,7 @@ import orthanc_pandas as op
 from orthanc_pandas.client import OrthancClient
 from orthanc_pandas.errors import OrthancHTTPError, ParseWarning
 from orthanc_pandas.fetch_tags import fetch_tag_columns, from_files_only
+from orthanc_pandas.selection import select
 from orthanc_pandas.synthetic import generate_archive
 from orthanc_pandas.tags import resolve_tag
 from orthanc_pandas.testing import LocalOrthanc
@@ -96,6 +97,30 @@ def test_values_are_pydicoms(corpus, corpus_frame):
             got = None if pd.isna(got) or not got.strip() else got.strip()  # empty text is kept as ""
             assert got == want, (iid, kw)
     assert checked > 10
+
+
+def test_binary_values_are_the_files_bytes(corpus, corpus_frame):
+    """GE's private OB (0043,1028) in CT_small.dcm and others: Orthanc's JSON gives null for
+    it, the column must hold the bytes pydicom reads, and None selects only files without it."""
+    client = op.connect(corpus.url)
+    tag = resolve_tag("0043,1028")
+    got = pd.DataFrame(fetch_tag_columns(corpus_frame, client, [tag]))["0043,1028"]
+    assert got.dtype == object
+    have = 0
+    for iid, value in zip(corpus_frame.index.get_level_values("instance"), got, strict=True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = corpus.dataset(iid, stop_before_pixels=True)
+        if tag.tag in ds:
+            want = ds[tag.tag].value or b""
+            assert isinstance(value, bytes) and value == bytes(want), iid
+            have += 1
+        else:
+            assert value is None, iid
+    assert have >= 2
+    missing = select(corpus_frame, {"0043,1028": None}, lambda: client)
+    assert len(missing) == len(corpus_frame) - have
+    assert missing["0043,1028"].isna().all()
 
 
 def test_parent_level_and_computed_tags_are_read_from_files(corpus):

@@ -20,8 +20,10 @@ from orthanc_pandas.index import (
     LevelTable,
     build_frame,
     empty_frame,
+    parse_ages,
     parse_dates,
     parse_numbers,
+    parse_vectors,
     vector_columns,
 )
 
@@ -92,7 +94,82 @@ def test_empty_frame_has_the_whole_schema():
     df = empty_frame()
     assert len(df) == 0
     assert {"PatientName", "StudyDate", "Modality", "SOPInstanceUID", "ImagePositionPatient_2"} <= set(df.columns)
-    assert (df.dtypes == "null[pyarrow]").all()  # no resource has any tag
+    # no resource has any tag: every column has the dtype its tag's VR gives it anyway
+    expected = {"PatientName": "category", "PatientBirthDate": "datetime64[us]",
+                "StudyDate": "datetime64[us]", "SeriesNumber": "Int64", "Modality": "category",
+                "SOPInstanceUID": "string", "InstanceNumber": "Int64",
+                "ImagePositionPatient_2": "Float64", "ImageOrientationPatient_5": "Float64",
+                "orthanc_file_size": "Int64", "orthanc_series_status": "category",
+                "orthanc_series_expected_instances": "Int64", "orthanc_labels": "category"}
+    assert {c: str(df[c].dtype) for c in expected} == expected
+    assert "null[pyarrow]" not in set(map(str, df.dtypes))
+    assert "ImagePositionPatient_3" not in df.columns  # VM 3: exactly three components
+
+
+def test_dtypes_do_not_depend_on_the_values():
+    """The same tag has the same dtype whether some resource has it, has it empty, or none has."""
+    present = archive([{"SOPInstanceUID": "1", "InstanceNumber": "3", "ImageComments": "hi",
+                        "ImagePositionPatient": "1\\2\\3"}],
+                      series_tags={"SeriesDate": "20200101", "SeriesNumber": "2", "Modality": "CT"},
+                      patient_tags={"PatientSex": "F"})
+    absent = archive([{"SOPInstanceUID": "1"}], series_tags={}, patient_tags={})
+    empty = archive([{"SOPInstanceUID": "1", "InstanceNumber": "", "ImageComments": "",
+                      "ImagePositionPatient": ""}],
+                    series_tags={"SeriesDate": "", "SeriesNumber": "", "Modality": ""},
+                    patient_tags={"PatientSex": ""})
+    frames = [frame(present), frame(absent), frame(empty)]
+    dtypes = [f.dtypes.astype(str).to_dict() for f in frames]
+    assert dtypes[0] == dtypes[1] == dtypes[2]
+    assert dtypes[0]["SeriesDate"] == "datetime64[us]" and dtypes[0]["PatientSex"] == "category"
+    # the missing frames concatenate with the present one without changing a non-text dtype
+    both = pd.concat(frames)
+    for col in ("SeriesDate", "SeriesNumber", "InstanceNumber", "ImagePositionPatient_0",
+                "ImageComments", "orthanc_file_size"):
+        assert both[col].dtype == frames[0][col].dtype, col
+
+
+def test_empty_text_is_missing_like_absent_text():
+    levels = archive([{"SOPInstanceUID": "1", "ImageComments": ""},
+                      {"SOPInstanceUID": "2", "ImageComments": "x  "},
+                      {"SOPInstanceUID": "3"}], patient_tags={"PatientSex": " "})
+    df = frame(levels)
+    assert df["ImageComments"].isna().tolist() == [True, False, True]
+    # no value: the one placeholder category "" (plain pd.read_parquet drops an empty list)
+    assert df["PatientSex"].isna().all() and list(df["PatientSex"].cat.categories) == [""]
+    raw = frame(levels, typed=False)  # raw strings stay as Orthanc sent them
+    assert raw["ImageComments"].fillna("<absent>").tolist() == ["", "x  ", "<absent>"]
+
+
+def test_all_missing_columns_survive_plain_parquet(tmp_path):
+    df = frame(archive([{"SOPInstanceUID": "1"}], series_tags={}, patient_tags={}))
+    df.to_parquet(tmp_path / "m.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "m.parquet"), df)
+    # zero rows: parquet keeps no category of a zero-row categorical (pyarrow writes no
+    # dictionary), so only the categories are lost; every dtype else comes back exactly
+    empty = empty_frame()
+    empty.to_parquet(tmp_path / "e.parquet")
+    back = pd.read_parquet(tmp_path / "e.parquet")
+    pd.testing.assert_frame_equal(back, empty, check_categorical=False)
+    assert (back.dtypes.astype(str) == empty.dtypes.astype(str)).all()
+
+
+def test_age_is_years():
+    ages = ["063Y", "006M", "010W", "003D", ""]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = parse_ages(pd.Series(ages, dtype="string[pyarrow]"))
+    assert out.dtype == "Float64"
+    expected = [63, 0.5, 10 * 7 / 365.25, 3 / 365.25]
+    assert np.allclose(out.iloc[:4].astype(float), expected) and pd.isna(out.iloc[4])
+    with pytest.warns(ParseWarning, match="1 value"):
+        assert pd.isna(parse_ages(pd.Series(["63"])).iloc[0])
+
+
+def test_vector_with_too_many_components_is_missing():
+    with pytest.warns(ParseWarning, match="1 value"):
+        cols = parse_vectors(pd.Series(["1\\2\\3\\4", "1\\2\\3"]), "ImagePositionPatient", 3)
+    assert list(cols) == ["ImagePositionPatient_0", "ImagePositionPatient_1", "ImagePositionPatient_2"]
+    assert cols["ImagePositionPatient_0"].isna().tolist() == [True, False]
 
 
 def test_unknown_extra_main_tags_are_kept():
@@ -231,8 +308,12 @@ def test_fuzz_every_level_against_python_parsing(levels):
             for kw, value in by_id[lvl][rid].items():
                 got, text = df[kw].iloc[pos], raw[kw].iloc[pos]
                 if kw in TEXT_TAGS.get(lvl, []):
-                    # text is kept, only DICOM padding (trailing spaces / NULs) removed
-                    assert not pd.isna(got) and str(got) == value.rstrip(" \x00"), (kw, value, got)
+                    # text is kept, only DICOM padding (trailing spaces / NULs) removed;
+                    # nothing left is missing, as an absent tag is
+                    if value.rstrip(" \x00") == "":
+                        assert pd.isna(got), (kw, value, got)
+                    else:
+                        assert not pd.isna(got) and str(got) == value.rstrip(" \x00"), (kw, value, got)
                     continue
                 assert text == value  # raw frames keep the server's strings exactly
                 want = _python_int(value) if kw in INT_TAGS.get(lvl, []) else _python_date(value)

@@ -17,7 +17,6 @@ from orthanc_pandas.errors import SelectionError, ServerCapabilityError
 from orthanc_pandas.index import (
     LABELS_COLUMN,
     LEVELS,
-    NULL_DTYPE,
     ROUTES,
     STR_DTYPE,
     LevelTable,
@@ -67,10 +66,12 @@ def test_column_is_the_sorted_union_of_the_four_levels():
     assert list(df[LABELS_COLUMN].cat.categories) == ["a_1,b-2,c,zeta", "a_1,b-2,zeta", "a_1,zeta", "zeta"]
 
 
-def test_no_labels_anywhere_is_an_all_missing_null_column():
+def test_no_labels_anywhere_is_an_all_missing_categorical():
     for labels in (None, {}):  # 1.10 (no Labels key at all) and 1.12+ with no label set
         df = _frame(_json_archive(labels))
-        assert df[LABELS_COLUMN].dtype == NULL_DTYPE
+        # the same dtype as with labels: a categorical (with only the placeholder category)
+        assert isinstance(df[LABELS_COLUMN].dtype, pd.CategoricalDtype)
+        assert list(df[LABELS_COLUMN].cat.categories) == [""]
         assert df[LABELS_COLUMN].isna().all() and len(df) == 4
         assert list(df.columns)[-1] == LABELS_COLUMN
 
@@ -179,7 +180,7 @@ def test_without_labels_support_a_clear_error_and_a_missing_column(server):
     if client.capabilities().labels:
         pytest.skip(f"Orthanc {client.version} has labels")
     df = op.read_orthanc(client)
-    assert df[LABELS_COLUMN].dtype == NULL_DTYPE and df[LABELS_COLUMN].isna().all()
+    assert isinstance(df[LABELS_COLUMN].dtype, pd.CategoricalDtype) and df[LABELS_COLUMN].isna().all()
     for method in (df.orthanc.add_labels, df.orthanc.remove_labels):
         with pytest.raises(ServerCapabilityError, match=r"Orthanc >= 1\.12") as info:
             method("reviewed", client=client)

@@ -82,6 +82,39 @@ def test_dates():
         mask(DATES, "2020-13-45", "DA")
 
 
+def test_iso_days_as_dates_bounds_and_range_ends():
+    # the truth: pandas' own comparison of the column with the same days
+    def between(lo, hi):
+        ok = DATES.notna()
+        if lo:
+            ok &= DATES >= pd.Timestamp(lo)
+        if hi:
+            ok &= DATES <= pd.Timestamp(hi)
+        return ok.fillna(False).tolist()
+
+    assert mask(DATES, ("2020-01-01", "2020-12-31"), "DA").tolist() == between("2020-01-01", "2020-12-31")
+    assert mask(DATES, ("2020-01-01", None), "DA").tolist() == between("2020-01-01", None)
+    assert mask(DATES, "2020-01-01-2020-12-31", "DA").tolist() == between("2020-01-01", "2020-12-31")
+    assert mask(DATES, "2020-01-01-", "DA").tolist() == between("2020-01-01", None)
+    assert mask(DATES, "-2020-01-01", "DA").tolist() == between(None, "2020-01-01")
+    assert mask(DATES, "2020-01-01-20201231", "DA").tolist() == between("2020-01-01", "2020-12-31")
+    assert mask(DATES, "2020-12-31", "DA").tolist() == (DATES == pd.Timestamp("2020-12-31")).fillna(False).tolist()
+    assert mask(DATES, "2020-12-31").tolist() == mask(DATES, "20201231").tolist()  # by dtype alone
+    with pytest.raises(SelectionError, match="YYYY-MM-DD"):
+        mask(DATES, ("2020-02-30", None), "DA")
+
+
+def test_ages_in_years():
+    from orthanc_pandas.index import parse_ages
+
+    ages = parse_ages(pd.Series(["063Y", "070Y", "006M", "059Y", None]))
+    assert mask(ages, (60, 70), "AS").tolist() == [True, True, False, False, False]
+    assert mask(ages, ("060Y", "070Y"), "AS").tolist() == [True, True, False, False, False]
+    assert mask(ages, "006M", "AS").tolist() == [False, False, True, False, False]
+    assert mask(ages, 0.5, "AS").tolist() == [False, False, True, False, False]
+    assert mask(ages, None, "AS").tolist() == [False, False, False, False, True]
+
+
 def test_times_and_datetimes_compare_as_dicom_text():
     tm = pd.Series(["080000", "120000.5", "235959", None], dtype="category")
     assert mask(tm, "-120000", "TM").tolist() == [True, False, False, False]

@@ -7,7 +7,8 @@ import pytest
 
 import orthanc_pandas as op
 from orthanc_pandas.errors import OrthancPandasError, RefreshWarning
-from orthanc_pandas.refresh import changed_resources
+from orthanc_pandas.index import LEVELS, LevelTable, build_frame
+from orthanc_pandas.refresh import changed_resources, merge_rows
 from orthanc_pandas.synthetic import make_series, to_bytes
 
 
@@ -132,3 +133,67 @@ def test_refresh_replays_select(server):
     assert len(refreshed) == len(sel) - 1 + 4
     expected = op.read_orthanc(server.url).orthanc.select(PatientID="P2")
     assert_same(refreshed, expected)
+
+
+# -- the pure merge, on plain frames (no server) -------------------------------------------
+def _levels(series: dict[str, dict], instances: dict[str, list[dict]]) -> dict:
+    """Four-level JSON: one patient and study; ``series`` id -> tags; instances per series."""
+    return {
+        "patient": [{"ID": "p", "MainDicomTags": {"PatientID": "P"}}],
+        "study": [{"ID": "st", "ParentPatient": "p", "MainDicomTags": {"StudyDate": "20200102"}}],
+        "series": [{"ID": sid, "ParentStudy": "st", "Status": "Unknown", "MainDicomTags": tags}
+                   for sid, tags in series.items()],
+        "instance": [{"ID": f"{sid}-{k}", "ParentSeries": sid, "FileSize": 10 + k,
+                      "MainDicomTags": t} for sid, ts in instances.items() for k, t in enumerate(ts)],
+    }
+
+
+def _build(levels: dict) -> pd.DataFrame:
+    return build_frame({lvl: LevelTable.from_resources(lvl, levels[lvl]) for lvl in LEVELS})
+
+
+def test_merge_rows_equals_a_fresh_build_when_tags_first_appear():
+    before_series = {"s1": {"Modality": "CT", "SeriesNumber": "1"},
+                     "s2": {"Modality": "CT", "SeriesNumber": "2"}}
+    before_inst = {"s1": [{"SOPInstanceUID": "1.1", "InstanceNumber": "1"}],
+                   "s2": [{"SOPInstanceUID": "2.1", "InstanceNumber": "1"}]}
+    # s2 is re-created with a SeriesDate, a BodyPartExamined, an ImageComments and one more
+    # instance: tags no resource had
+    after_series = {**before_series, "s2": {"Modality": "MR", "SeriesNumber": "2",
+                                            "SeriesDate": "20210304", "BodyPartExamined": "HEAD"}}
+    after_inst = {**before_inst, "s2": [{"SOPInstanceUID": "2.1", "InstanceNumber": "1"},
+                                        {"SOPInstanceUID": "2.2", "InstanceNumber": "2",
+                                         "ImageComments": "new"}]}
+    old = _build(_levels(before_series, before_inst))
+    fresh = _build(_levels(after_series, after_inst))
+    only_s2 = _levels({"s2": after_series["s2"]}, {"s2": after_inst["s2"]})
+    only_s2["series"][0]["ParentStudy"] = "st"
+    new = build_frame({lvl: LevelTable.from_resources(lvl, only_s2[lvl]) for lvl in LEVELS},
+                      sort=False)
+    merged = merge_rows(old, new, {"s2"}, set())
+    pd.testing.assert_frame_equal(merged, fresh)
+    # the dtypes never changed: the all-missing columns already had them
+    assert (old.dtypes.astype(str) == fresh.dtypes.astype(str)).all()
+    assert str(old["SeriesDate"].dtype) == "datetime64[us]" and old["SeriesDate"].isna().all()
+    assert fresh.loc[fresh.SOPInstanceUID == "2.2", "ImageComments"].tolist() == ["new"]
+
+
+def test_merge_rows_drops_deleted_and_emptied_columns():
+    series = {"s1": {"Modality": "CT", "BodyPartExamined": "HEAD"}, "s2": {"Modality": "CT"}}
+    inst = {"s1": [{"SOPInstanceUID": "1.1"}], "s2": [{"SOPInstanceUID": "2.1"}, {"SOPInstanceUID": "2.2"}]}
+    old = _build(_levels(series, inst))
+    # s1 deleted (its only instance), one instance of s2 deleted
+    merged = merge_rows(old, None, {"s1"}, {"s1-0", "s2-1"})
+    fresh = _build(_levels({"s2": series["s2"]}, {"s2": inst["s2"][:1]}))
+    pd.testing.assert_frame_equal(merged, fresh)
+    assert list(merged["BodyPartExamined"].cat.categories) == [""]  # the placeholder only
+
+
+def test_merge_rows_keep_only_rows_keeps_the_old_order():
+    series = {"s1": {"Modality": "CT"}}
+    inst = {"s1": [{"SOPInstanceUID": f"1.{k}", "InstanceNumber": str(k)} for k in range(3)]}
+    old = _build(_levels(series, inst)).iloc[[2, 0]]  # cut and reordered by plain pandas
+    new = _build(_levels(series, inst))
+    merged = merge_rows(old, new, {"s1"}, set(), keep_only_rows=True)
+    assert merged.SOPInstanceUID.tolist() == ["1.2", "1.0"]
+    assert (merged.dtypes == old.dtypes).all()

@@ -249,6 +249,9 @@ def documented_differences(tag, kind, raw_frame, file_values) -> set[str]:
     # 5. Orthanc indexes missing identifiers as "": "*" matches instances lacking them.
     if tag in ORTHANC_NORMALIZED:
         out |= set(ids[col.isna()])
+    # 7. An empty value is missing in a typed frame (as an absent one); Orthanc's "*" (and any
+    #    pattern matching "") matches it.
+    out |= set(ids[(col.astype("string").str.rstrip(" \x00") == "").fillna(False)])
     return out
 
 
