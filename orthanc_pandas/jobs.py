@@ -157,6 +157,37 @@ def _describe(client: OrthancClient, level: str, rid: str) -> list[dict]:
     return rows
 
 
+def _remove_partial_copies(client: OrthancClient, route: str, meta: str, statuses: dict,
+                           sources: dict[str, list[dict]], existing: set[str]) -> None:
+    """Delete what a failed job wrote before failing, so a failure leaves no half copy.
+
+    Orthanc writes the modified instances one by one; a job that fails on the n-th leaves the
+    first n-1 as a new resource. It is found among the resources that appeared during the run
+    by the ``AnonymizedFrom``/``ModifiedFrom`` metadata of its instances.
+    """
+    failed = {rid for rid, st in statuses.items() if not st["ok"] and rid in sources}
+    if not failed or route == "instances":
+        return
+    made = {st["content"].get("ID") for st in statuses.values() if st["ok"]}
+    appeared = set(client.get_json(f"/{route}")) - existing - made
+    owner = {r["instance"]: rid for rid in failed for r in sources[rid]}
+    for new in appeared:
+        try:
+            first = client.get_json(f"/{route}/{new}/instances")[0]["ID"]
+            origin = client.get_bytes(f"/instances/{first}/metadata/{meta}").decode()
+        except (OrthancPandasError, IndexError):
+            continue
+        rid = owner.get(origin)
+        if rid is None:
+            continue
+        try:
+            client.delete(f"/{route}/{new}")
+            note = f"; its partial copy {new} was deleted"
+        except OrthancPandasError as exc:
+            note = f"; its partial copy {new} could not be deleted ({exc})"
+        statuses[rid] = {**statuses[rid], "reason": statuses[rid]["reason"] + note}
+
+
 def modify_resources(df: pd.DataFrame, client: OrthancClient, action: str = "anonymize", *,
                      level: str = "study", keep: Iterable[str] = (), replace: Mapping[str, str] | None = None,
                      remove: Iterable[str] = (), keep_source: bool = True, force: bool = False,
@@ -209,9 +240,11 @@ def modify_resources(df: pd.DataFrame, client: OrthancClient, action: str = "ano
         sources[rid] = _describe(client, level, rid)  # before the job: the source may go
         return client.post_json(f"/{route}/{rid}/{action}", body)["ID"]
 
+    existing = set(client.get_json(f"/{route}"))
     statuses = run_jobs(client, todo, submit, max_workers=max_workers, timeout=timeout,
                         progress=progress, desc=action)
     meta = "AnonymizedFrom" if action == "anonymize" else "ModifiedFrom"
+    _remove_partial_copies(client, route, meta, statuses, sources, existing)
     frames = []
     for rid in resources:
         if rid in finished:
