@@ -168,11 +168,17 @@ class Orthanc:
         return self
 
     def refresh(self) -> Orthanc:
-        """Bring the index up to date with the server (after uploads and deletions)."""
+        """Bring the index up to date with the server (after uploads and deletions).
+
+        As in simple-orthanc, this clears the selection (and the sort order): afterwards the
+        whole server is selected.
+        """
         full = self._full.copy()
         full.attrs = {**self._full.attrs, "orthanc": {**self._full.attrs["orthanc"], "criteria": []}}
         self._full = full.orthanc.refresh()
-        self._apply()
+        self._criteria.clear()
+        self._sort = None
+        self._df = self._full
         return self
 
     # -- tags ------------------------------------------------------------------------------
@@ -193,8 +199,9 @@ class Orthanc:
             return [_py(v) for v in pd.unique(values.dropna().to_numpy())]
         return [_py(v) for v in self._df.orthanc.unique(tag)]
 
-    def get_dicom_tag(self, tag: str, unique: bool = False) -> list:
-        """Values of ``tag``: one per instance in row order, or the unique ones."""
+    def get_dicom_tag(self, tag: str, unique: bool = True) -> list:
+        """Values of ``tag`` in the selection: the unique ones (the default, as in
+        simple-orthanc), or with ``unique=False`` one per instance in row order."""
         if unique:
             return self._unique(tag)
         return [_py(v) for v in self._df.orthanc.values(tag).to_numpy()]
@@ -267,6 +274,7 @@ class Orthanc:
                       progress=self._progress)
 
     def _delete(self, level: str):
+        # then refresh(), which clears the selection as simple-orthanc does after a deletion
         report = self._df.orthanc.delete(level, confirm=True)
         self.refresh()
         return report

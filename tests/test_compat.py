@@ -85,7 +85,7 @@ def test_sort_by_really_sorts_and_headers_follow(orthanc):
     locations = orthanc.SliceLocation
     assert locations == sorted(locations) and len(locations) == 40
     orthanc.sort_by("InstanceNumber", order="descending")
-    numbers = orthanc.get_dicom_tag("InstanceNumber")
+    numbers = orthanc.get_dicom_tag("InstanceNumber", unique=False)
     assert numbers == sorted(numbers, reverse=True)
     headers = orthanc.get_headers()
     assert [int(h.InstanceNumber) for h in headers] == numbers
@@ -103,7 +103,7 @@ def test_headers(server, orthanc):
     orthanc.reset("InstanceNumber")
     assert len(orthanc.get_headers()) == 40
     assert orthanc.get_headers(index=0, silent=False).SOPInstanceUID == \
-        orthanc.get_dicom_tag("SOPInstanceUID")[0]
+        orthanc.get_dicom_tag("SOPInstanceUID", unique=False)[0]
 
 
 def test_get_array_and_volume(orthanc):
@@ -127,6 +127,9 @@ def test_get_dicom_tag_and_all_tags(orthanc):
     names = orthanc.get_dicom_tag("PatientName", unique=False)
     assert len(names) == orthanc.instance_count
     assert orthanc.get_dicom_tag("PatientName", unique=True) == orthanc.PatientNames
+    # the seed: "orthanc.get_dicom_tag('PatientName', unique=False) will give a list of
+    # PatientNames", i.e. unique values unless unique=False is asked for
+    assert orthanc.get_dicom_tag("PatientName") == orthanc.PatientNames
     assert set(orthanc.get_all_dicom_tags()) == set(orthanc.interface.main_dicom_tags)
     orthanc.select(PatientName="JaneDoe", SeriesDescription="ct_scan")
     all_tags = orthanc.get_all_dicom_tags()
@@ -167,16 +170,20 @@ def test_upload_refresh_delete(orthanc_available, tmp_path):
         orthanc.upload_file([str(p) for p in paths[1:]])
         orthanc.refresh()
         assert orthanc.instance_count == 3
+        orthanc.select(InstanceNumber=1).sort_by("InstanceNumber", order="descending")
+        assert orthanc.instance_count == 1
         orthanc.upload_folder(str(tmp_path), test_dicom=True, recursive=False)  # sub/ not included
-        orthanc.refresh()
-        assert orthanc.instance_count == 3
+        orthanc.refresh()  # as in simple-orthanc: the selection is cleared, the whole server shown
+        assert orthanc.selection == {} and orthanc.instance_count == 3
+        assert orthanc.get_dicom_tag("InstanceNumber", unique=False) == [1, 2, 3]
         orthanc.upload_folder(str(tmp_path), recursive=True)
         orthanc.refresh()
         assert orthanc.instance_count == 5 == s.client().statistics()["CountInstances"]
         orthanc.select(SeriesDescription="second").delete_selected_series()
         assert s.client().statistics()["CountInstances"] == 3
-        orthanc.reset()
-        assert orthanc.instance_count == 3
+        # the seed clears the selection after a deletion: the whole (remaining) server
+        assert orthanc.selection == {} and orthanc.instance_count == 3
+        assert orthanc.SeriesDescriptions == ["first"]
         orthanc.select(SeriesDescription="first")
         with pytest.warns(UserWarning, match="cannot be undone"):
             orthanc.delete_selected_patient()
