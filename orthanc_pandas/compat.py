@@ -29,15 +29,11 @@ import pandas as pd
 from pydicom.datadict import keyword_dict
 
 from .client import get_client
-from .errors import OrthancPandasWarning
+from .errors import DeletionWarning
 from .index import MAIN_TAGS
 from .read import read_orthanc
 
 __all__ = ["Orthanc"]
-
-
-class DeletionWarning(OrthancPandasWarning):
-    """A whole patient or study is being deleted, including resources outside the selection."""
 
 
 class _Interface:

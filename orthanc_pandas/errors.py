@@ -19,6 +19,7 @@ __all__ = [
     "NotOrthancError",
     "InvalidURLError",
     "ServerChangedError",
+    "InconsistentIndexError",
     "ServerMismatchError",
     "ServerCapabilityError",
     "FrameFormatError",
@@ -40,6 +41,7 @@ __all__ = [
     "ParseWarning",
     "GeometryWarning",
     "RefreshWarning",
+    "DeletionWarning",
 ]
 
 
@@ -100,6 +102,10 @@ class InvalidURLError(OrthancPandasError, ValueError):
 
 class ServerChangedError(OrthancPandasError, RuntimeError):
     """The archive kept changing while it was being read; no consistent snapshot was possible."""
+
+
+class InconsistentIndexError(ServerChangedError):
+    """Resources whose parent is not in the lists: the archive changed during the read."""
 
 
 class ServerMismatchError(OrthancPandasError, ValueError):
@@ -210,3 +216,7 @@ class GeometryWarning(OrthancPandasWarning):
 class RefreshWarning(OrthancPandasWarning):
     """``refresh()`` could not reproduce a fresh read exactly (a frame cut by plain pandas, or
     selection criteria that cannot be replayed)."""
+
+
+class DeletionWarning(OrthancPandasWarning):
+    """A whole patient or study is being deleted, including resources outside the selection."""

@@ -16,6 +16,19 @@ def test_not_an_index_frame_raises_attributeerror_saying_why():
     assert not hasattr(pd.DataFrame({"a": [1]}), "orthanc")
 
 
+def test_every_error_and_warning_is_in_the_family_and_old_imports_still_work():
+    from orthanc_pandas import compat, errors, index
+
+    assert issubclass(errors.InconsistentIndexError, errors.OrthancPandasError)
+    assert issubclass(errors.InconsistentIndexError, RuntimeError)  # as before the move
+    assert index.InconsistentIndexError is errors.InconsistentIndexError
+    assert issubclass(errors.DeletionWarning, errors.OrthancPandasWarning)
+    assert compat.DeletionWarning is errors.DeletionWarning is op.DeletionWarning
+    for name in errors.__all__:
+        cls = getattr(errors, name)
+        assert issubclass(cls, (errors.OrthancPandasError, errors.OrthancPandasWarning)), name
+
+
 def test_reset_index_frame_explains_how_to_restore(corpus_frame):
     with pytest.raises(AttributeError, match="set_index"):
         corpus_frame.reset_index().orthanc  # noqa: B018
