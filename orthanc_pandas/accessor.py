@@ -6,12 +6,17 @@ builds a new accessor object on every ``df.orthanc`` access, so nothing lives on
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 
 from ._threads import DEFAULT_WORKERS
 from .client import OrthancClient
 from .index import INDEX_NAMES
 from .series_volume import check_index_frame, frame_client, frame_url
+
+if TYPE_CHECKING:
+    from tqdm.auto import tqdm
 
 __all__ = ["OrthancAccessor", "is_index_frame"]
 
@@ -143,7 +148,9 @@ class OrthancAccessor:
 
         return select(self._df, criteria, self.client, case_sensitive=case_sensitive)
 
-    def with_tags(self, *tags, progress=None, max_workers: int | None = DEFAULT_WORKERS, client=None) -> pd.DataFrame:
+    def with_tags(self, *tags, progress: bool | tqdm | None = None,
+                  max_workers: int | None = DEFAULT_WORKERS,
+                  client: OrthancClient | str | None = None) -> pd.DataFrame:
         """This frame with a typed column for each tag, fetched in bulk.
 
         One ``GET /series/{id}/instances-tags`` request per series of the rows (never one per
@@ -237,7 +244,8 @@ class OrthancAccessor:
         return sort_by(self._df, tag, self.client, ascending=ascending, **fetch)
 
     # -- headers and files (headers.py, transfer.py) ------------------------------------
-    def headers(self, *, progress=None, max_workers: int = DEFAULT_WORKERS, client=None) -> list:
+    def headers(self, *, progress: bool | tqdm | None = None, max_workers: int = DEFAULT_WORKERS,
+                client: OrthancClient | str | None = None) -> list:
         """The pydicom header of every row, in row order, without pixel data (lossless).
 
         See :func:`orthanc_pandas.headers.headers`.
@@ -261,8 +269,9 @@ class OrthancAccessor:
 
         return header(self._df, self.client(client))
 
-    def download(self, folder=None, *, layout: str = "flat", verify: str = "size", progress=None,
-                 max_workers: int = DEFAULT_WORKERS, client=None) -> pd.Series:
+    def download(self, folder=None, *, layout: str = "flat", verify: str = "size",
+                 progress: bool | tqdm | None = None, max_workers: int = DEFAULT_WORKERS,
+                 client: OrthancClient | str | None = None) -> pd.Series:
         """Save the stored file of every row; the paths in row order.
 
         See :func:`orthanc_pandas.transfer.download`.
@@ -536,7 +545,8 @@ class OrthancAccessor:
 
     # -- volumes (volume.py) -------------------------------------------------------------
     def volume(self, *, rescale: bool = True, allow_irregular: bool = False, dtype="float32",
-               max_workers: int | None = None, progress=None, client=None):
+               max_workers: int | None = None, progress: bool | tqdm | None = None,
+               client: OrthancClient | str | None = None):
         """The pixels of the rows' one series as an :class:`xarray.DataArray` with geometry.
 
         The stored files are downloaded (``/instances/{id}/file``, uncompressed on the wire,
@@ -615,7 +625,8 @@ class OrthancAccessor:
 
 
     # -- scale (dask.py) -----------------------------------------------------------------
-    def map_series(self, func, *, client=None, meta=None, auth=None, orthanc=None,
+    def map_series(self, func, *, client=None, meta=None, auth: tuple[str, str] | None = None,
+                   orthanc: OrthancClient | str | None = None,
                    **volume_kwargs) -> pd.DataFrame:
         """Call ``func(volume, rows)`` once per series of the rows, in parallel on Dask.
 

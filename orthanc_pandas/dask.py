@@ -524,7 +524,8 @@ def _one_series(series_id: str, rows: pd.DataFrame, func: Callable, orthanc: Ort
         return series_id, {}, f"{type(exc).__name__}: {exc}"
 
 
-def series_tasks(df: pd.DataFrame, func: Callable, *, orthanc=None, **volume_kwargs) -> list:
+def series_tasks(df: pd.DataFrame, func: Callable, *, orthanc: OrthancClient | str | None = None,
+                 **volume_kwargs) -> list:
     """The ``dask.delayed`` tasks of :func:`map_series`, one per series (for inspection).
 
     Each task holds the series' rows, ``func`` and the Orthanc client, which pickles as its
@@ -546,8 +547,9 @@ def series_tasks(df: pd.DataFrame, func: Callable, *, orthanc=None, **volume_kwa
     return tasks
 
 
-def map_series(df: pd.DataFrame, func: Callable, *, client=None, meta=None, auth=None,
-               orthanc=None, **volume_kwargs) -> pd.DataFrame:
+def map_series(df: pd.DataFrame, func: Callable, *, client=None, meta=None,
+               auth: tuple[str, str] | None = None, orthanc: OrthancClient | str | None = None,
+               **volume_kwargs) -> pd.DataFrame:
     """Call ``func(volume, rows)`` once per series of ``df``, in parallel on Dask.
 
     ``volume`` is the series' :class:`xarray.DataArray` (as ``rows.orthanc.volume()`` gives

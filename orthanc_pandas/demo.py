@@ -34,12 +34,16 @@ def sample_files() -> list[Path]:
 def load_samples(server, *, phantom_slices: int = 40, size: int = 128) -> dict:
     """Store pydicom's test files and a CT phantom of patient JaneDoe on ``server``.
 
-    Returns counts of what the server accepted.
+    Returns counts per upload outcome: ``Success``, ``AlreadyStored``, ``not DICOM`` (some of
+    pydicom's test files are not DICOM at all), ``refused by Orthanc`` (DICOM that Orthanc
+    does not accept, e.g. without a SOPInstanceUID), ``Error``; and ``phantom instances``.
     """
     from .synthetic import make_series, to_bytes
+    from .transfer import upload
 
-    answers = server.upload(sample_files())
-    status = pd.Series([a.get("Status", "Error") for a in answers.values()]).value_counts().to_dict()
+    report = upload(sample_files(), server.client(), progress=False)
+    names = {"NotDicom": "not DICOM", "Failure": "refused by Orthanc"}
+    status = report["status"].astype(str).map(lambda s: names.get(s, s)).value_counts().to_dict()
     ct = make_series(phantom_slices, size, size, patient_id="JD0001", patient_name="JaneDoe",
                      patient_sex="F", patient_birth_date="19800214", study_date="20240301",
                      study_description="CT Examination", series_description="ct_scan",

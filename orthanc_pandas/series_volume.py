@@ -8,6 +8,7 @@ way (accessor -> this module -> pixels/volume) and nothing below the accessor ca
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -15,6 +16,9 @@ from ._threads import worker_count
 from .client import OrthancClient, get_client
 from .errors import NotAnIndexError, OrthancPandasError, SelectionError
 from .index import INDEX_NAMES
+
+if TYPE_CHECKING:
+    from tqdm.auto import tqdm
 
 __all__ = ["series_volume", "LazyVolumes", "frame_url", "frame_client"]
 
@@ -51,7 +55,7 @@ def frame_client(df: pd.DataFrame, client: OrthancClient | str | None = None) ->
 
 def series_volume(rows: pd.DataFrame, client: OrthancClient, *, rescale: bool = True,
                   allow_irregular: bool = False, dtype="float32", max_workers: int | None = None,
-                  progress=None):
+                  progress: bool | tqdm | None = None):
     """The pixels of ``rows`` (one series) as an :class:`xarray.DataArray` with geometry.
 
     The parameters, result and errors are those of

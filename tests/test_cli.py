@@ -58,3 +58,14 @@ def test_bad_url_is_a_clear_error():
     res = run_cli("index", "localhost:8042")
     assert res.returncode == 1
     assert "needs a scheme" in res.stderr
+
+
+def test_demo_samples_report_files_that_are_not_dicom_as_such(orthanc_factory):
+    from orthanc_pandas.demo import load_samples, sample_files
+
+    server = orthanc_factory()
+    status = load_samples(server, phantom_slices=2, size=8)
+    assert status["not DICOM"] >= 1 and "Error" not in status, status
+    assert status["phantom instances"] == 4
+    files = sum(v for k, v in status.items() if k != "phantom instances")
+    assert files == len(sample_files())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import tempfile
 import warnings
 
 import numpy as np
@@ -137,7 +138,7 @@ def test_get_dicom_tag_and_all_tags(orthanc):
     assert "PatientName" in orthanc.interface.main_dicom_tags
 
 
-def test_download(server, orthanc, tmp_path):
+def test_download(server, orthanc, tmp_path, monkeypatch):
     orthanc.select(PatientName="JaneDoe", SeriesDescription="scout")
     files = orthanc.download(tmp_path)
     assert len(files) == 2
@@ -145,6 +146,9 @@ def test_download(server, orthanc, tmp_path):
     stored = {hashlib.sha256(client.get_bytes(f"/instances/{i}/file")).hexdigest()
               for i in orthanc.df.index.get_level_values("instance")}
     assert {hashlib.sha256(open(f, "rb").read()).hexdigest() for f in files} == stored
+    # without a folder, files go to a new folder in the system temp dir: tmp_path here
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "system-temp"))
+    (tmp_path / "system-temp").mkdir()
     default = orthanc.download()
     assert len(default) == 2 and all("orthanc-pandas" in f for f in default)
 
