@@ -713,7 +713,7 @@ def parse_numbers(text, kw: str = "number", integer: bool = False) -> pd.Series:
 
 
 def parse_vectors(text, kw: str, length: int) -> dict[str, pd.Series]:
-    """``"x\\y\\z"`` -> columns ``kw_0``.. ``kw_{length-1}`` (the schema: DICOM's VM).
+    r"""``"x\y\z"`` -> columns ``kw_0``.. ``kw_{length-1}`` (the schema: DICOM's VM).
 
     A value with more components is not a valid value of the tag: missing, with a
     :class:`ParseWarning`, as a component that is no number or is lacking.
