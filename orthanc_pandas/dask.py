@@ -90,6 +90,7 @@ from .index import (
 )
 from .labels import label_map
 from .read import provenance, read_consistent
+from .selection import select as _select
 from .series_volume import frame_client as _frame_client
 from .series_volume import series_volume
 
@@ -432,7 +433,7 @@ def connect_workers(dask_client, url: str, *, auth=None, **client_kwargs) -> Non
 
 # -- selection on Dask frames ----------------------------------------------------------------
 def _select_partition(part: pd.DataFrame, criteria: dict, case_sensitive: bool) -> pd.DataFrame:
-    return part.orthanc.select(case_sensitive=case_sensitive, **criteria)
+    return _select(part, criteria, lambda: _frame_client(part), case_sensitive=case_sensitive)
 
 
 def select(ddf: dd.DataFrame, case_sensitive: bool = False, **criteria) -> dd.DataFrame:

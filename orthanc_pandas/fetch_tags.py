@@ -47,6 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pandas as pd
 
 from ._progress import progress_bar
+from ._threads import DEFAULT_WORKERS, worker_count
 from .capabilities import Capabilities
 from .client import OrthancClient
 from .errors import OrthancNotFoundError
@@ -54,7 +55,6 @@ from .tags import TagInfo, _info_for, _parse_number, typed_tag_columns
 
 __all__ = ["fetch_series_tags", "fetch_tag_columns", "fetch_tag_names", "DEFAULT_WORKERS", "ROUTES"]
 
-DEFAULT_WORKERS = 4
 
 #: ``route=`` values; ``"auto"`` chooses by capability and by how much of each series is asked for
 ROUTES = ("auto", "instances-tags", "requested-tags", "find", "instance")
@@ -76,8 +76,9 @@ _LONG_VRS = frozenset({"LT", "ST", "UT", "UC", "UR", "OB", "OW", "OF", "OD", "OL
 
 
 def _workers(client: OrthancClient, max_workers: int | None, jobs: int) -> int:
-    limit = max(1, int(getattr(client, "pool_size", DEFAULT_WORKERS)))
-    return max(1, min(max_workers or DEFAULT_WORKERS, limit, max(jobs, 1)))
+    # 0 or None: the default (with_tags documents max_workers=None as "the default")
+    return worker_count(max_workers or None, pool_size=getattr(client, "pool_size", None),
+                        jobs=max(jobs, 1))
 
 
 def _query(tags: Sequence[TagInfo]) -> str:

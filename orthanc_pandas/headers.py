@@ -18,7 +18,7 @@ import pandas as pd
 import pydicom
 
 from ._progress import progress_bar
-from ._threads import map_in_order
+from ._threads import map_in_order, worker_count
 from .client import OrthancClient
 from .errors import OrthancConnectionError, SelectionError
 
@@ -148,7 +148,7 @@ def headers(df: pd.DataFrame, client: OrthancClient, progress=None,
     ids = _instance_ids(df)
     unique = list(dict.fromkeys(ids))
     found: dict[str, pydicom.Dataset] = {}
-    workers = max(1, min(int(max_workers), client.pool_size, len(unique) or 1))
+    workers = worker_count(max_workers, pool_size=client.pool_size, jobs=len(unique) or 1)
     lock = threading.Lock()
     with progress_bar(progress, total=len(unique), desc="Reading headers", unit="file",
                       min_total=50) as bar:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ._threads import map_in_order
+from ._threads import map_in_order, worker_count
 from .client import OrthancClient
 from .errors import OrthancHTTPError, SelectionError, ServerCapabilityError
 from .index import LABELS_COLUMN, LABELS_SEPARATOR, LEVELS, ROUTES, labels_column
@@ -160,7 +160,7 @@ def _apply(df: pd.DataFrame, client: OrthancClient, labels: Sequence[str], level
                 rows.append((level, rid, label, "added" if action == "add" else "removed", ""))
         return rows
 
-    workers = max(1, min(max_workers or 1, client.pool_size))
+    workers = worker_count(max_workers or 1, pool_size=client.pool_size)
     # a lost connection is raised (map_in_order stops at once); an HTTP error is a "failed" row
     done = map_in_order(one, _resources(df, level), workers, name="orthanc-labels")
     rows = [r for rs in done for r in rs]

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Sequence
 
 from ._progress import progress_bar
-from ._threads import map_in_order
+from ._threads import DEFAULT_WORKERS, map_in_order, worker_count
 from .client import OrthancClient
 from .errors import OrthancConnectionError, PixelDataError
 from .volume import _rescale_params, decode_pixels, slice_headers
@@ -21,7 +21,6 @@ from .volume import _rescale_params, decode_pixels, slice_headers
 __all__ = ["fetch_datasets", "DEFAULT_WORKERS"]
 
 #: Concurrent downloads; loopback and LAN servers saturate at 3-4 (the machine decodes too).
-DEFAULT_WORKERS = 4
 
 
 def fetch_datasets(client: OrthancClient, instance_ids: Sequence[str], *,
@@ -60,7 +59,7 @@ def fetch_datasets(client: OrthancClient, instance_ids: Sequence[str], *,
     import pydicom
 
     ids = list(instance_ids)
-    workers = max(1, min(int(max_workers), int(client.pool_size), len(ids) or 1))
+    workers = worker_count(max_workers, pool_size=client.pool_size, jobs=len(ids) or 1)
     bar = progress_bar(progress, total=len(ids), desc=desc, unit="file", min_total=50)
 
     def one(iid: str):

@@ -34,6 +34,7 @@ import pyarrow as pa
 from pandas.api.types import union_categoricals
 
 from . import index as _index
+from ._threads import worker_count
 from .changes import is_content_change
 from .client import OrthancClient
 from .errors import (
@@ -54,13 +55,11 @@ from .index import (
 )
 from .labels import label_map, labels_from_map
 from .matching import decode_criteria
-from .read import check_format
+from .read import _STAT_KEYS, check_format
 from .selection import select
 
 __all__ = ["refresh", "changed_resources", "merge_rows"]
 
-_STAT_KEYS = {"patients": "CountPatients", "studies": "CountStudies", "series": "CountSeries",
-              "instances": "CountInstances"}
 
 
 def changed_resources(changes: Iterable[dict]) -> dict[str, set[str]]:
@@ -108,7 +107,7 @@ def _pmap(fn, items, workers: int = 4) -> list:
 
 def _fetch_series(client: OrthancClient, series_ids: set[str], typed: bool) -> pd.DataFrame | None:
     """The rows of whole series, built the way read_orthanc builds them."""
-    workers = max(1, min(4, client.pool_size))
+    workers = worker_count(None, pool_size=client.pool_size)
     series = [s for s in _pmap(lambda s: _get_or_none(client, f"/series/{s}"), sorted(series_ids),
                                workers) if s]
     if not series:
@@ -288,7 +287,7 @@ def _new_attrs(info: dict, seq: int, stats: dict, criteria: list) -> dict:
     attrs.update(
         last_change=int(seq),
         read_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        counts={route: int(stats[_STAT_KEYS[route]]) for route in ROUTES.values()},
+        counts={ROUTES[level]: int(stats[_STAT_KEYS[level]]) for level in LEVELS},
         criteria=list(criteria),
     )
     return attrs

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from ._progress import progress_bar
-from ._threads import map_in_order
+from ._threads import map_in_order, worker_count
 from .client import OrthancClient, get_client
 from .errors import (
     DownloadFolderError,
@@ -177,7 +177,7 @@ def download(df: pd.DataFrame, client: OrthancClient, folder: str | os.PathLike 
     jobs: dict[Path, tuple[str, object]] = {}
     for ids, path, size in zip(idx, targets, sizes, strict=False):
         jobs.setdefault(path, (str(ids[3]), size))
-    workers = max(1, min(int(max_workers), client.pool_size, len(jobs) or 1))
+    workers = worker_count(max_workers, pool_size=client.pool_size, jobs=len(jobs) or 1)
     done = 0
     count_lock = threading.Lock()
     with progress_bar(progress, total=len(jobs), desc="Downloading", unit="file",
@@ -417,7 +417,7 @@ def upload(paths, url_or_client: str | OrthancClient, *, recursive: bool = False
         with lock:
             rows.append((i, {"path": name, **row}))
 
-    workers = max(1, min(int(max_workers), client.pool_size))
+    workers = worker_count(max_workers, pool_size=client.pool_size)
     with progress_bar(progress, total=len(files), desc="Uploading", unit="file",
                       min_total=50) as bar, \
             ThreadPoolExecutor(workers, thread_name_prefix="orthanc-upload") as pool:
