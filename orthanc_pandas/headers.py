@@ -18,7 +18,7 @@ import pandas as pd
 import pydicom
 
 from ._progress import progress_bar
-from ._threads import map_in_order, worker_count
+from ._threads import map_in_order, stopped_answering, worker_count
 from .client import OrthancClient
 from .errors import OrthancConnectionError, SelectionError
 
@@ -161,10 +161,8 @@ def headers(df: pd.DataFrame, client: OrthancClient, progress=None,
         try:
             map_in_order(one, unique, workers, name="orthanc-headers")
         except OrthancConnectionError as exc:
-            raise type(exc)(
-                f"headers: the server stopped answering after {len(found)} of {len(unique)} "
-                f"headers were read; nothing was returned (no partial list). Cause: {exc}"
-            ) from None
+            raise stopped_answering(exc, "headers", len(found), len(unique), "headers were read",
+                                    "nothing was returned (no partial list).") from None
     return [found[i] for i in ids]
 
 

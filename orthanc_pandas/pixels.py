@@ -13,7 +13,7 @@ import threading
 from collections.abc import Sequence
 
 from ._progress import progress_bar
-from ._threads import DEFAULT_WORKERS, map_in_order, worker_count
+from ._threads import DEFAULT_WORKERS, map_in_order, stopped_answering, worker_count
 from .client import OrthancClient
 from .errors import OrthancConnectionError, PixelDataError
 from .volume import _rescale_params, decode_pixels, slice_headers
@@ -101,9 +101,8 @@ def fetch_datasets(client: OrthancClient, instance_ids: Sequence[str], *,
     try:
         pairs = map_in_order(counted, ids, workers, name="orthanc-pixels")
     except OrthancConnectionError as exc:
-        raise type(exc)(
-            f"{desc}: the server stopped answering after {done} of {len(ids)} files were "
-            f"downloaded; nothing was returned (no partial result). Cause: {exc}") from None
+        raise stopped_answering(exc, desc, done, len(ids), "files were downloaded",
+                                "nothing was returned (no partial result).") from None
     finally:
         bar.close()
     datasets = [p[0] for p in pairs]

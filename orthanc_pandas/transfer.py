@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from ._progress import progress_bar
-from ._threads import map_in_order, worker_count
+from ._threads import map_in_order, stopped_answering, worker_count
 from .client import OrthancClient, get_client
 from .errors import (
     DownloadFolderError,
@@ -195,11 +195,10 @@ def download(df: pd.DataFrame, client: OrthancClient, folder: str | os.PathLike 
             map_in_order(one, jobs.items(), workers, name="orthanc-download")
         except OrthancConnectionError as exc:
             # a dead server fails every remaining file: stop now and say what is on disk
-            raise type(exc)(
-                f"download: the server stopped answering after {done} of {len(jobs)} files "
-                f"were saved complete in {root}; no other file was written under its final "
-                f"name (no partial files). Rerun download() to fetch the rest: complete files "
-                f"are skipped. Cause: {exc}") from None
+            raise stopped_answering(
+                exc, "download", done, len(jobs), f"files were saved complete in {root}",
+                "no other file was written under its final name (no partial files). Rerun "
+                "download() to fetch the rest: complete files are skipped.") from None
     return pd.Series([str(p) for p in targets], index=df.index, name="path", dtype=object)
 
 
@@ -542,11 +541,11 @@ def delete(df: pd.DataFrame, client: OrthancClient, level: str = "instance", *,
                     raise
                 gone.add(rid)  # deleted meanwhile (e.g. with its last sibling): fine
             except OrthancConnectionError as exc:
-                raise type(exc)(
-                    f"delete: the server stopped answering after {k} of {len(todo)} {level} "
-                    f"deletions (the first {k} in the dry-run plan's order are gone; {rid} may or "
-                    "may not be). Run the same delete again when the server is back: resources "
-                    f"already deleted are reported AlreadyGone. Cause: {exc}") from None
+                raise stopped_answering(
+                    exc, "delete", k, len(todo), f"{level} deletions",
+                    f"the first {k} in the dry-run plan's order are gone; {rid} may or may not "
+                    "be. Run the same delete again when the server is back: resources already "
+                    "deleted are reported AlreadyGone.") from None
             bar.update(1)
     would = plan.status == "WouldDelete"
     plan.loc[would, "status"] = "Deleted"
