@@ -434,8 +434,11 @@ class OrthancClient:
         detail = f" Orthanc says: {om}." if om else ""
         if status in (401, 403):
             if self._auth is None:
-                hint = (" The server requires credentials and none were given: pass auth=(user, "
-                        "password), or set ORTHANC_USERNAME and ORTHANC_PASSWORD, or add the host to ~/.netrc.")
+                hint = (" The server requires credentials and none were given: register them once "
+                        f"with orthanc_pandas.connect({self.url!r}, auth=(user, password)) (frames "
+                        "of that server, also read back from parquet, then use them), or pass "
+                        "auth= to read_orthanc, or set ORTHANC_USERNAME and ORTHANC_PASSWORD, or "
+                        "add the host to ~/.netrc.")
             else:
                 hint = (f" The server rejected the credentials of user {self.username!r}: check "
                         "the user name and password.")

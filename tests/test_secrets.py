@@ -168,3 +168,24 @@ def test_client_pickled_for_workers_carries_no_credentials(orthanc_available, mo
         for secret in secret_forms(PASSWORD):
             assert secret.encode() not in data
         assert c.statistics()["CountInstances"] == 0  # credentials from the URL were used
+
+
+def test_frame_from_parquet_without_credentials_says_how_to_give_them(server, tmp_path):
+    """The advice in the error works: op.connect(url, auth=...) and then the frame's calls."""
+    from orthanc_pandas.client import _registry, _registry_lock
+
+    df = op.read_orthanc(server.url, auth=(USER, PASSWORD))
+    df.to_parquet(tmp_path / "f.parquet")
+    back = pd.read_parquet(tmp_path / "f.parquet")
+    with _registry_lock:
+        saved = _registry.pop(server.url, None)
+    try:
+        with pytest.raises(op.OrthancAuthError, match=r"orthanc_pandas\.connect\(") as info:
+            back.orthanc.headers()
+        assert PASSWORD not in str(info.value)
+        op.connect(server.url, auth=(USER, PASSWORD))  # what the message says to do
+        assert len(back.orthanc.headers()) == len(back)
+    finally:
+        with _registry_lock:
+            if saved is not None:
+                _registry[server.url] = saved
