@@ -85,6 +85,9 @@ def test_a_list_is_many_concurrent_queries_answered_as_one_frame(net):
     assert len(answers.attrs["orthanc"]["query"]["ids"]) == 4
     assert set(answers.index.get_level_values("study")) == set(
         ref[ref.AccessionNumber.isin(wanted)].index.get_level_values("study"))
+    none = op.query(net["gw"].url, "PACS", "study", AccessionNumber="ACC-missing")
+    assert len(none) == 0 and none.index.names == ref.index.names
+    assert none.StudyDate.dtype == ref.StudyDate.dtype
 
 
 def test_criteria_forms_and_clear_errors(net):
