@@ -625,17 +625,19 @@ class OrthancAccessor:
 
 
     # -- scale (dask.py) -----------------------------------------------------------------
-    def map_series(self, func, *, client=None, meta=None, auth: tuple[str, str] | None = None,
+    def map_series(self, func, *, dask_client=None, client: OrthancClient | str | None = None,
+                   meta=None, auth: tuple[str, str] | None = None,
                    orthanc: OrthancClient | str | None = None,
                    **volume_kwargs) -> pd.DataFrame:
         """Call ``func(volume, rows)`` once per series of the rows, in parallel on Dask.
 
         Returns one row per series (indexed by series id) with func's results and an
         ``error`` column naming what failed for a series (the others keep their results).
-        ``client`` is a ``distributed.Client`` (default: Dask's current scheduler, else
+        ``dask_client`` is a ``distributed.Client`` (default: Dask's current scheduler, else
         threads); workers get credentials from ``auth=`` (sent with ``Client.run``, never in
-        the task graph), their environment or ``~/.netrc``. ``orthanc`` overrides the frame's
-        Orthanc client. See :func:`orthanc_pandas.dask.map_series`.
+        the task graph), their environment or ``~/.netrc``. ``client`` is the Orthanc client,
+        as in every other call (default: the frame's server). See
+        :func:`orthanc_pandas.dask.map_series`.
 
         Examples
         --------
@@ -644,8 +646,8 @@ class OrthancAccessor:
         """
         from .dask import map_series
 
-        return map_series(self._df, func, client=client, meta=meta, auth=auth, orthanc=orthanc,
-                          **volume_kwargs)
+        return map_series(self._df, func, dask_client=dask_client, client=client, meta=meta,
+                          auth=auth, orthanc=orthanc, **volume_kwargs)
 
 
     def __repr__(self) -> str:

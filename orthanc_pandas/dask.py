@@ -548,7 +548,8 @@ def series_tasks(df: pd.DataFrame, func: Callable, *, orthanc: OrthancClient | s
     return tasks
 
 
-def map_series(df: pd.DataFrame, func: Callable, *, client=None, meta=None,
+def map_series(df: pd.DataFrame, func: Callable, *, dask_client=None,
+               client: OrthancClient | str | None = None, meta=None,
                auth: tuple[str, str] | None = None, orthanc: OrthancClient | str | None = None,
                **volume_kwargs) -> pd.DataFrame:
     """Call ``func(volume, rows)`` once per series of ``df``, in parallel on Dask.
@@ -571,16 +572,20 @@ def map_series(df: pd.DataFrame, func: Callable, *, client=None, meta=None,
     func : callable(xarray.DataArray, pandas.DataFrame) -> dict, pandas.Series or scalar
         A dict or Series gives one column per key; anything else a column ``result``. On a
         cluster it must be picklable (a module-level function, or cloudpickle-able).
-    client : distributed.Client, optional
+    dask_client : distributed.Client, optional
         Run there. Default: Dask's current scheduler (the active ``distributed.Client`` if
         there is one, else a local thread pool).
+    client : OrthancClient or str, optional
+        The Orthanc client or URL, as everywhere in orthanc-pandas; default the frame's server.
+        (A ``distributed.Client`` given here, as earlier versions took it, is used as
+        ``dask_client`` with a ``FutureWarning``.)
     meta : mapping column -> dtype, or pandas.DataFrame, optional
         Columns and dtypes of the result (columns missing from every result are added);
         default: inferred by pandas from the results.
     auth : (str, str), optional
-        Credentials to register on the workers of ``client`` first (via ``Client.run``).
+        Credentials to register on the workers of ``dask_client`` first (via ``Client.run``).
     orthanc : OrthancClient or str, optional
-        The Orthanc client or URL; default the frame's server.
+        Former name of ``client``.
     **volume_kwargs
         Passed to :meth:`~orthanc_pandas.accessor.OrthancAccessor.volume` (``rescale``,
         ``allow_irregular``, ``dtype``, ``max_workers``).
@@ -600,16 +605,21 @@ def map_series(df: pd.DataFrame, func: Callable, *, client=None, meta=None,
     >>> res = df.orthanc.map_series(stats)                               # doctest: +SKIP
     >>> res[res.error.isna()].mean_hu.describe()                         # doctest: +SKIP
     >>> from distributed import Client                                   # doctest: +SKIP
-    >>> res = df.orthanc.map_series(stats, client=Client("tcp://scheduler:8786"),
+    >>> res = df.orthanc.map_series(stats, dask_client=Client("tcp://scheduler:8786"),
     ...                             auth=("alice", pw))                  # doctest: +SKIP
     """
+    if client is not None and not isinstance(client, OrthancClient | str):
+        warnings.warn("map_series(client=) is the Orthanc client, as everywhere in orthanc-pandas; "
+                      "pass the Dask client as dask_client=.", FutureWarning, stacklevel=3)
+        dask_client, client = client, None
+    orthanc = client if client is not None else orthanc
     tasks = series_tasks(df, func, orthanc=orthanc, **volume_kwargs)
-    if client is not None and auth is not None:
-        connect_workers(client, _frame_client(df, orthanc).url, auth=auth)
+    if dask_client is not None and auth is not None:
+        connect_workers(dask_client, _frame_client(df, orthanc).url, auth=auth)
     if not tasks:
         results = []
-    elif client is not None:
-        results = client.gather(client.compute(tasks))
+    elif dask_client is not None:
+        results = dask_client.gather(dask_client.compute(tasks))
     else:
         results = list(dask.compute(*tasks))
     return _result_frame(results, meta)

@@ -178,7 +178,13 @@ def _loop(df, func, **kw):
 
 def test_map_series_on_a_cluster_equals_a_loop_and_keeps_failures_apart(volumes_server, cluster):
     df = op.read_orthanc(volumes_server.url)
-    res = df.orthanc.map_series(_stats, client=cluster)
+    res = df.orthanc.map_series(_stats, dask_client=cluster)
+    # client= is the Orthanc client, as in every other call; a Dask client there still works
+    with pytest.warns(FutureWarning, match="dask_client="):
+        old = df.orthanc.map_series(_stats, client=cluster)
+    pd.testing.assert_frame_equal(old, res)
+    pd.testing.assert_frame_equal(df.orthanc.map_series(_stats, dask_client=cluster,
+                                                        client=volumes_server.url), res)
     expected = _loop(df, _stats)
     assert list(res.index) == list(expected) and res.index.name == "series"
     bad = [sid for sid, v in expected.items() if isinstance(v, str)]
@@ -239,9 +245,9 @@ def test_password_never_in_the_graph_and_workers_still_authenticate(auth_server,
     with pytest.raises(op.OrthancAuthError):
         failed.result()
     cluster.cancel(failed)
-    res = df.orthanc.map_series(_stats, client=cluster)
+    res = df.orthanc.map_series(_stats, dask_client=cluster)
     assert res["error"].str.contains("OrthancAuthError").all()
-    res = df.orthanc.map_series(_stats, client=cluster, auth=(USER, PASSWORD))
+    res = df.orthanc.map_series(_stats, dask_client=cluster, auth=(USER, PASSWORD))
     assert res["error"].isna().all() and res["slices"].tolist() == [4]
     # a new graph (the scheduler may still hold the failed keys of the first one)
     out = cluster.compute(opd.read_orthanc(url).orthanc.select(Modality="CT")).result()
@@ -261,7 +267,7 @@ def test_workers_take_credentials_from_their_environment(auth_server, cluster):
 
     cluster.run(forget_and_set_env, {"ORTHANC_USERNAME": USER, "ORTHANC_PASSWORD": PASSWORD})
     try:
-        res = df.orthanc.map_series(_stats, client=cluster)
+        res = df.orthanc.map_series(_stats, dask_client=cluster)
         assert res["error"].isna().all()
     finally:
         cluster.run(lambda: [os.environ.pop(k, None) for k in ("ORTHANC_USERNAME", "ORTHANC_PASSWORD")])
