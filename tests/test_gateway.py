@@ -39,6 +39,13 @@ def net(orthanc_available):
                "remote": op.read_orthanc(pacs.url)}
 
 
+def _after_file_meta(blob: bytes) -> bytes:
+    """The dataset's bytes after the File Meta group (which a DICOM receiver writes anew)."""
+    assert blob[128:132] == b"DICM" and blob[132:138] == b"\x02\x00\x00\x00UL"
+    group_length = int.from_bytes(blob[140:144], "little")  # (0002,0000) UL, explicit VR LE
+    return blob[144 + group_length:]
+
+
 def _clear(server):
     for pid in server.client().get_json("/patients"):
         server.client().delete(f"/patients/{pid}")
@@ -120,6 +127,8 @@ def test_retrieve_copies_exactly_the_selected_studies_byte_for_byte(net):
     for iid, uid in zip(here.index.get_level_values("instance"), here.SOPInstanceUID, strict=True):
         mine = pydicom.dcmread(io.BytesIO(gw.client().get_bytes(f"/instances/{iid}/file")))
         theirs = pydicom.dcmread(io.BytesIO(net["originals"][uid]))
+        assert _after_file_meta(gw.client().get_bytes(f"/instances/{iid}/file")) == \
+            _after_file_meta(net["originals"][uid])  # byte for byte past the receiver's meta
         del mine.file_meta, theirs.file_meta
         assert mine == theirs
     again = answers.orthanc.retrieve(progress=False)
