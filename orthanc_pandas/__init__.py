@@ -8,6 +8,7 @@ Importing the package registers the ``df.orthanc`` accessor.
 """
 
 from . import accessor as _accessor  # noqa: E402,F401  (registers df.orthanc)
+from . import xarray_accessor as _xarray_accessor  # noqa: E402,F401  (registers vol.orthanc)
 from ._version import __version__  # noqa: E402
 from .client import OrthancClient, connect  # noqa: E402
 from .compat import Orthanc  # noqa: E402

@@ -38,7 +38,7 @@ apt_install() {  # install Debian packages when missing and possible, else say h
 
 if [ -z "${ORTHANC_BINARY:-}" ]; then
   pkgs=(orthanc orthanc-dicomweb)
-  [ "$job" = test ] && pkgs+=(orthanc-postgresql postgresql debootstrap)
+  [ "$job" = test ] && pkgs+=(orthanc-postgresql postgresql debootstrap dcm2niix)
   apt_install "${pkgs[@]}"
 fi
 

@@ -1,0 +1,299 @@
+"""``vol.orthanc``: interop on the volumes that ``df.orthanc.volume()`` returns.
+
+The accessor reads only ``attrs["affine"]`` (16 floats, the row-major 4x4 matrix from array
+indices in dims order ``(z, y, x, 1)`` to LPS millimetres) and the array itself, never the
+``x``/``y``/``z`` coordinate values, so it works whatever origin those coordinates use.
+
+* ``vol.orthanc.affine``: the 4x4 matrix as a numpy array.
+* ``vol.orthanc.to_sitk()``: a SimpleITK image (``pip install 'orthanc-pandas[interop]'``).
+* ``vol.orthanc.to_nifti(path)``: a NIfTI-1 file in RAS (nibabel, same extra).
+* ``vol.orthanc.to_netcdf(path)``: netCDF with netCDF-safe attrs; works in a base install
+  (h5netcdf is a dependency).
+
+Importing :mod:`orthanc_pandas` registers the accessor. See ``docs/interop.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .errors import GeometryError, OrthancPandasError
+
+__all__ = ["VolumeAccessor", "NotAVolumeError", "nifti_affine", "sitk_geometry",
+           "netcdf_safe_attrs", "ORTHONORMAL_ATOL"]
+
+#: Tolerance on ``D @ D.T == I`` for the direction cosines of the three axes.
+ORTHONORMAL_ATOL = 1e-4
+
+#: LPS -> RAS: DICOM's patient axes grow to the Left and Posterior, NIfTI's to the Right and
+#: Anterior, so the first two world coordinates change sign.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+class NotAVolumeError(OrthancPandasError, ValueError):
+    """The DataArray is not a volume (no ``y`` and ``x`` dims), so ``vol.orthanc`` does not apply.
+
+    A ``ValueError``, not an ``AttributeError``: xarray turns the latter into a bare
+    ``RuntimeError`` when an accessor fails to initialise, which would hide this message.
+    """
+
+
+def _extra_missing(module: str, exc: Exception) -> ImportError:
+    err = ImportError(f"{module} is needed for this: pip install 'orthanc-pandas[interop]' "
+                      f"(or pip install {module}).")
+    err.__cause__ = exc
+    return err
+
+
+def _affine(da: xr.DataArray) -> np.ndarray:
+    a = da.attrs.get("affine")
+    if a is None:
+        raise GeometryError(
+            "The volume has no affine (attrs['affine']): its slices have no position or "
+            f"orientation (geometry={da.attrs.get('geometry', 'unknown')!r}), so it has no place "
+            "in patient space. Only volumes with geometry 'regular' or 'irregular' can be exported "
+            "with their geometry.")
+    a = np.asarray(a, dtype=np.float64).reshape(4, 4)
+    return a
+
+
+def sitk_geometry(affine: np.ndarray, *, atol: float = ORTHONORMAL_ATOL
+                  ) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """ITK's origin, spacing and direction from a ``(z, y, x, 1) -> LPS`` affine.
+
+    ITK indexes ``(i, j, k) = (x, y, z)`` (column, row, slice), in LPS like DICOM, so the
+    columns of the affine are taken in reverse order; ``direction`` is ITK's row-major 3x3
+    matrix whose *columns* are the unit vectors of the i, j and k axes.
+
+    Parameters
+    ----------
+    affine : (4, 4) array
+        Array indices ``(z, y, x, 1)`` to LPS mm, as in ``vol.attrs["affine"]``.
+    atol : float
+        Tolerance of the orthonormality check of the three axes.
+
+    Returns
+    -------
+    origin, spacing, direction : tuples of 3, 3 and 9 floats
+
+    Raises
+    ------
+    GeometryError
+        The axes are not orthonormal (a sheared stack, e.g. from gantry tilt): ITK's direction
+        would be wrong; resample the volume first (nothing is interpolated here).
+
+    Examples
+    --------
+    >>> A = np.array([[0, 0, 0.8, -100], [0, 0.7, 0, -110], [2.5, 0, 0, 0], [0, 0, 0, 1]])
+    >>> sitk_geometry(A)
+    ((-100.0, -110.0, 0.0), (0.8, 0.7, 2.5), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    """
+    a = np.asarray(affine, float)
+    cols = a[:3, [2, 1, 0]]  # i = x, j = y, k = z
+    spacing = np.linalg.norm(cols, axis=0)
+    if np.any(spacing == 0):
+        raise GeometryError(f"The affine has a zero-length axis (spacing {spacing.tolist()}).")
+    d = cols / spacing
+    if not np.allclose(d.T @ d, np.eye(3), atol=atol):
+        raise GeometryError(
+            "The volume's axes are not orthonormal (a sheared stack, e.g. gantry tilt: "
+            f"D.T @ D = {np.round(d.T @ d, 6).tolist()}). ITK images need orthonormal "
+            "directions; resample the volume onto a rectangular grid first.")
+    return (tuple(float(v) for v in a[:3, 3]), tuple(float(v) for v in spacing),
+            tuple(float(v) for v in d.ravel()))
+
+
+def nifti_affine(affine: np.ndarray) -> np.ndarray:
+    """The NIfTI (RAS) affine of a volume stored with voxel order ``(x, y, z)``.
+
+    ``vol.values`` is ``(z, y, x)``; NIfTI's first index runs fastest on disk and is
+    conventionally ``i``, so the data are written as ``vol.values.transpose(2, 1, 0)``
+    (``i`` = column, ``j`` = row, ``k`` = slice) and the affine's first three columns are
+    reversed; then LPS -> RAS negates the first two rows.
+
+    Examples
+    --------
+    >>> A = np.array([[0, 0, 0.8, -100], [0, 0.7, 0, -110], [2.5, 0, 0, 0], [0, 0, 0, 1]])
+    >>> nifti_affine(A).tolist()
+    [[-0.8, 0.0, 0.0, 100.0], [0.0, -0.7, 0.0, 110.0], [0.0, 0.0, 2.5, 0.0], [0.0, 0.0, 0.0, 1.0]]
+    """
+    a = np.asarray(affine, float)
+    return LPS_TO_RAS @ a[:, [2, 1, 0, 3]]
+
+
+def _safe(value: Any) -> Any:
+    """One attribute value as netCDF allows it (str, number, or flat list of numbers)."""
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (str, int, float, np.integer, np.floating)):
+        return value
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        flat = np.asarray(value, dtype=object).ravel().tolist() if value else []
+        if flat and all(isinstance(v, (int, float, np.integer, np.floating))
+                        and not isinstance(v, (bool, np.bool_)) for v in flat):
+            return [float(v) for v in flat] if any(isinstance(v, (float, np.floating)) for v in flat) \
+                else [int(v) for v in flat]
+        if flat and all(isinstance(v, str) for v in flat):
+            return flat
+    return json.dumps(value, default=str)
+
+
+def netcdf_safe_attrs(attrs: dict) -> dict:
+    """A copy of ``attrs`` that netCDF can store: None dropped, bools as 0/1, nested lists
+    flattened row-major, anything else (dicts, mixed lists) as a JSON string.
+
+    Examples
+    --------
+    >>> netcdf_safe_attrs({"a": True, "b": None, "c": [[1.0, 2.0], [3.0, 4.0]], "d": {"k": 1}})
+    {'a': 1, 'c': [1.0, 2.0, 3.0, 4.0], 'd': '{"k": 1}'}
+    """
+    return {str(k): _safe(v) for k, v in attrs.items() if v is not None}
+
+
+@xr.register_dataarray_accessor("orthanc")
+class VolumeAccessor:
+    """Geometry and export for a volume from ``df.orthanc.volume()``.
+
+    Examples
+    --------
+    >>> vol = ct.orthanc.volume()                                # doctest: +SKIP
+    >>> vol.orthanc.affine @ [0, 0, 0, 1]                        # doctest: +SKIP
+    array([-100., -110.,    0.,    1.])
+    >>> img = vol.orthanc.to_sitk()                              # doctest: +SKIP
+    >>> vol.orthanc.to_nifti("ct.nii.gz")                        # doctest: +SKIP
+    """
+
+    def __init__(self, da: xr.DataArray):
+        if "y" not in da.dims or "x" not in da.dims:
+            raise NotAVolumeError(
+                f"vol.orthanc needs a volume with dims ('z', 'y', 'x') as df.orthanc.volume() "
+                f"gives; this DataArray has dims {da.dims}.")
+        self._da = da
+
+    @property
+    def affine(self) -> np.ndarray:
+        """The 4x4 matrix from array indices ``(z, y, x, 1)`` to LPS mm (a new array)."""
+        return _affine(self._da)
+
+    def _spatial(self, allow_colour: bool) -> xr.DataArray:
+        da = self._da
+        want = ("z", "y", "x", "c") if allow_colour and "c" in da.dims else ("z", "y", "x")
+        if tuple(da.dims) != want:
+            extra = [d for d in da.dims if d not in want]
+            hint = (f" Pick one first, e.g. vol.isel({extra[0]}=0)." if extra else
+                    f" Reorder with vol.transpose{want}.")
+            raise ValueError(f"Export needs dims {want}; this volume has {da.dims}.{hint}")
+        return da
+
+    def to_sitk(self, *, atol: float = ORTHONORMAL_ATOL):
+        """A ``SimpleITK.Image`` with the volume's voxels, origin, spacing and direction.
+
+        ITK's index ``(i, j, k)`` is ``(x, y, z)`` of the DataArray and its physical space is
+        LPS, as DICOM's: ``img.TransformIndexToPhysicalPoint((c, r, k))`` equals
+        ``vol.orthanc.affine @ [k, r, c, 1]``. Colour volumes become vector images.
+
+        Parameters
+        ----------
+        atol : float
+            Tolerance of the orthonormality check of the axes.
+
+        Raises
+        ------
+        ImportError
+            SimpleITK is not installed (``pip install 'orthanc-pandas[interop]'``).
+        GeometryError
+            No affine, or a sheared one (ITK needs orthonormal directions).
+
+        Examples
+        --------
+        >>> img = vol.orthanc.to_sitk()                               # doctest: +SKIP
+        >>> img.GetSize()                                             # (x, y, z)  # doctest: +SKIP
+        """
+        try:
+            import SimpleITK as sitk
+        except ImportError as exc:
+            raise _extra_missing("SimpleITK", exc) from exc
+        da = self._spatial(allow_colour=True)
+        origin, spacing, direction = sitk_geometry(self.affine, atol=atol)
+        values = np.ascontiguousarray(da.values)
+        if values.dtype == bool:
+            values = values.astype(np.uint8)
+        img = sitk.GetImageFromArray(values, isVector="c" in da.dims)
+        img.SetOrigin(origin)
+        img.SetSpacing(spacing)
+        img.SetDirection(direction)
+        return img
+
+    def to_nifti(self, path=None, *, dtype=None):
+        """Write (or return) a NIfTI-1 image in RAS, as NIfTI readers expect.
+
+        Voxel order: the data are ``vol.values.transpose(2, 1, 0)``, i.e. NIfTI ``(i, j, k)``
+        = DataArray ``(x, y, z)`` (column, row, slice); the affine is
+        :func:`nifti_affine` of ``vol.orthanc.affine`` (columns reversed, LPS -> RAS). Both
+        sform and qform are set (code 1, scanner), the qform only when the axes are
+        orthonormal (a qform cannot hold a shear). ``xyzt_units`` = mm.
+
+        Parameters
+        ----------
+        path : str or path, optional
+            Where to write (``.nii`` or ``.nii.gz``); ``None`` only returns the image.
+        dtype : numpy dtype, optional
+            Type of the stored voxels (default: the volume's; bool masks become uint8).
+
+        Returns
+        -------
+        nibabel.Nifti1Image
+
+        Examples
+        --------
+        >>> vol.orthanc.to_nifti("ct.nii.gz")                         # doctest: +SKIP
+        >>> nib.load("ct.nii.gz").affine                              # doctest: +SKIP
+        """
+        try:
+            import nibabel as nib
+        except ImportError as exc:
+            raise _extra_missing("nibabel", exc) from exc
+        da = self._spatial(allow_colour=False)
+        aff = nifti_affine(self.affine)
+        data = np.asarray(da.values).transpose(2, 1, 0)
+        if dtype is not None:
+            data = data.astype(dtype)
+        elif data.dtype == bool:
+            data = data.astype(np.uint8)
+        img = nib.Nifti1Image(data, None)
+        img.set_sform(aff, code=1)
+        d = aff[:3, :3] / np.linalg.norm(aff[:3, :3], axis=0)
+        if np.allclose(d.T @ d, np.eye(3), atol=ORTHONORMAL_ATOL):
+            img.set_qform(aff, code=1)
+        else:
+            img.set_qform(None, code=0)
+        img.header.set_xyzt_units("mm")
+        if path is not None:
+            nib.save(img, str(path))
+        return img
+
+    def to_netcdf(self, path=None, **kwargs):
+        """``DataArray.to_netcdf`` with netCDF-safe attrs (on the array and its coords).
+
+        Any installed backend works (xarray's order: netCDF4, h5netcdf, scipy); h5netcdf is
+        a dependency, so a base install can write. ``np.reshape(xr.open_dataarray(path)
+        .attrs["affine"], (4, 4))`` gives the affine back.
+
+        Examples
+        --------
+        >>> vol.orthanc.to_netcdf("ct.nc")                            # doctest: +SKIP
+        >>> back = xr.open_dataarray("ct.nc")                         # doctest: +SKIP
+        """
+        da = self._da.copy(deep=False)
+        da.attrs = netcdf_safe_attrs(da.attrs)
+        for name in da.coords:
+            da.coords[name].attrs = netcdf_safe_attrs(da.coords[name].attrs)
+        if da.name is None:
+            da.name = "volume"
+        return da.to_netcdf(path, **kwargs)
