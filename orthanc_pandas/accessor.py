@@ -12,13 +12,14 @@ import pandas as pd
 
 from ._threads import DEFAULT_WORKERS
 from .client import OrthancClient
+from .errors import NotAnIndexError, SelectionError
 from .index import INDEX_NAMES
-from .series_volume import check_index_frame, frame_client, frame_url
+from .series_volume import check_index_frame, frame_client, frame_level, frame_url
 
 if TYPE_CHECKING:
     from tqdm.auto import tqdm
 
-__all__ = ["OrthancAccessor", "is_index_frame"]
+__all__ = ["OrthancAccessor", "LevelAccessor", "is_index_frame"]
 
 
 def is_index_frame(df: pd.DataFrame) -> bool:
@@ -36,6 +37,12 @@ class OrthancAccessor:
     >>> df.orthanc.counts                                                # doctest: +SKIP
     {'patients': 1, 'studies': 1, 'series': 2, 'instances': 120}
     """
+
+    def __new__(cls, df: pd.DataFrame):
+        # a series/study/patient frame (df.orthanc.series() ...) gets the level accessor
+        if cls is OrthancAccessor and frame_level(df) != "instance":
+            return super().__new__(LevelAccessor)
+        return super().__new__(cls)
 
     def __init__(self, df: pd.DataFrame):
         check_index_frame(df)
@@ -624,6 +631,81 @@ class OrthancAccessor:
         return LazyVolumes(self._df, kwargs, client=client)
 
 
+    # -- level frames (series_frame.py) -------------------------------------------------
+    def series(self, *, geometry: bool = False, progress: bool | tqdm | None = None,
+               max_workers: int | None = DEFAULT_WORKERS, client: OrthancClient | str | None = None,
+               **tolerances) -> pd.DataFrame:
+        """One row per series of the rows: its tags, its parents' tags and aggregates.
+
+        Built from the rows alone (no request to the server) unless ``geometry=True``. Index
+        ``(patient, study, series)``; columns: the series, study and patient main tags (the
+        instance frame's dtypes), ``instance_count``, ``slice_count`` (frames: NumberOfFrames,
+        1 when missing), ``slice_spacing`` (median step in mm between positions along the
+        first slice's normal), ``orientation`` (the plane nearest the slices: ``"axial"``,
+        ``"coronal"``, ``"sagittal"``), the first instance's ``ImageOrientationPatient_*`` and,
+        where they are columns, ``PixelSpacing_*`` and ``FrameOfReferenceUID``. The result is an
+        Orthanc frame too (``attrs["orthanc"]["level"] == "series"``); see ``docs/series.md``.
+
+        Parameters
+        ----------
+        geometry : bool, default False
+            Also ``volume_ok`` (boolean) and ``volume_problem`` (the message ``volume()`` would
+            raise): the same checks as ``volume()``, on the index columns plus PixelSpacing,
+            Rows, Columns, SamplesPerPixel and FrameOfReferenceUID, fetched with
+            :meth:`with_tags` when missing (one request per series; no pixels).
+        **tolerances
+            Keyword arguments of :func:`orthanc_pandas.volume.slice_geometry`
+            (``spacing_rtol=``, ``tilt_tol=`` ...).
+
+        Examples
+        --------
+        >>> s = df.orthanc.series()                                          # doctest: +SKIP
+        >>> thin = s[(s.Modality == "CT") & (s.slice_spacing <= 2)]          # doctest: +SKIP
+        >>> vol = thin.iloc[[0]].orthanc.volume(df)                          # doctest: +SKIP
+        >>> df.orthanc.series(geometry=True).volume_problem.dropna()         # doctest: +SKIP
+        """
+        from .series_frame import GEOMETRY_TAGS, geometry_report, level_frame
+
+        df = self._df
+        if geometry:
+            missing = [t for t in GEOMETRY_TAGS if not ({t, f"{t}_0"} & set(df.columns))]
+            if missing:
+                df = self.with_tags(*missing, progress=progress, max_workers=max_workers,
+                                    client=client)
+        out = level_frame(df, "series")
+        if geometry:
+            report = geometry_report(df, lambda: self.client(client), fetch=False, **tolerances)
+            out["volume_ok"] = report["volume_ok"].array
+            out["volume_problem"] = report["volume_problem"].array
+        return out
+
+    def studies(self) -> pd.DataFrame:
+        """One row per study of the rows (index ``(patient, study)``), no request to the server.
+
+        Columns: the study and patient main tags, ``series_count``, ``instance_count`` and
+        ``modalities`` (the distinct Modality values, sorted, joined by ``\\``).
+
+        Examples
+        --------
+        >>> df.orthanc.studies()[["StudyDate", "series_count", "modalities"]]   # doctest: +SKIP
+        """
+        from .series_frame import level_frame
+
+        return level_frame(self._df, "study")
+
+    def patients(self) -> pd.DataFrame:
+        """One row per patient of the rows (index ``patient``), no request to the server.
+
+        Columns: the patient main tags, ``study_count``, ``series_count``, ``instance_count``.
+
+        Examples
+        --------
+        >>> df.orthanc.patients()[["PatientID", "study_count"]]             # doctest: +SKIP
+        """
+        from .series_frame import level_frame
+
+        return level_frame(self._df, "patient")
+
     # -- scale (dask.py) -----------------------------------------------------------------
     def map_series(self, func, *, dask_client=None, client: OrthancClient | str | None = None,
                    meta=None, auth: tuple[str, str] | None = None,
@@ -655,3 +737,126 @@ class OrthancAccessor:
         src = self._df.attrs.get("orthanc", {}).get("url", "unknown server")
         return (f"<orthanc accessor: {c['patients']} patients, {c['studies']} studies, "
                 f"{c['series']} series, {c['instances']} instances from {src}>")
+
+
+class LevelAccessor(OrthancAccessor):
+    """``.orthanc`` on a series, study or patient frame (``df.orthanc.series()`` ...).
+
+    Instance operations map onto the instance rows of the frame's resources: every row stands
+    for all its instances. :meth:`instances` gives those rows - from an instance frame you pass
+    (rows whose series/study/patient id is in this frame), else from the server - and
+    :meth:`volume`, :meth:`volumes`, :meth:`headers` and :meth:`download` work on them. Other
+    instance operations say to call :meth:`instances` first. See ``docs/series.md``.
+
+    Examples
+    --------
+    >>> s = df.orthanc.series()                                              # doctest: +SKIP
+    >>> s.orthanc.instances(df)        # rows of df, no request             # doctest: +SKIP
+    >>> s.iloc[[3]].orthanc.volume()   # rows fetched from the server       # doctest: +SKIP
+    """
+
+    def __init__(self, df: pd.DataFrame):
+        from .read import check_format
+
+        check_format(df.attrs)
+        self._df = df
+
+    @property
+    def level(self) -> str:
+        """``"series"``, ``"study"`` or ``"patient"``."""
+        return frame_level(self._df)
+
+    def _count(self, level: str, column: str) -> int:
+        if level in self._df.index.names:
+            return int(self._df.index.get_level_values(level).nunique())
+        if column in self._df.columns:
+            return int(self._df[column].sum())
+        raise SelectionError(f"A {self.level} frame without a {column!r} column cannot count "
+                             f"{level} resources; use .orthanc.instances(df).orthanc.counts.")
+
+    @property
+    def patient_count(self) -> int:
+        return self._count("patient", "")
+
+    @property
+    def study_count(self) -> int:
+        return self._count("study", "study_count")
+
+    @property
+    def series_count(self) -> int:
+        return self._count("series", "series_count")
+
+    @property
+    def instance_count(self) -> int:
+        return self._count("instance", "instance_count")
+
+    def instances(self, df: pd.DataFrame | None = None, *,
+                  client: OrthancClient | str | None = None) -> pd.DataFrame:
+        """The instance rows of this frame's resources: an instance frame.
+
+        Parameters
+        ----------
+        df : pandas.DataFrame, optional
+            An instance frame: its rows whose id at this frame's level is in this frame (a
+            mask on ``df``, no request). Without it the rows are read from the server (one
+            ``GET /series/{id}`` and ``GET /series/{id}/instances`` per series, plus the
+            parents), in ``read_orthanc``'s order, with this frame's attrs.
+
+        Examples
+        --------
+        >>> s = df.orthanc.series()                                          # doctest: +SKIP
+        >>> rows = s[s.Modality == "CT"].orthanc.instances(df)               # doctest: +SKIP
+        """
+        from .series_frame import instances_of
+
+        if df is not None:
+            return instances_of(self._df, self.level, df)
+        return instances_of(self._df, self.level, client=self.client(client))
+
+    def volume(self, df: pd.DataFrame | None = None, **kwargs):
+        """The volume of the one series row (see :meth:`OrthancAccessor.volume`).
+
+        ``df``: an instance frame holding its rows (else they are read from the server).
+        """
+        if self.level != "series" or len(self._df) != 1:
+            raise SelectionError(
+                f"volume() on a {self.level} frame needs exactly one series row; this frame has "
+                f"{len(self._df)} {self.level} row(s). Pick one, e.g. series.iloc[[k]], or use "
+                ".orthanc.volumes() for one volume per series.")
+        client = kwargs.pop("client", None)
+        return self.instances(df, client=client).orthanc.volume(client=client, **kwargs)
+
+    def volumes(self, df: pd.DataFrame | None = None, **kwargs):
+        """A lazy mapping ``series id -> DataArray`` over the frame's series (:meth:`instances`)."""
+        client = kwargs.pop("client", None)
+        return self.instances(df, client=client).orthanc.volumes(client=client, **kwargs)
+
+    def headers(self, df: pd.DataFrame | None = None, **kwargs) -> list:
+        """The headers of the instances of the frame's resources (:meth:`instances`)."""
+        return self.instances(df, client=kwargs.get("client")).orthanc.headers(**kwargs)
+
+    def download(self, folder=None, df: pd.DataFrame | None = None, **kwargs) -> pd.Series:
+        """Save the files of the instances of the frame's resources (:meth:`instances`)."""
+        return self.instances(df, client=kwargs.get("client")).orthanc.download(folder, **kwargs)
+
+    def __repr__(self) -> str:
+        src = self._df.attrs.get("orthanc", {}).get("url", "unknown server")
+        return f"<orthanc accessor: {len(self._df)} {self.level} rows from {src}>"
+
+
+def _instance_only(name: str):
+    def refuse(self, *args, **kwargs):
+        raise NotAnIndexError(
+            f".orthanc.{name}() works on instance rows; this is a {self.level} frame. Use "
+            f"frame.orthanc.instances(df).orthanc.{name}(...) (df: the instance frame, or "
+            "omit it to read the rows from the server).")
+    refuse.__name__ = name
+    refuse.__doc__ = f"Not on level frames: ``.orthanc.instances().orthanc.{name}()``."
+    return refuse
+
+
+for _name in ("select", "with_tags", "values", "unique", "tags", "sort_by", "header", "to_zip",
+              "delete", "retrieve", "send", "anonymize", "modify", "refresh", "add_labels",
+              "remove_labels", "with_labels", "map_series", "series", "studies", "patients"):
+    setattr(LevelAccessor, _name, _instance_only(_name))
+del _name

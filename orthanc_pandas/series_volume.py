@@ -20,7 +20,7 @@ from .index import INDEX_NAMES
 if TYPE_CHECKING:
     from tqdm.auto import tqdm
 
-__all__ = ["series_volume", "LazyVolumes", "frame_url", "frame_client"]
+__all__ = ["series_volume", "LazyVolumes", "frame_url", "frame_client", "frame_level"]
 
 
 def check_index_frame(df: pd.DataFrame) -> None:
@@ -33,6 +33,23 @@ def check_index_frame(df: pd.DataFrame) -> None:
         f"{INDEX_NAMES}); this frame's index is {names}. If you called reset_index(), "
         "restore it with df.set_index(['patient', 'study', 'series', 'instance'])."
     )
+
+
+def frame_level(df: pd.DataFrame) -> str:
+    """``"instance"`` for an index frame, else the level of a series/study/patient frame.
+
+    A level frame (``df.orthanc.series()`` ...) says its level in ``attrs["orthanc"]["level"]``
+    and has that level's index (see ``docs/series.md``); anything else raises
+    :class:`NotAnIndexError` as :func:`check_index_frame` does.
+    """
+    from .series_frame import LEVEL_INDEX
+
+    level = (df.attrs.get("orthanc") or {}).get("level") if isinstance(df.attrs, dict) else None
+    if level in ("series", "study", "patient") and list(df.index.names) == LEVEL_INDEX[level] \
+            and (level == "patient") != isinstance(df.index, pd.MultiIndex):
+        return level
+    check_index_frame(df)
+    return "instance"
 
 
 def frame_url(df: pd.DataFrame) -> str:
@@ -49,7 +66,7 @@ def frame_url(df: pd.DataFrame) -> str:
 
 def frame_client(df: pd.DataFrame, client: OrthancClient | str | None = None) -> OrthancClient:
     """``client`` as a client, else the one for ``df``'s server (see ``df.orthanc.client``)."""
-    check_index_frame(df)
+    frame_level(df)
     return get_client(client if client is not None else frame_url(df))
 
 

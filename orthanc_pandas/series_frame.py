@@ -1,0 +1,332 @@
+"""Instance frame -> one row per series, study or patient; geometry checks from the index alone.
+
+Pure pandas/numpy on the instance frame, except where the caller asks for tags the index does
+not hold (``geometry=True``: PixelSpacing, Rows, Columns... through ``with_tags``, and the
+headers - never the pixels - of multi-frame instances). See ``docs/series.md``.
+
+Level frames
+------------
+* index: ``(patient, study, series)`` for series, ``(patient, study)`` for studies, a plain
+  ``Index`` named ``patient`` for patients; rows in the order of their first instance.
+* columns: the main tags of the level and of its parents (the value of the level's first
+  instance; they are constant within a resource), in the instance frame's dtypes, plus
+  aggregates (:data:`AGGREGATES`).
+* ``attrs``: a deep copy of the instance frame's, with ``attrs["orthanc"]["level"]`` set to
+  the level. JSON only, so ``to_parquet`` / ``pd.read_parquet`` keep it.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from .errors import GeometryError, GeometryWarning, SelectionError
+from .index import (
+    BOOKKEEPING,
+    INDEX_NAMES,
+    LEVELS,
+    TEXT_DTYPE,
+    canonical_categorical,
+    sort_order,
+    tag_level,
+)
+
+__all__ = ["LEVEL_INDEX", "AGGREGATES", "level_frame", "geometry_report", "instances_of",
+           "GEOMETRY_TAGS"]
+
+#: Level -> the index names of its frame.
+LEVEL_INDEX: dict[str, list[str]] = {lvl: INDEX_NAMES[:k + 1] for k, lvl in enumerate(LEVELS)}
+
+#: Aggregate columns per level (besides the tags).
+AGGREGATES: dict[str, tuple[str, ...]] = {
+    "patient": ("study_count", "series_count", "instance_count"),
+    "study": ("series_count", "instance_count", "modalities"),
+    "series": ("instance_count", "slice_count", "slice_spacing", "orientation",
+               "ImageOrientationPatient_0", "ImageOrientationPatient_1", "ImageOrientationPatient_2",
+               "ImageOrientationPatient_3", "ImageOrientationPatient_4", "ImageOrientationPatient_5",
+               "PixelSpacing_0", "PixelSpacing_1", "FrameOfReferenceUID"),
+}
+#: Tags ``geometry=True`` fetches when they are not columns (one request per series for all).
+GEOMETRY_TAGS = ("PixelSpacing", "Rows", "Columns", "SamplesPerPixel", "FrameOfReferenceUID")
+
+_VECTOR = re.compile(r"^(.*)_(\d+)$")
+_BOOK_LEVEL = {col: lvl for lvl, book in BOOKKEEPING.items() for col, _ in book.values()}
+_IPP = [f"ImagePositionPatient_{i}" for i in range(3)]
+_IOP = [f"ImageOrientationPatient_{i}" for i in range(6)]
+_PS = ["PixelSpacing_0", "PixelSpacing_1"]
+#: Steps below this (mm) along the normal are no step (as volume.py's _ABS_EPS).
+_ABS_EPS = 1e-4
+
+
+def _column_level(col: str, dtype) -> str | None:
+    """The level a column belongs to; ``None`` for instance-level or unknown columns."""
+    if col in _BOOK_LEVEL:
+        return _BOOK_LEVEL[col]
+    m = _VECTOR.match(col)
+    level = tag_level(col) or (tag_level(m.group(1)) if m else None)
+    if level is None and isinstance(dtype, pd.CategoricalDtype) and col != "orthanc_labels":
+        # text the index types as category belongs to a parent level (a main tag of a newer
+        # server): constant within a series, but of unknown level above it
+        return "series?"
+    return level
+
+
+def _level_columns(df: pd.DataFrame, level: str) -> list[str]:
+    keep = set(LEVELS[:LEVELS.index(level) + 1])
+    if level == "series":
+        keep.add("series?")
+    return [c for c in df.columns if _column_level(c, df[c].dtype) in keep
+            and c not in AGGREGATES.get(level, ())]
+
+
+def _groups(df: pd.DataFrame, level: str):
+    """(first row of each resource in frame order, group of each row, rows per group)."""
+    codes = np.asarray(df.index.codes[LEVELS.index(level)])
+    _, first, inverse, counts = np.unique(codes, return_index=True, return_inverse=True,
+                                          return_counts=True)
+    order = np.argsort(first, kind="stable")  # groups in the order of their first row
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return first[order], rank[inverse.ravel()], counts[order]
+
+
+def _floats(df: pd.DataFrame, cols: list[str]) -> np.ndarray:
+    if not all(c in df.columns for c in cols):
+        return np.full((len(df), len(cols)), np.nan)
+    return df[cols].to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _nunique_per(df: pd.DataFrame, group: np.ndarray, ngroups: int, level: str) -> np.ndarray:
+    codes = np.asarray(df.index.codes[LEVELS.index(level)])
+    pairs = np.unique(np.stack([group, codes]), axis=1)
+    return np.bincount(pairs[0], minlength=ngroups)
+
+
+def _series_aggregates(df: pd.DataFrame, first: np.ndarray, group: np.ndarray, n: int) -> dict:
+    out: dict = {}
+    frames = df["NumberOfFrames"].to_numpy(dtype=np.float64, na_value=np.nan) \
+        if "NumberOfFrames" in df.columns else np.full(len(df), np.nan)
+    frames = np.where(np.isfinite(frames) & (frames > 0), frames, 1.0)
+    out["slice_count"] = pd.array(np.bincount(group, weights=frames, minlength=n).astype(np.int64),
+                                  dtype="Int64")
+    iop = _floats(df, _IOP)
+    ipp = _floats(df, _IPP)
+    normal = np.cross(iop[:, :3], iop[:, 3:])
+    first_normal = normal[first]
+    z = np.einsum("ij,ij->i", ipp, first_normal[group])
+    order = np.lexsort((z, group))
+    zs, gs = z[order], group[order]
+    dz = np.diff(zs)
+    ok = (gs[1:] == gs[:-1]) & np.isfinite(dz) & (dz > _ABS_EPS)
+    spacing = pd.Series(dz[ok]).groupby(gs[1:][ok]).median().reindex(range(n))
+    out["slice_spacing"] = pd.array(spacing.to_numpy(), dtype="Float64")
+    axis = np.argmax(np.abs(np.nan_to_num(first_normal)), axis=1)
+    labels = np.array(["sagittal", "coronal", "axial"], dtype=object)[axis]
+    labels[~np.isfinite(first_normal).all(axis=1)] = None
+    out["orientation"] = canonical_categorical(pd.Categorical(labels))
+    for c in _IOP + _PS + ["FrameOfReferenceUID"]:
+        if c in df.columns:  # the first instance's value, in the instance frame's dtype
+            out[c] = df[c].array.take(first)
+    return out
+
+
+def level_frame(df: pd.DataFrame, level: str) -> pd.DataFrame:
+    """One row per ``level`` resource of the instance frame ``df`` (no request to the server).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        An instance frame (``read_orthanc``) or a row subset of one.
+    level : {"series", "study", "patient"}
+
+    Returns
+    -------
+    pandas.DataFrame
+        See the module documentation.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> idx = pd.MultiIndex.from_tuples([("p", "st", "se1", "i1"), ("p", "st", "se1", "i2"),
+    ...                                  ("p", "st", "se2", "i3")], names=INDEX_NAMES)
+    >>> df = pd.DataFrame({"Modality": pd.Categorical(["CT", "CT", "MR"]),
+    ...                    "InstanceNumber": pd.array([1, 2, 1], dtype="Int64")}, index=idx)
+    >>> s = level_frame(df, "series")
+    >>> s.index.tolist(), s.instance_count.tolist(), "InstanceNumber" in s
+    ([('p', 'st', 'se1'), ('p', 'st', 'se2')], [2, 1], False)
+    >>> level_frame(df, "study").modalities.tolist()
+    ['CT\\\\MR']
+    """
+    if level not in ("series", "study", "patient"):
+        raise SelectionError(f"level must be 'series', 'study' or 'patient', not {level!r}.")
+    first, group, counts = _groups(df, level)
+    n = len(first)
+    names = LEVEL_INDEX[level]
+    if len(names) == 1:
+        index = pd.Index(df.index.get_level_values(names[0])[first], name=names[0])
+    else:
+        index = df.index[first].droplevel(INDEX_NAMES[len(names):])
+    cols = _level_columns(df, level)
+    out = df.iloc[first][cols].set_axis(index, axis=0) if n else df.iloc[:0][cols].set_axis(index)
+    agg: dict = {}
+    if level == "patient":
+        agg["study_count"] = _nunique_per(df, group, n, "study")
+    if level in ("patient", "study"):
+        agg["series_count"] = _nunique_per(df, group, n, "series")
+    agg["instance_count"] = counts
+    if level == "study" and "Modality" in df.columns:
+        mod = df["Modality"].astype(TEXT_DTYPE)
+        pairs = pd.DataFrame({"g": group, "m": mod}).dropna().drop_duplicates()
+        joined = pairs.sort_values("m").groupby("g")["m"].agg("\\".join).reindex(range(n))
+        agg["modalities"] = canonical_categorical(pd.Categorical(joined.to_numpy(object)))
+    if level == "series":
+        agg.update(_series_aggregates(df, first, group, n))
+    for name, values in agg.items():
+        if isinstance(values, np.ndarray):  # the counts
+            values = pd.array(values.astype(np.int64), dtype="Int64")
+        out[name] = values
+    out.attrs = copy.deepcopy(df.attrs)
+    out.attrs.setdefault("orthanc", {})["level"] = level
+    return out
+
+
+# -- the way back: instance rows of level rows ---------------------------------------------------
+def instances_of(frame: pd.DataFrame, level: str, instances: pd.DataFrame | None = None,
+                 client=None) -> pd.DataFrame:
+    """The instance rows of the resources of the level frame ``frame``.
+
+    From ``instances`` (an instance frame: its rows whose ``level`` id is in ``frame``), else
+    from the server (``GET /series/{id}``, ``/series/{id}/instances`` and the parents, built
+    as ``read_orthanc`` builds rows, in its order). The result carries ``frame``'s attrs
+    without the level marker.
+    """
+    ids = pd.Index(frame.index.get_level_values(level)).unique()
+    if instances is not None:
+        from .series_volume import check_index_frame
+
+        check_index_frame(instances)
+        return instances[instances.index.get_level_values(level).isin(ids)]
+    from .index import empty_frame
+    from .refresh import _fetch_series
+
+    if level == "series":
+        series_ids = set(ids)
+    else:
+        studies = list(ids) if level == "study" else [
+            st for p in ids for st in client.get_json(f"/patients/{p}").get("Studies", [])]
+        series_ids = {se for st in studies for se in client.get_json(f"/studies/{st}").get("Series", [])}
+    rows = _fetch_series(client, series_ids, True) if series_ids else None
+    if rows is None:
+        rows = empty_frame()
+    rows = rows.take(sort_order(rows))
+    rows.attrs = copy.deepcopy(frame.attrs)
+    rows.attrs.get("orthanc", {}).pop("level", None)
+    return rows
+
+
+# -- geometry from the index ---------------------------------------------------------------------
+def _optional(values: np.ndarray, k: int):
+    """Row k of a float matrix as a tuple, or None when a component is missing."""
+    v = values[k]
+    return None if not np.isfinite(v).all() else tuple(float(x) for x in v)
+
+
+def _index_headers(rows: pd.DataFrame):
+    """One :class:`~orthanc_pandas.volume.SliceHeader` per row, from index columns."""
+    from .volume import SliceHeader
+
+    n = len(rows)
+    ipp, iop, ps = _floats(rows, _IPP), _floats(rows, _IOP), _floats(rows, _PS)
+
+    def ints(col, default):
+        if col not in rows.columns:
+            return [default] * n
+        return [default if pd.isna(v) else int(v) for v in rows[col].to_numpy(object, na_value=None)]
+
+    sop = rows["SOPInstanceUID"].astype(object).where(rows["SOPInstanceUID"].notna(), "").tolist() \
+        if "SOPInstanceUID" in rows.columns else [""] * n
+    inst = rows.index.get_level_values("instance").tolist()
+    nums = ints("InstanceNumber", None)
+    r, c, s = ints("Rows", 0), ints("Columns", 0), ints("SamplesPerPixel", 1)
+    return [SliceHeader(sop_instance_uid=str(sop[k]), rows=r[k], columns=c[k],
+                        position=_optional(ipp, k), orientation=_optional(iop, k),
+                        pixel_spacing=_optional(ps, k), instance=inst[k], instance_number=nums[k],
+                        samples=s[k] or 1) for k in range(n)]
+
+
+def series_verdict(headers, **tolerances) -> str | None:
+    """The message ``volume()`` raises for these slice headers, or None when it succeeds."""
+    from .volume import slice_geometry
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", GeometryWarning)
+            slice_geometry(headers, **tolerances)
+    except GeometryError as exc:
+        return str(exc)
+    missing = [h for h in headers if not h.rows or not h.columns]
+    if missing:
+        return (f"Instance {missing[0].sop_instance_uid} has no Rows/Columns: it is not an image "
+                "(no pixel data). Select image instances only.")
+    return None
+
+
+def geometry_report(df: pd.DataFrame, get_client: Callable | None = None, *,
+                    fetch: bool = True, **tolerances) -> pd.DataFrame:
+    """Per series of the instance frame ``df``: whether ``volume()`` would succeed, and why not.
+
+    The checks are :func:`orthanc_pandas.volume.slice_geometry`'s own, run on slice headers
+    made from the index columns (ImagePositionPatient, ImageOrientationPatient,
+    InstanceNumber, SOPInstanceUID) plus :data:`GEOMETRY_TAGS` (fetched with ``with_tags``
+    when they are not columns and ``fetch`` is true). Multi-frame instances carry their frame
+    positions in sequences the index lacks: for them the header (no pixels) is downloaded and
+    read as ``volume()`` reads it. ``tolerances`` are ``slice_geometry``'s keyword arguments.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed like ``level_frame(df, "series")``; ``volume_ok`` (boolean) and
+        ``volume_problem`` (string, missing when ok).
+    """
+    from .volume import _stack_layout
+
+    missing = [t for t in GEOMETRY_TAGS
+               if not ({t, f"{t}_0"} & set(df.columns))]
+    if missing and fetch and len(df):
+        from .selection import with_tags
+
+        df = with_tags(df, missing, get_client)
+    # volume() reads each instance once, in row order (a frame may repeat rows after concat)
+    df = df[~df.index.duplicated()]
+    first, group, _ = _groups(df, "series")
+    frames = df["NumberOfFrames"].to_numpy(np.float64, na_value=np.nan) \
+        if "NumberOfFrames" in df.columns else np.full(len(df), np.nan)
+    multi = np.bincount(group, weights=(frames > 1).astype(float), minlength=len(first)) > 0
+    members = np.split(np.argsort(group, kind="stable"), np.cumsum(np.bincount(group))[:-1]) \
+        if len(df) else []
+    single = np.flatnonzero(~multi[group])
+    headers = dict(zip(single.tolist(), _index_headers(df.iloc[single]), strict=True))
+    problems: list[str | None] = []
+    for g in range(len(first)):
+        if multi[g]:
+            from .headers import headers as fetch_headers
+
+            rows = df.iloc[members[g]]
+            datasets = fetch_headers(rows, get_client())
+            try:
+                slices = _stack_layout(datasets, rows.index.get_level_values("instance").tolist())[0]
+            except GeometryError as exc:
+                problems.append(str(exc))
+                continue
+        else:
+            slices = [headers[k] for k in members[g].tolist()]
+        problems.append(series_verdict(slices, **tolerances))
+    index = df.index[first].droplevel("instance")
+    problem = pd.array(problems, dtype=TEXT_DTYPE)
+    return pd.DataFrame({"volume_ok": pd.array([p is None for p in problems], dtype="boolean"),
+                         "volume_problem": problem}, index=index)

@@ -1,0 +1,275 @@
+"""df.orthanc.series()/studies()/patients() and the geometry report, against a real Orthanc.
+
+The truths are independent of series_frame.py: pandas groupby on the instance frame, the
+geometry make_series was asked for, and what volume() actually does on the same series.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+
+import orthanc_pandas as op
+from orthanc_pandas.accessor import LevelAccessor, OrthancAccessor
+from orthanc_pandas.errors import (
+    GeometryError,
+    GeometryWarning,
+    NotAnIndexError,
+    OrthancPandasError,
+    PixelDataError,
+    SelectionError,
+)
+from orthanc_pandas.synthetic import make_multiframe, make_series, to_bytes
+
+SAGITTAL = (0, 1, 0, 0, 0, -1)
+
+#: name -> (datasets in a series of their own, whether volume() succeeds)
+SERIES = {
+    "axial": lambda: make_series(6, 8, 8, slice_spacing=1.25, pixel_spacing=(0.5, 0.6), seed="ax"),
+    "sagittal": lambda: make_series(4, 8, 8, orientation=SAGITTAL, slice_spacing=3.0, seed="sag"),
+    "gap": lambda: make_series(5, 6, 6, positions=[(0, 0, z) for z in (0, 2, 4, 8, 10)], seed="gap"),
+    "duplicate": lambda: make_series(4, 6, 6, positions=[(0, 0, z) for z in (0, 2, 2, 4)], seed="dup"),
+    "tilt": lambda: make_series(5, 6, 6, positions=[(0.0, 0.4 * k, 2.0 * k) for k in range(5)],
+                                seed="tilt"),
+    "localizer": lambda: make_series(4, 6, 6, seed="loc") + make_series(
+        1, 6, 6, orientation=SAGITTAL, seed="loc2", origin=(0, 0, 50)),
+    "sizes": lambda: make_series(3, 6, 6, seed="sz") + make_series(1, 8, 6, seed="sz2", origin=(0, 0, 30)),
+    "spacings": lambda: make_series(3, 6, 6, seed="ps") + make_series(
+        1, 6, 6, pixel_spacing=(0.9, 0.9), seed="ps2", origin=(-100, -110, 7.5)),
+    "multiframe": lambda: [make_multiframe(5, 8, 8, frame_order="descending", seed="mf")],
+    "multiframe-gap": lambda: [_multiframe_gap()],
+    "cine": lambda: [make_multiframe(4, 8, 8, per_frame_positions=False, seed="cine")],
+}
+BROKEN = {"gap", "duplicate", "tilt", "localizer", "sizes", "spacings", "multiframe-gap"}
+
+
+def _multiframe_gap():
+    ds = make_multiframe(4, 8, 8, seed="mfgap")
+    pos = ds.PerFrameFunctionalGroupsSequence[3].PlanePositionSequence[0]
+    pos.ImagePositionPatient = [-100, -110, 12.5]  # frame 3 at 12.5 mm instead of 7.5 mm
+    return ds
+
+
+def _reread(ds):
+    return pydicom.dcmread(io.BytesIO(to_bytes(ds)))
+
+
+@pytest.fixture(scope="module")
+def server(orthanc_available):
+    from orthanc_pandas.testing import LocalOrthanc
+
+    blobs = []
+    for k, (name, make) in enumerate(SERIES.items()):
+        datasets = [_reread(d) for d in make()]
+        for ds in datasets:  # one series per name, whatever make_series chose
+            ds.StudyInstanceUID = "1.2.826.0.1.3680043.10.1234.77"
+            ds.SeriesInstanceUID = f"1.2.826.0.1.3680043.10.1234.77.{k}"
+            ds.SeriesDescription = name
+            ds.PatientID = "GEO" if name != "cine" else "CINE"
+        blobs += [to_bytes(d) for d in datasets]
+    with LocalOrthanc(name="series-frame") as srv:
+        srv.upload_bytes(blobs)
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def frame(server):
+    return op.read_orthanc(server.url)
+
+
+def _by_description(s: pd.DataFrame) -> pd.DataFrame:
+    return s.reset_index().set_index("SeriesDescription")
+
+
+# -- the frames ---------------------------------------------------------------------------------
+def test_series_rows_counts_and_tags_equal_a_groupby_of_the_instances(corpus_frame):
+    df = corpus_frame
+    s = df.orthanc.series()
+    assert list(s.index.names) == ["patient", "study", "series"]
+    truth = df.groupby(level=["patient", "study", "series"], sort=False, observed=True).size()
+    assert s.index.equals(truth.index)
+    assert s.instance_count.tolist() == truth.tolist()
+    frames = df.NumberOfFrames.fillna(1).clip(lower=1)
+    assert s.slice_count.tolist() == frames.groupby(level="series", sort=False).sum().tolist()
+    firsts = df.groupby(level="series", sort=False).head(1)
+    for col in ("PatientName", "StudyDate", "Modality", "SeriesInstanceUID", "SeriesNumber"):
+        assert s[col].dtype == df[col].dtype, col
+        assert s[col].astype(object).tolist() == firsts[col].astype(object).tolist(), col
+    for col in ("SOPInstanceUID", "InstanceNumber", "orthanc_file_size", "orthanc_labels"):
+        assert col not in s.columns  # instance-level values do not describe a series
+    assert s.attrs["orthanc"]["level"] == "series"
+    assert "level" not in df.attrs["orthanc"]  # the instance frame's attrs are not changed
+    assert s.attrs["orthanc"]["url"] == df.attrs["orthanc"]["url"]
+
+
+def test_studies_and_patients_count_like_nunique(corpus_frame):
+    df = corpus_frame
+    st, pa = df.orthanc.studies(), df.orthanc.patients()
+    assert list(st.index.names) == ["patient", "study"] and pa.index.name == "patient"
+    by_study = df.reset_index().groupby(["patient", "study"], sort=False)
+    assert st.series_count.tolist() == by_study.series.nunique().tolist()
+    assert st.instance_count.tolist() == by_study.size().tolist()
+    truth = by_study.Modality.agg(lambda m: "\\".join(sorted(set(m.dropna().astype(str)))))
+
+    def text(values):
+        return [v if isinstance(v, str) and v else None for v in values]
+    assert text(st.modalities.astype(object)) == text(truth)
+    by_patient = df.reset_index().groupby("patient", sort=False)
+    assert pa.study_count.tolist() == by_patient.study.nunique().tolist()
+    assert pa.instance_count.sum() == len(df)
+    assert "StudyDate" in st and "SeriesDate" not in st and "StudyDate" not in pa
+    assert pa.orthanc.instance_count == len(df) and st.orthanc.series_count == df.orthanc.series_count
+
+
+def test_series_needs_no_server(corpus_frame):
+    dead = corpus_frame.copy()
+    dead.attrs = {"orthanc": {**corpus_frame.attrs["orthanc"], "url": "http://127.0.0.1:9"}}
+    s = dead.orthanc.series()  # a request would fail: nothing listens on port 9
+    assert len(s) == corpus_frame.orthanc.series_count
+
+
+def test_slice_spacing_orientation_and_pixel_spacing_are_the_generated_ones(frame):
+    s = _by_description(frame.orthanc.series(geometry=True))
+    assert s.loc["axial", "slice_spacing"] == pytest.approx(1.25)
+    assert s.loc["sagittal", "slice_spacing"] == pytest.approx(3.0)
+    assert s.loc["gap", "slice_spacing"] == pytest.approx(2.0)  # the median step
+    assert s.loc["axial", "orientation"] == "axial" and s.loc["sagittal", "orientation"] == "sagittal"
+    assert (s.loc["axial", "PixelSpacing_0"], s.loc["axial", "PixelSpacing_1"]) == (0.5, 0.6)
+    assert s.loc["axial", "slice_count"] == 6 and s.loc["multiframe", "slice_count"] == 5
+    assert s.loc["multiframe", "instance_count"] == 1
+    assert s.FrameOfReferenceUID.notna().loc["axial"]
+    assert s.volume_ok.dtype == "boolean" and s.volume_problem.dtype == frame.SOPInstanceUID.dtype
+
+
+def test_parquet_round_trip_keeps_rows_dtypes_attrs_and_the_accessor(frame, tmp_path):
+    for level_frame in (frame.orthanc.series(geometry=True), frame.orthanc.studies(),
+                        frame.orthanc.patients()):
+        path = tmp_path / "f.parquet"
+        level_frame.to_parquet(path)
+        back = pd.read_parquet(path)
+        pd.testing.assert_frame_equal(back, level_frame)
+        assert back.attrs == level_frame.attrs
+        assert isinstance(back.orthanc, LevelAccessor)
+        assert back.orthanc.instance_count == len(frame)
+
+
+# -- the way back to the instances ----------------------------------------------------------------
+def test_instances_from_a_frame_and_from_the_server_are_the_same_rows(frame):
+    s = frame.orthanc.series()
+    pick = s[s.SeriesDescription.isin(["axial", "localizer"])]
+    truth = frame[frame.SeriesDescription.isin(["axial", "localizer"])]
+    local = pick.orthanc.instances(frame)
+    assert local.index.equals(truth.index)
+    fetched = pick.orthanc.instances()
+    assert sorted(fetched.index) == sorted(truth.index)
+    pd.testing.assert_series_equal(fetched.SOPInstanceUID.sort_index(), truth.SOPInstanceUID.sort_index())
+    assert type(fetched.orthanc) is OrthancAccessor and "level" not in fetched.attrs["orthanc"]
+    studies = frame.orthanc.studies()
+    assert sorted(studies.orthanc.instances().index) == sorted(frame.index)
+    patients = frame.orthanc.patients()
+    one = patients[patients.PatientID == "CINE"].orthanc.instances()
+    assert one.SeriesDescription.astype(str).unique().tolist() == ["cine"]
+
+
+def test_volume_of_a_series_row_equals_the_instance_frames_volume(frame):
+    s = _by_description(frame.orthanc.series()).reset_index().set_index(["patient", "study", "series"])
+    s.attrs = frame.orthanc.series().attrs
+    row = s[s.SeriesDescription == "axial"]
+    expected = frame[frame.SeriesDescription == "axial"].orthanc.volume()
+    for got in (row.orthanc.volume(), row.orthanc.volume(frame)):
+        np.testing.assert_array_equal(got.values, expected.values)
+        assert got.attrs["affine"] == expected.attrs["affine"]
+    with pytest.raises(SelectionError, match="exactly one series row"):
+        s.orthanc.volume()
+    ok = s[s.SeriesDescription.isin(["axial", "sagittal"])]
+    vols = ok.orthanc.volumes(frame)
+    assert sorted(vols) == sorted(ok.index.get_level_values("series"))
+    assert {v.shape for v in vols.values()} == {(6, 8, 8), (4, 8, 8)}
+
+
+def test_level_accessor_refuses_instance_operations_and_keeps_instance_frames_as_they_were(frame):
+    s = frame.orthanc.series()
+    assert type(frame.orthanc) is OrthancAccessor
+    with pytest.raises(NotAnIndexError, match=r"instances\(df\)\.orthanc\.select"):
+        s.orthanc.select(Modality="CT")
+    with pytest.raises(AttributeError):  # a level frame that lost its index is no frame
+        s.reset_index().orthanc  # noqa: B018
+    wrong = s.copy()
+    wrong.attrs = {"orthanc": {**s.attrs["orthanc"], "level": "study"}}
+    with pytest.raises(NotAnIndexError):
+        wrong.orthanc  # noqa: B018
+    assert len(s.orthanc.headers(frame)) == len(frame)
+
+
+# -- geometry from the index against volume() ------------------------------------------------------
+def _volume_verdict(rows) -> tuple[str, str | None]:
+    """What volume() does on the rows: ("ok", None), ("geometry", message) or ("pixels", ...)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", GeometryWarning)
+            rows.orthanc.volume()
+    except GeometryError as exc:
+        return "geometry", str(exc)
+    except PixelDataError as exc:
+        return "pixels", str(exc)
+    return "ok", None
+
+
+def _agree(df, series: pd.DataFrame) -> dict:
+    """series id -> (index verdict, volume verdict) for every series where they differ."""
+    out, seen = {}, {}
+    for sid, row in series.iterrows():
+        rows = df.xs(sid[2], level="series", drop_level=False)
+        kind, message = _volume_verdict(rows)
+        seen[kind] = seen.get(kind, 0) + 1
+        index_ok, problem = bool(row.volume_ok), row.volume_problem
+        if kind == "ok" and not index_ok or kind == "geometry" and problem != message:
+            out[sid[2]] = (problem, kind, message)
+        # no pixel data: the index knows it from Rows; an undecodable file it cannot know
+        if kind == "pixels" and not index_ok and "not an image" not in problem:
+            out[sid[2]] = (problem, kind, message)
+    return out, seen
+
+
+def test_index_verdict_is_what_volume_does_on_generated_defects(frame):
+    s = frame.orthanc.series(geometry=True)
+    by = _by_description(s)
+    assert {d for d, ok in by.volume_ok.items() if not ok} == BROKEN
+    assert by.volume_problem.isna().tolist() == by.volume_ok.tolist()
+    assert "not uniform" in by.loc["gap", "volume_problem"]
+    assert "multiframe-gap" in BROKEN and "not uniform" in by.loc["multiframe-gap", "volume_problem"]
+    mismatches, seen = _agree(frame, s)
+    assert mismatches == {}
+    assert seen == {"ok": len(SERIES) - len(BROKEN), "geometry": len(BROKEN)}
+
+
+def test_tolerances_reach_the_checks(frame):
+    s = _by_description(frame.orthanc.series(geometry=True, spacing_rtol=1.5, tilt_tol=0.5))
+    assert s.loc["gap", "volume_ok"] and s.loc["tilt", "volume_ok"]
+    assert not s.loc["duplicate", "volume_ok"]
+
+
+def test_index_verdict_is_what_volume_does_on_every_corpus_series(corpus, corpus_frame):
+    s = corpus_frame.orthanc.series(geometry=True)
+    mismatches, seen = _agree(corpus_frame, s)
+    assert mismatches == {}
+    assert seen.get("ok", 0) > 10 and seen.get("pixels", 0) > 0  # the corpus has both
+
+
+def test_geometry_needs_a_server_only_for_missing_tags(frame):
+    dead = frame.orthanc.with_tags("PixelSpacing", "Rows", "Columns", "SamplesPerPixel",
+                                   "FrameOfReferenceUID")
+    dead = dead[dead.NumberOfFrames.fillna(1) <= 1]  # multi-frame headers come from the server
+    dead.attrs = {"orthanc": {**frame.attrs["orthanc"], "url": "http://127.0.0.1:9"}}
+    s = _by_description(dead.orthanc.series(geometry=True))
+    assert not s.loc["gap", "volume_ok"] and s.loc["axial", "volume_ok"]
+    nourl = frame.copy()
+    nourl.attrs = dead.attrs
+    nourl.orthanc.series()  # no geometry: no request
+    with pytest.raises(OrthancPandasError):  # PixelSpacing... must be fetched
+        nourl.orthanc.series(geometry=True)
