@@ -610,6 +610,23 @@ class OrthancAccessor:
                              allow_irregular=allow_irregular, dtype=dtype,
                              max_workers=max_workers, progress=progress)
 
+    def mask(self, like, *, client: OrthancClient | str | None = None, **tolerances):
+        """The rows' one SEG or RTSTRUCT instance as a boolean mask on ``like``'s grid.
+
+        ``(segment, z, y, x)`` for a SEG (coord ``segment`` = SegmentLabel), ``(roi, z, y, x)``
+        for an RTSTRUCT (coord ``roi`` = ROIName); ``like`` is a volume from :meth:`volume`.
+        A mask in another frame of reference or off the grid raises
+        :class:`~orthanc_pandas.masks.MaskGeometryError`. See :mod:`orthanc_pandas.masks`.
+
+        Examples
+        --------
+        >>> ct = df[df.Modality == "CT"].orthanc.volume()                    # doctest: +SKIP
+        >>> m = df[df.Modality == "SEG"].orthanc.mask(like=ct)               # doctest: +SKIP
+        """
+        from .masks import mask
+
+        return mask(self._df, self.client(client), like, **tolerances)
+
     def volumes(self, **kwargs):
         """A lazy mapping ``series id -> DataArray``, one volume per series of the rows.
 

@@ -1,0 +1,221 @@
+"""masks.py: SEG (written by highdicom) and RTSTRUCT (built with pydicom) for generated CT
+series, uploaded to a real Orthanc, read back as masks on the CT's grid; known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+import orthanc_pandas as op
+from orthanc_pandas.errors import GeometryError, SelectionError
+from orthanc_pandas.masks import RTSTRUCT_SOP_CLASS, MaskGeometryError, rtstruct_mask
+from orthanc_pandas.synthetic import make_series, to_bytes, uid
+
+hd = pytest.importorskip("highdicom")
+pytest.importorskip("skimage")
+
+OBLIQUE = (np.cos(0.3), np.sin(0.3), 0.0, -np.sin(0.3) * np.cos(0.2), np.cos(0.3) * np.cos(0.2),
+           np.sin(0.2))
+NZ, NY, NX = 6, 24, 20
+STUDY = uid("study", "masks")
+
+
+def _ct(**kw):
+    base = dict(seed="masks-ct", study_uid=STUDY, orientation=OBLIQUE, pixel_spacing=(0.75, 0.5),
+                slice_spacing=2.0, instance_numbers="shuffled", series_description="ct")
+    return make_series(NZ, NY, NX, **{**base, **kw})
+
+
+def _known_segments() -> np.ndarray:
+    """(segment, z, y, x) in the CT's position order: a box, and a random blob on slices 2-4."""
+    m = np.zeros((2, NZ, NY, NX), dtype=bool)
+    m[0, 1:4, 5:15, 3:12] = True
+    m[1, 2:5] = np.random.default_rng(7).random((3, NY, NX)) > 0.6
+    return m
+
+
+def _seg(ct: list[Dataset], known: np.ndarray) -> Dataset:
+    order = [3, 0, 5, 1, 4, 2]  # source images in another order than positions
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=i + 1, segment_label=label,
+            segmented_property_category=hd.sr.CodedConcept("91723000", "SCT", "Anatomical Structure"),
+            segmented_property_type=hd.sr.CodedConcept("10200004", "SCT", "Liver"),
+            algorithm_type="MANUAL")
+        for i, label in enumerate(["box", "blob"])]
+    return hd.seg.Segmentation(
+        source_images=[ct[k] for k in order],
+        pixel_array=np.moveaxis(known[:, order], 0, -1).astype(np.uint8),
+        segmentation_type="BINARY", segment_descriptions=descriptions,
+        series_instance_uid=uid("seg-series"), series_number=50, sop_instance_uid=uid("seg-sop"),
+        instance_number=1, manufacturer="test", manufacturer_model_name="test",
+        software_versions="1", device_serial_number="1")
+
+
+def _point(ds: Dataset, r: float, c: float) -> list[float]:
+    """LPS of (row r, column c) of a slice, from its own header (PS3.3 C.7.6.2.1.1)."""
+    ipp = np.array(ds.ImagePositionPatient, float)
+    iop = np.array(ds.ImageOrientationPatient, float)
+    dr, dc = (float(v) for v in ds.PixelSpacing)
+    return (ipp + r * dr * iop[3:] + c * dc * iop[:3]).tolist()
+
+
+def _rect(ds, r0, r1, c0, c1, shift=0.0) -> list[float]:
+    """A contour around the voxels r0..r1 x c0..c1 (corners half a voxel outside their centres)."""
+    corners = [(r0 - 0.5, c0 - 0.5), (r0 - 0.5, c1 + 0.5), (r1 + 0.5, c1 + 0.5), (r1 + 0.5, c0 - 0.5)]
+    pts = np.array([_point(ds, r, c) for r, c in corners])
+    pts += shift * np.cross(np.array(ds.ImageOrientationPatient[:3], float),
+                            np.array(ds.ImageOrientationPatient[3:], float))
+    return [round(float(v), 6) for v in pts.ravel()]
+
+
+def _rtstruct(ct: list[Dataset], rois: dict[str, list[tuple[int, list[float]]]]) -> Dataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = RTSTRUCT_SOP_CLASS
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = RTSTRUCT_SOP_CLASS, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "RTSTRUCT"
+    for kw in ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
+               "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName"):
+        setattr(ds, kw, getattr(ct[0], kw))
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = 60
+    ds.StructureSetLabel = "test"
+    frame = ct[0].FrameOfReferenceUID
+    ref = Dataset()
+    ref.FrameOfReferenceUID = frame
+    ds.ReferencedFrameOfReferenceSequence = Sequence([ref])
+    ds.StructureSetROISequence = Sequence()
+    ds.ROIContourSequence = Sequence()
+    for n, (name, contours) in enumerate(rois.items(), start=1):
+        roi = Dataset()
+        roi.ROINumber, roi.ROIName = n, name
+        roi.ReferencedFrameOfReferenceUID = frame
+        roi.ROIGenerationAlgorithm = "MANUAL"
+        ds.StructureSetROISequence.append(roi)
+        rc = Dataset()
+        rc.ReferencedROINumber = n
+        rc.ContourSequence = Sequence()
+        for _k, data in contours:
+            c = Dataset()
+            c.ContourGeometricType = "CLOSED_PLANAR"
+            c.NumberOfContourPoints = len(data) // 3
+            c.ContourData = data
+            rc.ContourSequence.append(c)
+        ds.ROIContourSequence.append(rc)
+    return ds
+
+
+@pytest.fixture(scope="module")
+def served(orthanc_available):
+    from orthanc_pandas.testing import LocalOrthanc
+
+    ct = _ct()
+    other_grid = _ct(seed="masks-ct2", pixel_spacing=(0.5, 0.5), series_number=2,
+                     series_description="ct-other-grid")   # same study: same frame of reference
+    other_frame = _ct(seed="masks-ct3", study_uid=uid("study", "masks-other"), series_number=3,
+                      series_description="ct-other-frame")
+    assert other_grid[0].FrameOfReferenceUID == ct[0].FrameOfReferenceUID
+    known = _known_segments()
+    seg = _seg(ct, known)
+    rt_known = np.zeros((2, NZ, NY, NX), dtype=bool)
+    rt_known[0, 1:4, 4:10, 2:8] = True
+    rt_known[1, 2, 8:20, 5:17] = True
+    rt_known[1, 2, 11:17, 8:14] = False   # the hole
+    rt = _rtstruct(ct, {
+        "box": [(k, _rect(ct[k], 4, 9, 2, 7)) for k in (1, 2, 3)],
+        "ring": [(2, _rect(ct[2], 8, 19, 5, 16)), (2, _rect(ct[2], 11, 16, 8, 13))],
+    })
+    with LocalOrthanc(name="masks") as server:
+        server.upload_bytes([to_bytes(d) for d in ct + other_grid + other_frame]
+                            + [to_bytes(seg), to_bytes(rt)])
+        df = op.read_orthanc(server.url)
+        vols = {name: df[df.SeriesDescription == name].orthanc.volume()
+                for name in ("ct", "ct-other-grid", "ct-other-frame")}
+        yield dict(df=df, ct=ct, vols=vols, known=known, rt_known=rt_known, rt=rt)
+
+
+def _in_volume_order(known: np.ndarray, ct: list[Dataset], vol) -> np.ndarray:
+    """The known masks (in make_series' position order) in the volume's slice order, by UID."""
+    pos = {str(ds.SOPInstanceUID): k for k, ds in enumerate(ct)}
+    return known[:, [pos[u] for u in vol.sop_instance_uid.values]]
+
+
+def test_seg_mask_on_ct_grid(served):
+    df, vol = served["df"], served["vols"]["ct"]
+    m = df[df.Modality == "SEG"].orthanc.mask(like=vol)
+    assert m.dims == ("segment", "z", "y", "x") and m.dtype == bool
+    assert list(m.segment.values) == ["box", "blob"]
+    assert list(m.segment_number.values) == [1, 2]
+    truth = _in_volume_order(served["known"], served["ct"], vol)
+    np.testing.assert_array_equal(m.values, truth)
+    assert int(m.sel(segment="box").sum()) == 3 * 10 * 9
+    np.testing.assert_allclose(m.orthanc.affine, vol.orthanc.affine)
+    assert list(m.sop_instance_uid.values) == list(vol.sop_instance_uid.values)
+
+
+def test_seg_mask_is_read_by_highdicom_the_same_way(served, tmp_path):
+    """highdicom's own lookup by source instance (the SEG's references, not its positions)
+    gives the same frames as our placement by geometry."""
+    df, vol = served["df"], served["vols"]["ct"]
+    rows = df[df.Modality == "SEG"]
+    m = rows.orthanc.mask(like=vol)
+    seg = hd.seg.segread(rows.orthanc.download(tmp_path).iloc[0])
+    pixels = seg.get_pixels_by_source_instance(list(vol.sop_instance_uid.values),
+                                               segment_numbers=[1, 2], skip_overlap_checks=True)
+    np.testing.assert_array_equal(m.values, np.moveaxis(pixels, -1, 0).astype(bool))
+
+
+def test_seg_mask_other_grid_or_frame_of_reference_says_so(served):
+    df, vols = served["df"], served["vols"]
+    seg = df[df.Modality == "SEG"]
+    with pytest.raises(MaskGeometryError, match="pixel spacing") as exc:
+        seg.orthanc.mask(like=vols["ct-other-grid"])
+    assert isinstance(exc.value, GeometryError) and isinstance(exc.value, ValueError)
+    with pytest.raises(MaskGeometryError, match="frame of reference"):
+        seg.orthanc.mask(like=vols["ct-other-frame"])
+
+
+def test_rtstruct_mask_on_ct_grid(served):
+    df, vol = served["df"], served["vols"]["ct"]
+    m = df[df.Modality == "RTSTRUCT"].orthanc.mask(like=vol)
+    assert m.dims == ("roi", "z", "y", "x") and m.dtype == bool
+    assert list(m.roi.values) == ["box", "ring"]
+    truth = _in_volume_order(served["rt_known"], served["ct"], vol)
+    np.testing.assert_array_equal(m.values, truth)
+    assert int(m.sel(roi="ring").sum()) == 12 * 12 - 6 * 6
+
+
+def test_rtstruct_other_frame_or_off_plane_says_so(served):
+    df, vols, ct = served["df"], served["vols"], served["ct"]
+    with pytest.raises(MaskGeometryError, match="frame of reference"):
+        df[df.Modality == "RTSTRUCT"].orthanc.mask(like=vols["ct-other-frame"])
+    between = _rtstruct(ct, {"half": [(2, _rect(ct[2], 4, 9, 2, 7, shift=1.0))]})  # half a 2 mm step
+    with pytest.raises(MaskGeometryError, match="not in a slice plane"):
+        rtstruct_mask(between, vols["ct"])
+
+
+def test_mask_needs_one_seg_or_rtstruct(served):
+    df, vol = served["df"], served["vols"]["ct"]
+    with pytest.raises(SelectionError, match="SEG or RTSTRUCT"):
+        df[df.SeriesDescription == "ct"].iloc[[0]].orthanc.mask(like=vol)
+    with pytest.raises(SelectionError, match="exactly one"):
+        df[df.SeriesDescription == "ct"].orthanc.mask(like=vol)
+
+
+def test_mask_exports_on_the_ct_geometry(served, tmp_path):
+    pytest.importorskip("SimpleITK")
+    pytest.importorskip("nibabel")
+    df, vol = served["df"], served["vols"]["ct"]
+    m = df[df.Modality == "SEG"].orthanc.mask(like=vol)
+    img, ct_img = m.sel(segment="box").orthanc.to_sitk(), vol.orthanc.to_sitk()
+    assert img.GetOrigin() == ct_img.GetOrigin() and img.GetDirection() == ct_img.GetDirection()
+    nii = m.sel(segment="blob").orthanc.to_nifti(tmp_path / "blob.nii.gz")
+    np.testing.assert_array_equal(np.asarray(nii.dataobj).transpose(2, 1, 0),
+                                  m.sel(segment="blob").values.astype(np.uint8))
