@@ -1,0 +1,84 @@
+"""``df.orthanc.series()`` on 20,000 instances, and the geometry report of its 400 series.
+
+Rows (best and median of 5 for the pure calls; the machine has 2 cores and is shared):
+
+* ``series()`` - one row per series from the instance frame alone (target <= 0.2 s); run on a
+  frame whose URL points at a closed port, so a request would fail.
+* ``studies()`` / ``patients()`` - the same for the other levels.
+* the hand-written pandas way (``groupby(level=...).agg`` of first values and a count), as a
+  floor to compare with.
+* ``series(geometry=True)`` - the fetch of PixelSpacing, Rows, Columns, SamplesPerPixel and
+  FrameOfReferenceUID (``with_tags``: one request per series, no pixels) plus the checks of
+  ``volume()`` per series; and the checks alone on a frame that already has those columns.
+
+Then the verdicts of the 400 series as a table (verdict x count, and the first problems).
+
+Run: ``PYTHONPATH=. python benchmarks/series.py [--server system|sid]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from _common import archive_server, best_of, table
+
+import orthanc_pandas as op
+from orthanc_pandas.series_frame import GEOMETRY_TAGS
+from orthanc_pandas.testing import orthanc_root
+
+
+def hand_written(df):
+    cols = ["PatientID", "StudyDate", "Modality", "SeriesDescription", "SeriesInstanceUID"]
+    g = df.groupby(level=["patient", "study", "series"], sort=False, observed=True)
+    out = g[cols].first()
+    out["instances"] = g.size()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--server", choices=["system", "sid"], default="system")
+    args = ap.parse_args()
+    root = orthanc_root("sid") if args.server == "sid" else None
+    with archive_server("20k", root=root) as server:
+        df = op.read_orthanc(server.url)
+        client = server.client()
+        print(f"{len(df):,} instances, {df.orthanc.series_count} series on Orthanc "
+              f"{client.version}\n")
+        offline = df.copy(deep=False)
+        offline.attrs = {"orthanc": {**df.attrs["orthanc"], "url": "http://127.0.0.1:9"}}
+        rows = []
+        for name, fn in (("series()", lambda: offline.orthanc.series()),
+                         ("studies()", lambda: offline.orthanc.studies()),
+                         ("patients()", lambda: offline.orthanc.patients()),
+                         ("pandas groupby by hand (5 tags + count)", lambda: hand_written(offline))):
+            best, med, res = best_of(fn, repeat=5)
+            rows.append((name, f"{best * 1000:.1f} ms", f"{med * 1000:.1f} ms", len(res)))
+        t = time.perf_counter()
+        report = df.orthanc.series(geometry=True)
+        fetch_and_check = time.perf_counter() - t
+        rows.append(("series(geometry=True): fetch 5 tags + checks", f"{fetch_and_check:.2f} s",
+                     "(once)", len(report)))
+        tagged = df.orthanc.with_tags(*GEOMETRY_TAGS)
+        tagged.attrs = offline.attrs  # the checks alone: no request may happen
+        best, med, report2 = best_of(lambda: tagged.orthanc.series(geometry=True), repeat=3)
+        rows.append(("series(geometry=True), tags already columns", f"{best:.2f} s", f"{med:.2f} s",
+                     len(report2)))
+        print(table(rows, ("call", "best", "median", "rows")))
+        assert report.volume_ok.tolist() == report2.volume_ok.tolist()
+
+        print()
+        verdicts = report.assign(verdict=report.volume_problem.fillna("ok").str.split(":").str[0])
+        counts = verdicts.groupby("verdict").size().sort_values(ascending=False)
+        print(table([(v, n) for v, n in counts.items()], ("volume() would", "series")))
+        print()
+        shown = report[["SeriesDescription", "instance_count", "slice_spacing", "orientation",
+                        "PixelSpacing_0", "volume_ok"]].head(5)
+        print(table([(i[2][:8], *r) for i, r in zip(shown.index, shown.itertuples(index=False),
+                                                     strict=True)],
+                    ("series", *shown.columns)))
+
+
+if __name__ == "__main__":
+    main()
