@@ -12,9 +12,12 @@ Layout of the result (see ``docs/volumes.md``)
 * dims ``("z", "y", "x")``; ``"c"`` last for colour (RGB; YBR converted to RGB as pydicom
   does); a multi-frame instance without per-frame positions gives ``("frame", "y", "x")``
   (several such instances: ``("z", "frame", "y", "x")``).
-* coords (float64, ``units="mm"``): ``z`` = position of each slice along the slice normal
-  (``dot(IPP, normal)``), ``y`` = distance along the column direction (row index x row
-  spacing), ``x`` = distance along the row direction. Per-slice coords on ``z``:
+* coords (float64, ``units="mm"``): positions in the patient frame (LPS) along the volume's own
+  axes: ``z`` = ``dot(IPP, normal)`` of each slice, ``y`` = ``dot(IPP, column direction) +
+  row index x row spacing``, ``x`` = ``dot(IPP, row direction) + column index x column
+  spacing`` (IPP of the first slice), so ``direction @ (affine @ [k, r, c, 1])[:3] ==
+  [z[k], y[r], x[c]]`` and two volumes with the same orientation in one frame of reference
+  share their coordinates (``xr.align``, ``interp_like``). Per-slice coords on ``z``:
   ``sop_instance_uid``, ``instance`` (Orthanc id), ``frame`` (multi-frame sources only).
 * attrs: ``affine`` (16 floats, the row-major 4x4 LPS affine; ``np.reshape(a, (4, 4))``)
   mapping ``(z, y, x, 1)`` array indices - in dims order - to LPS millimetres; ``spacing``,
@@ -40,6 +43,7 @@ from ._threads import worker_count
 from .errors import (
     DuplicateSliceError,
     GantryTiltError,
+    GeometryError,
     GeometryWarning,
     InconsistentSlicesError,
     MissingGeometryError,
@@ -51,7 +55,7 @@ from .errors import (
 __all__ = [
     "SliceHeader", "Geometry", "slice_headers", "slice_geometry", "affine_matrix",
     "from_datasets", "decode_pixels", "ORIENTATION_ATOL", "SPACING_RTOL", "DUPLICATE_RTOL",
-    "TILT_TOL", "PIXEL_SPACING_RTOL",
+    "TILT_TOL", "PIXEL_SPACING_RTOL", "ORTHONORMAL_TOL",
 ]
 
 #: Direction cosines of two slices agreeing within this (absolute; they are unit vectors).
@@ -64,6 +68,9 @@ DUPLICATE_RTOL = 1e-2
 TILT_TOL = 1e-3
 #: PixelSpacing of two slices agreeing within this fraction.
 PIXEL_SPACING_RTOL = 1e-4
+#: Row and column direction cosines: unit length and perpendicular within this, relative to
+#: their unit length (``R @ R.T == I``; 1e-3 ~ 0.06 degree, DS values written to 4 decimals pass).
+ORTHONORMAL_TOL = 1e-3
 #: Distances below this (mm) are zero (DS values carry ~6 significant digits).
 _ABS_EPS = 1e-4
 _NAMES_SHOWN = 6
@@ -385,6 +392,29 @@ def _check_orientation(headers: Sequence[SliceHeader], report: _Report, *,
     return iops[groups[0][0]]
 
 
+def _check_orthonormal(headers: Sequence[SliceHeader], iop: np.ndarray, report: _Report, *,
+                       tol: float = ORTHONORMAL_TOL) -> None:
+    """Report an ImageOrientationPatient whose row and column directions are not orthonormal.
+
+    As nibabel checks a rotation (``np.allclose(R @ R.T, I)``): ``R`` holds the row then the
+    column direction cosines; each entry of ``R @ R.T`` may be off by ``tol`` (relative to the
+    unit length of the cosines). A skewed orientation would give a non-orthogonal voxel grid.
+    """
+    r = np.asarray(iop, float).reshape(2, 3)
+    gram = r @ r.T
+    if np.allclose(gram, np.eye(2), rtol=0, atol=tol):
+        return
+    norms = np.sqrt(np.clip(np.diag(gram), 0, None))
+    cos = gram[0, 1] / max(norms[0] * norms[1], 1e-12)
+    angle = float(np.degrees(np.arccos(np.clip(cos, -1, 1))))
+    report(GeometryError,
+           f"ImageOrientationPatient {np.round(r.ravel(), 6).tolist()} is not orthonormal: the "
+           f"row and column directions have lengths {norms[0]:.6g} and {norms[1]:.6g} and are "
+           f"{angle:.4g} degrees apart (90 expected, tolerance {tol:g}), so the voxel grid would "
+           "be skewed. The header is probably corrupt; fix ImageOrientationPatient.",
+           range(len(headers)))
+
+
 def _check_pixel_spacing(headers: Sequence[SliceHeader], report: _Report, *,
                          rtol: float = PIXEL_SPACING_RTOL) -> tuple[float, float] | None:
     """The PixelSpacing of most slices (``None`` if a slice has none); reports the others."""
@@ -489,7 +519,7 @@ def slice_geometry(headers: Sequence[SliceHeader], *, allow_irregular: bool = Fa
                    orientation_atol: float = ORIENTATION_ATOL,
                    pixel_spacing_rtol: float = PIXEL_SPACING_RTOL,
                    duplicate_rtol: float = DUPLICATE_RTOL, spacing_rtol: float = SPACING_RTOL,
-                   tilt_tol: float = TILT_TOL) -> Geometry:
+                   tilt_tol: float = TILT_TOL, orthonormal_tol: float = ORTHONORMAL_TOL) -> Geometry:
     """Sort slices along their normal and check that they form a regular grid.
 
     Checks, in order (each raising its own :class:`~orthanc_pandas.errors.GeometryError`
@@ -497,7 +527,8 @@ def slice_geometry(headers: Sequence[SliceHeader], *, allow_irregular: bool = Fa
     (:class:`~orthanc_pandas.errors.InconsistentSlicesError`, raised even with
     ``allow_irregular`` since such slices cannot be stacked), every slice has a position and
     orientation or none has (``MissingGeometryError``), one orientation
-    (``MixedOrientationError``), equal PixelSpacing (``InconsistentSlicesError``), no two
+    (``MixedOrientationError``), orthonormal row and column directions (``GeometryError``),
+    equal PixelSpacing (``InconsistentSlicesError``), no two
     slices at the same position (``DuplicateSliceError``), uniform spacing
     (``SliceSpacingError``: missing slices), steps parallel to the normal (``GantryTiltError``).
 
@@ -517,6 +548,8 @@ def slice_geometry(headers: Sequence[SliceHeader], *, allow_irregular: bool = Fa
         Steps further than this fraction from the typical step are gaps.
     tilt_tol : float, default ``TILT_TOL``
         In-plane drift per slice step, relative to the step along the normal.
+    orthonormal_tol : float, default ``ORTHONORMAL_TOL``
+        Entries of ``R @ R.T`` (R: row and column cosines) may differ from the identity by this.
 
     Returns
     -------
@@ -542,6 +575,7 @@ def slice_geometry(headers: Sequence[SliceHeader], *, allow_irregular: bool = Fa
     if not _check_positions(headers, report):
         return _no_geometry(headers, problems)
     iop = _check_orientation(headers, report, atol=orientation_atol)
+    _check_orthonormal(headers, iop, report, tol=orthonormal_tol)
     row, col = iop[:3] / np.linalg.norm(iop[:3]), iop[3:] / np.linalg.norm(iop[3:])
     normal = np.cross(row, col)
     normal /= np.linalg.norm(normal)
@@ -857,14 +891,21 @@ def _assemble(out, geo: Geometry, headers, first, *, frame_dim, multiframe, resc
     space_units = "mm" if ps is not None else "pixel"
     dr, dc = ps if ps is not None else (1.0, 1.0)
     rows, cols = out.shape[dims.index("y")], out.shape[dims.index("x")]
+    # In-plane coords start where the first voxel is along the row / column direction (as z
+    # does along the normal), so volumes of one frame of reference share their coordinates.
+    y0 = x0 = 0.0
+    if geo.affine is not None:
+        first_pos, col_dir, row_dir = geo.affine[:3, 3], geo.affine[:3, 1], geo.affine[:3, 2]
+        y0 = float(first_pos @ (col_dir / np.linalg.norm(col_dir)))
+        x0 = float(first_pos @ (row_dir / np.linalg.norm(row_dir)))
     coords: dict = {
         "z": ("z", geo.z, {"units": "mm" if geo.kind != "none" else "1",
                            "long_name": "position along the slice normal" if geo.kind != "none"
                            else "slice rank (no position in the headers)"}),
-        "y": ("y", np.arange(rows, dtype=np.float64) * dr,
-              {"units": space_units, "long_name": "distance along the column direction"}),
-        "x": ("x", np.arange(cols, dtype=np.float64) * dc,
-              {"units": space_units, "long_name": "distance along the row direction"}),
+        "y": ("y", y0 + np.arange(rows, dtype=np.float64) * dr,
+              {"units": space_units, "long_name": "position along the column direction"}),
+        "x": ("x", x0 + np.arange(cols, dtype=np.float64) * dc,
+              {"units": space_units, "long_name": "position along the row direction"}),
         "sop_instance_uid": ("z", np.array([h.sop_instance_uid for h in ordered], dtype=object)),
         "instance": ("z", np.array([h.instance for h in ordered], dtype=object)),
     }

@@ -87,8 +87,14 @@ def test_affine_maps_voxels_to_each_slice_position(name):
     np.testing.assert_allclose(A @ [5, 9, 6, 1], [*corner, 1], atol=1e-6)
     np.testing.assert_array_equal(da.values, expected_volume(slices))
     assert da.y.attrs["units"] == da.x.attrs["units"] == da.z.attrs["units"] == "mm"
-    np.testing.assert_allclose(da.y.values, np.arange(10) * 0.6)
-    np.testing.assert_allclose(da.x.values, np.arange(7) * 0.9)
+    # y, x: positions along the column / row directions, from the first slice's IPP
+    np.testing.assert_allclose(da.y.values, first @ col + np.arange(10) * 0.6, atol=1e-6)
+    np.testing.assert_allclose(da.x.values, first @ row + np.arange(7) * 0.9, atol=1e-6)
+    # and the affine agrees: direction @ (A @ index) = (z, y, x) coords of that voxel
+    D = np.reshape(da.attrs["direction"], (3, 3))
+    for k, r, c in [(0, 0, 0), (5, 9, 6), (2, 4, 3)]:
+        np.testing.assert_allclose(D @ (A @ [k, r, c, 1])[:3],
+                                   [da.z.values[k], da.y.values[r], da.x.values[c]], atol=1e-6)
     assert da.z.dtype == da.y.dtype == np.float64
 
 
@@ -248,6 +254,37 @@ def test_tilted_series_affine_is_sheared_and_exact():
     for k, ds in enumerate(slices):
         np.testing.assert_allclose(A @ [k, 0, 0, 1], [*np.array(ds.ImagePositionPatient, float), 1],
                                    atol=1e-6)
+
+
+SKEWED = (1.0, 0.0, 0.0, np.sqrt(0.5), np.sqrt(0.5), 0.0)  # row and column 45 degrees apart
+
+
+def test_skewed_orientation_is_a_geometry_error():
+    from orthanc_pandas.errors import GeometryError
+    from orthanc_pandas.volume import ORTHONORMAL_TOL, _check_orthonormal
+
+    slices = [roundtrip(d) for d in make_series(3, 6, 6, orientation=SKEWED, seed="skew")]
+    with pytest.raises(GeometryError, match="not orthonormal.*45 degrees apart") as info:
+        from_datasets(slices)
+    assert set(info.value.slices) == {d.SOPInstanceUID for d in slices}
+    with pytest.warns(GeometryWarning, match="not orthonormal"):
+        assert from_datasets(slices, allow_irregular=True).attrs["geometry"] == "irregular"
+    # the check alone, on arrays, with its tolerance as an argument
+    found = []
+    hs = [slice_headers(d)[0] for d in slices]
+    _check_orthonormal(hs, np.array(SKEWED), lambda *a: found.append(a))
+    assert found and found[0][0] is GeometryError
+    found.clear()
+    # DS values rounded to 4 decimals (a real writer's habit) stay within the default tolerance
+    tilted = np.round([1, 0, 0, 0, np.cos(0.05), -np.sin(0.05)], 4)
+    _check_orthonormal(hs, tilted, lambda *a: found.append(a))
+    assert not found
+    nearly = np.array([1, 0, 0, 0.002, 1, 0])
+    _check_orthonormal(hs, nearly, lambda *a: found.append(a), tol=ORTHONORMAL_TOL)
+    assert found  # 0.11 degrees off perpendicular
+    found.clear()
+    _check_orthonormal(hs, nearly, lambda *a: found.append(a), tol=1e-2)
+    assert not found
 
 
 def test_mixed_orientation():
