@@ -23,10 +23,10 @@ NZ, NY, NX = 6, 24, 20
 STUDY = uid("study", "masks")
 
 
-def _ct(**kw):
+def _ct(rows=NY, cols=NX, **kw):
     base = dict(seed="masks-ct", study_uid=STUDY, orientation=OBLIQUE, pixel_spacing=(0.75, 0.5),
                 slice_spacing=2.0, instance_numbers="shuffled", series_description="ct")
-    return make_series(NZ, NY, NX, **{**base, **kw})
+    return make_series(NZ, rows, cols, **{**base, **kw})
 
 
 def _known_segments() -> np.ndarray:
@@ -37,7 +37,7 @@ def _known_segments() -> np.ndarray:
     return m
 
 
-def _seg(ct: list[Dataset], known: np.ndarray) -> Dataset:
+def _seg(ct: list[Dataset], known: np.ndarray, *, fractional: bool = False) -> Dataset:
     order = [3, 0, 5, 1, 4, 2]  # source images in another order than positions
     descriptions = [
         hd.seg.SegmentDescription(
@@ -48,9 +48,12 @@ def _seg(ct: list[Dataset], known: np.ndarray) -> Dataset:
         for i, label in enumerate(["box", "blob"])]
     return hd.seg.Segmentation(
         source_images=[ct[k] for k in order],
-        pixel_array=np.moveaxis(known[:, order], 0, -1).astype(np.uint8),
-        segmentation_type="BINARY", segment_descriptions=descriptions,
-        series_instance_uid=uid("seg-series"), series_number=50, sop_instance_uid=uid("seg-sop"),
+        pixel_array=(np.moveaxis(known[:, order], 0, -1).astype(np.float32) * 0.8 if fractional
+                     else np.moveaxis(known[:, order], 0, -1).astype(np.uint8)),
+        segmentation_type="FRACTIONAL" if fractional else "BINARY",
+        segment_descriptions=descriptions,
+        series_instance_uid=uid("seg-series", fractional), series_number=50 + fractional,
+        sop_instance_uid=uid("seg-sop", fractional),
         instance_number=1, manufacturer="test", manufacturer_model_name="test",
         software_versions="1", device_serial_number="1")
 
@@ -121,9 +124,14 @@ def served(orthanc_available):
                      series_description="ct-other-grid")   # same study: same frame of reference
     other_frame = _ct(seed="masks-ct3", study_uid=uid("study", "masks-other"), series_number=3,
                       series_description="ct-other-frame")
-    assert other_grid[0].FrameOfReferenceUID == ct[0].FrameOfReferenceUID
+    # same grid, 3 more rows before and after: SEG rows land 3 rows further down
+    col_dir = np.array(OBLIQUE[3:])
+    bigger = _ct(rows=NY + 6, seed="masks-ct4", series_number=4, series_description="ct-bigger",
+                 origin=(np.array([-100.0, -110.0, 0.0]) - 3 * 0.75 * col_dir).tolist())
+    assert other_grid[0].FrameOfReferenceUID == ct[0].FrameOfReferenceUID == bigger[0].FrameOfReferenceUID
     known = _known_segments()
     seg = _seg(ct, known)
+    fractional = _seg(ct, known, fractional=True)
     rt_known = np.zeros((2, NZ, NY, NX), dtype=bool)
     rt_known[0, 1:4, 4:10, 2:8] = True
     rt_known[1, 2, 8:20, 5:17] = True
@@ -133,11 +141,11 @@ def served(orthanc_available):
         "ring": [(2, _rect(ct[2], 8, 19, 5, 16)), (2, _rect(ct[2], 11, 16, 8, 13))],
     })
     with LocalOrthanc(name="masks") as server:
-        server.upload_bytes([to_bytes(d) for d in ct + other_grid + other_frame]
-                            + [to_bytes(seg), to_bytes(rt)])
+        server.upload_bytes([to_bytes(d) for d in ct + other_grid + other_frame + bigger]
+                            + [to_bytes(seg), to_bytes(fractional), to_bytes(rt)])
         df = op.read_orthanc(server.url)
         vols = {name: df[df.SeriesDescription == name].orthanc.volume()
-                for name in ("ct", "ct-other-grid", "ct-other-frame")}
+                for name in ("ct", "ct-other-grid", "ct-other-frame", "ct-bigger")}
         yield dict(df=df, ct=ct, vols=vols, known=known, rt_known=rt_known, rt=rt)
 
 
@@ -147,9 +155,13 @@ def _in_volume_order(known: np.ndarray, ct: list[Dataset], vol) -> np.ndarray:
     return known[:, [pos[u] for u in vol.sop_instance_uid.values]]
 
 
+def _binary_seg(df):
+    return df[(df.Modality == "SEG") & (df.SeriesNumber == 50)]
+
+
 def test_seg_mask_on_ct_grid(served):
     df, vol = served["df"], served["vols"]["ct"]
-    m = df[df.Modality == "SEG"].orthanc.mask(like=vol)
+    m = _binary_seg(df).orthanc.mask(like=vol)
     assert m.dims == ("segment", "z", "y", "x") and m.dtype == bool
     assert list(m.segment.values) == ["box", "blob"]
     assert list(m.segment_number.values) == [1, 2]
@@ -164,7 +176,7 @@ def test_seg_mask_is_read_by_highdicom_the_same_way(served, tmp_path):
     """highdicom's own lookup by source instance (the SEG's references, not its positions)
     gives the same frames as our placement by geometry."""
     df, vol = served["df"], served["vols"]["ct"]
-    rows = df[df.Modality == "SEG"]
+    rows = _binary_seg(df)
     m = rows.orthanc.mask(like=vol)
     seg = hd.seg.segread(rows.orthanc.download(tmp_path).iloc[0])
     pixels = seg.get_pixels_by_source_instance(list(vol.sop_instance_uid.values),
@@ -174,7 +186,7 @@ def test_seg_mask_is_read_by_highdicom_the_same_way(served, tmp_path):
 
 def test_seg_mask_other_grid_or_frame_of_reference_says_so(served):
     df, vols = served["df"], served["vols"]
-    seg = df[df.Modality == "SEG"]
+    seg = _binary_seg(df)
     with pytest.raises(MaskGeometryError, match="pixel spacing") as exc:
         seg.orthanc.mask(like=vols["ct-other-grid"])
     assert isinstance(exc.value, GeometryError) and isinstance(exc.value, ValueError)
@@ -213,9 +225,32 @@ def test_mask_exports_on_the_ct_geometry(served, tmp_path):
     pytest.importorskip("SimpleITK")
     pytest.importorskip("nibabel")
     df, vol = served["df"], served["vols"]["ct"]
-    m = df[df.Modality == "SEG"].orthanc.mask(like=vol)
+    m = _binary_seg(df).orthanc.mask(like=vol)
     img, ct_img = m.sel(segment="box").orthanc.to_sitk(), vol.orthanc.to_sitk()
     assert img.GetOrigin() == ct_img.GetOrigin() and img.GetDirection() == ct_img.GetDirection()
     nii = m.sel(segment="blob").orthanc.to_nifti(tmp_path / "blob.nii.gz")
     np.testing.assert_array_equal(np.asarray(nii.dataobj).transpose(2, 1, 0),
                                   m.sel(segment="blob").values.astype(np.uint8))
+
+
+def test_fractional_seg_thresholds_at_half(served):
+    df, vol = served["df"], served["vols"]["ct"]
+    rows = df[(df.Modality == "SEG") & (df.SeriesNumber == 51)]
+    assert rows.orthanc.header().SegmentationType == "FRACTIONAL"
+    m = rows.orthanc.mask(like=vol)
+    np.testing.assert_array_equal(m.values, _in_volume_order(served["known"], served["ct"], vol))
+
+
+def test_seg_is_placed_by_geometry_on_another_series(served):
+    """Another CT of the same frame of reference and grid, 3 rows larger on each side: the SEG
+    (whose references name the first CT) lands 3 rows further down, found by position alone."""
+    df, big = served["df"], served["vols"]["ct-bigger"]
+    m = _binary_seg(df).orthanc.mask(like=big)
+    assert m.shape == (2, NZ, NY + 6, NX)
+    truth = np.zeros(m.shape, dtype=bool)
+    truth[:, :, 3:3 + NY] = _in_volume_order(served["known"], served["ct"], served["vols"]["ct"])
+    np.testing.assert_array_equal(m.values, truth)
+    rt = df[df.Modality == "RTSTRUCT"].orthanc.mask(like=big)
+    np.testing.assert_array_equal(rt.values[:, :, 3:3 + NY],
+                                  _in_volume_order(served["rt_known"], served["ct"], served["vols"]["ct"]))
+    assert not rt.values[:, :, :3].any() and not rt.values[:, :, 3 + NY:].any()
