@@ -616,7 +616,8 @@ class OrthancAccessor:
         ``(segment, z, y, x)`` for a SEG (coord ``segment`` = SegmentLabel), ``(roi, z, y, x)``
         for an RTSTRUCT (coord ``roi`` = ROIName); ``like`` is a volume from :meth:`volume`.
         A mask in another frame of reference or off the grid raises
-        :class:`~orthanc_pandas.masks.MaskGeometryError`. See :mod:`orthanc_pandas.masks`.
+        :class:`~orthanc_pandas.masks.MaskGeometryError`. On a ``df.orthanc.series()`` row,
+        the series' instances are read from the server. See :mod:`orthanc_pandas.masks`.
 
         Examples
         --------
@@ -625,7 +626,10 @@ class OrthancAccessor:
         """
         from .masks import mask
 
-        return mask(self._df, self.client(client), like, **tolerances)
+        rows = self._df
+        if "instance" not in rows.index.names:  # a series()/studies() row: its instances
+            rows = self.instances(client=client)
+        return mask(rows, self.client(client), like, **tolerances)
 
     def volumes(self, **kwargs):
         """A lazy mapping ``series id -> DataArray``, one volume per series of the rows.
@@ -830,6 +834,30 @@ class LevelAccessor(OrthancAccessor):
             return instances_of(self._df, self.level, df)
         return instances_of(self._df, self.level, client=self.client(client))
 
+    def select(self, case_sensitive: bool = False, **criteria) -> pd.DataFrame:
+        """The level rows matching every criterion, on columns only: a boolean mask.
+
+        The criteria are those of :meth:`OrthancAccessor.select` (``slice_spacing=(0, 2)``,
+        ``Modality=["CT", "MR"]``, ``StudyDate="2000-"``); a tag that is not a column is
+        refused (its value may differ between the instances of a row): select instances
+        first, ``df.orthanc.select(...).orthanc.series()``.
+
+        Examples
+        --------
+        >>> s = df.orthanc.series()                                          # doctest: +SKIP
+        >>> s.orthanc.select(Modality="CT", slice_spacing=(None, 2))         # doctest: +SKIP
+        """
+        from .selection import _columns, select
+
+        method = {"series": "series", "study": "studies", "patient": "patients"}[self.level]
+        for key in criteria:
+            if _columns(self._df, key)[2] is not None:
+                raise SelectionError(
+                    f"{key} is not a column of this {self.level} frame, and its value may differ "
+                    f"between the instances of a row. Select instances first: "
+                    f"df.orthanc.select({key}=...).orthanc.{method}().")
+        return select(self._df, criteria, self.client, case_sensitive=case_sensitive)
+
     def volume(self, df: pd.DataFrame | None = None, **kwargs):
         """The volume of the one series row (see :meth:`OrthancAccessor.volume`).
 
@@ -872,7 +900,7 @@ def _instance_only(name: str):
     return refuse
 
 
-for _name in ("select", "with_tags", "values", "unique", "tags", "sort_by", "header", "to_zip",
+for _name in ("with_tags", "values", "unique", "tags", "sort_by", "header", "to_zip",
               "delete", "retrieve", "send", "anonymize", "modify", "refresh", "add_labels",
               "remove_labels", "with_labels", "map_series", "series", "studies", "patients"):
     setattr(LevelAccessor, _name, _instance_only(_name))

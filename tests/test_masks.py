@@ -254,3 +254,13 @@ def test_seg_is_placed_by_geometry_on_another_series(served):
     np.testing.assert_array_equal(rt.values[:, :, 3:3 + NY],
                                   _in_volume_order(served["rt_known"], served["ct"], served["vols"]["ct"]))
     assert not rt.values[:, :, :3].any() and not rt.values[:, :, 3 + NY:].any()
+
+
+def test_mask_from_a_series_row(served):
+    """A row of df.orthanc.series() maps onto its instance (read from the server)."""
+    df, vol = served["df"], served["vols"]["ct"]
+    series = df.orthanc.series()
+    rows = series[(series.Modality == "RTSTRUCT")]
+    assert len(rows) == 1 and "instance" not in rows.index.names
+    np.testing.assert_array_equal(rows.orthanc.mask(like=vol).values,
+                                  df[df.Modality == "RTSTRUCT"].orthanc.mask(like=vol).values)
