@@ -766,8 +766,9 @@ class LevelAccessor(OrthancAccessor):
     Instance operations map onto the instance rows of the frame's resources: every row stands
     for all its instances. :meth:`instances` gives those rows - from an instance frame you pass
     (rows whose series/study/patient id is in this frame), else from the server - and
-    :meth:`volume`, :meth:`volumes`, :meth:`headers` and :meth:`download` work on them. Other
-    instance operations say to call :meth:`instances` first. See ``docs/series.md``.
+    :meth:`volume`, :meth:`volumes`, :meth:`headers` and :meth:`download` work on them;
+    :meth:`select` is a mask on the level frame's own columns. Other instance operations say
+    to call :meth:`instances` first. See ``docs/series.md``.
 
     Examples
     --------

@@ -192,11 +192,23 @@ def test_volume_of_a_series_row_equals_the_instance_frames_volume(frame):
     assert {v.shape for v in vols.values()} == {(6, 8, 8), (4, 8, 8)}
 
 
+def test_select_on_a_series_frame_is_a_mask_on_its_columns(frame):
+    s = frame.orthanc.series()
+    got = s.orthanc.select(SeriesDescription=["axial", "sag*"], slice_spacing=(None, 2))
+    truth = s[s.SeriesDescription.isin(["axial", "sagittal"]) & (s.slice_spacing <= 2)]
+    assert got.index.equals(truth.index) and len(got) == 1
+    assert got.attrs["orthanc"]["level"] == "series" and isinstance(got.orthanc, LevelAccessor)
+    with pytest.raises(SelectionError, match=r"df\.orthanc\.select\(SliceThickness=\.\.\.\)\.orthanc\.series"):
+        s.orthanc.select(SliceThickness=(0, 2))
+    with pytest.raises(SelectionError, match=r"orthanc\.studies\(\)"):
+        frame.orthanc.studies().orthanc.select(InstanceNumber=1)
+
+
 def test_level_accessor_refuses_instance_operations_and_keeps_instance_frames_as_they_were(frame):
     s = frame.orthanc.series()
     assert type(frame.orthanc) is OrthancAccessor
-    with pytest.raises(NotAnIndexError, match=r"instances\(df\)\.orthanc\.select"):
-        s.orthanc.select(Modality="CT")
+    with pytest.raises(NotAnIndexError, match=r"instances\(df\)\.orthanc\.with_tags"):
+        s.orthanc.with_tags("SliceThickness")
     with pytest.raises(AttributeError):  # a level frame that lost its index is no frame
         s.reset_index().orthanc  # noqa: B018
     wrong = s.copy()
