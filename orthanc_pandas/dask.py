@@ -573,8 +573,9 @@ def map_series(df: pd.DataFrame, func: Callable, *, dask_client=None,
         A dict or Series gives one column per key; anything else a column ``result``. On a
         cluster it must be picklable (a module-level function, or cloudpickle-able).
     dask_client : distributed.Client, optional
-        Run there. Default: Dask's current scheduler (the active ``distributed.Client`` if
-        there is one, else a local thread pool).
+        Run there. Default: Dask's current scheduler when one is active (a
+        ``distributed.Client`` set as default, or ``dask.config.set(scheduler=...)``), else a
+        local thread pool that calls the series directly, without building a Dask graph.
     client : OrthancClient or str, optional
         The Orthanc client or URL, as everywhere in orthanc-pandas; default the frame's server.
         (A ``distributed.Client`` given here, as earlier versions took it, is used as
@@ -613,6 +614,8 @@ def map_series(df: pd.DataFrame, func: Callable, *, dask_client=None,
                       "pass the Dask client as dask_client=.", FutureWarning, stacklevel=3)
         dask_client, client = client, None
     orthanc = client if client is not None else orthanc
+    if dask_client is None and dask.base.get_scheduler() is None:
+        return _result_frame(_map_local(df, func, orthanc, volume_kwargs), meta)
     tasks = series_tasks(df, func, orthanc=orthanc, **volume_kwargs)
     if dask_client is not None and auth is not None:
         connect_workers(dask_client, _frame_client(df, orthanc).url, auth=auth)
@@ -623,6 +626,24 @@ def map_series(df: pd.DataFrame, func: Callable, *, dask_client=None,
     else:
         results = list(dask.compute(*tasks))
     return _result_frame(results, meta)
+
+
+def _map_local(df: pd.DataFrame, func: Callable, orthanc, volume_kwargs: dict) -> list:
+    """map_series without a Dask scheduler: the series on a few local threads, in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ._threads import worker_count
+
+    oc = _frame_client(df, orthanc)
+    jobs = []
+    for sid, rows in df.groupby(level="series", sort=False, observed=True):
+        rows.attrs = copy.deepcopy(df.attrs)
+        jobs.append((str(sid), rows))
+    if not jobs:
+        return []
+    with ThreadPoolExecutor(worker_count(None, jobs=len(jobs)),
+                            thread_name_prefix="orthanc-map-series") as pool:
+        return list(pool.map(lambda job: _one_series(*job, func, oc, dict(volume_kwargs)), jobs))
 
 
 def _result_frame(results: Sequence[tuple[str, dict, str | None]], meta) -> pd.DataFrame:

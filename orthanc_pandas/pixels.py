@@ -66,7 +66,8 @@ def fetch_datasets(client: OrthancClient, instance_ids: Sequence[str], *,
         with client.get_file(iid) as answer:
             blob = answer.read()
         try:
-            ds = pydicom.dcmread(io.BytesIO(blob))
+            # force=True as for headers: files without a preamble / File Meta decode too
+            ds = pydicom.dcmread(io.BytesIO(blob), force=True)
         except Exception as exc:  # pydicom raises many types for a bad file
             raise PixelDataError(
                 f"Orthanc instance {iid} is not a readable DICOM file ({type(exc).__name__}: {exc})."

@@ -9,8 +9,9 @@ slices involved, unless ``allow_irregular=True``; nothing is ever interpolated.
 
 Layout of the result (see ``docs/volumes.md``)
 ----------------------------------------------
-* dims ``("z", "y", "x")``; ``"c"`` last for colour (RGB; YBR converted to RGB as pydicom
-  does); a multi-frame instance without per-frame positions gives ``("frame", "y", "x")``
+* dims ``("z", "y", "x")``; ``"c"`` last for colour (RGB; YBR converted to RGB and PALETTE
+  COLOR looked up to RGB as pydicom does); RT Dose frames are slices placed by
+  GridFrameOffsetVector, DoseGridScaling applied when rescaling; a multi-frame instance without per-frame positions gives ``("frame", "y", "x")``
   (several such instances: ``("z", "frame", "y", "x")``).
 * coords (float64, ``units="mm"``): positions in the patient frame (LPS) along the volume's own
   axes: ``z`` = ``dot(IPP, normal)`` of each slice, ``y`` = ``dot(IPP, column direction) +
@@ -267,7 +268,7 @@ def slice_headers(ds, instance: str = "") -> list[SliceHeader]:
     """
     common = dict(sop_instance_uid=str(ds.get("SOPInstanceUID", "")), instance=instance,
                   rows=int(ds.get("Rows", 0) or 0), columns=int(ds.get("Columns", 0) or 0),
-                  samples=int(ds.get("SamplesPerPixel", 1) or 1),
+                  samples=3 if _is_palette(ds) else int(ds.get("SamplesPerPixel", 1) or 1),
                   instance_number=_int(_get(ds, "InstanceNumber")),
                   slice_spacing=_floats(_get(ds, "SpacingBetweenSlices") or _get(ds, "SliceThickness"), 1))
     if common["slice_spacing"] is not None:
@@ -296,6 +297,9 @@ def slice_headers(ds, instance: str = "") -> list[SliceHeader]:
                 frame=f))
         if out:
             return out
+    dose = _grid_frame_headers(ds, nframes, common)
+    if dose:
+        return dose
     # Enhanced files without per-frame positions may still have shared orientation/spacing.
     ori = _group(ds, None, "PlaneOrientationSequence")
     meas = _group(ds, None, "PixelMeasuresSequence")
@@ -306,6 +310,33 @@ def slice_headers(ds, instance: str = "") -> list[SliceHeader]:
         or (_floats(_get(ori, "ImageOrientationPatient"), 6) if ori is not None else None),
         pixel_spacing=_floats(_get(ds, "PixelSpacing"), 2)
         or (_floats(_get(meas, "PixelSpacing"), 2) if meas is not None else None))]
+
+
+def _is_palette(ds) -> bool:
+    return str(ds.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR"
+
+
+def _grid_frame_headers(ds, nframes: int, common: dict) -> list[SliceHeader]:
+    """One header per frame of an RT Dose-style file whose GridFrameOffsetVector places its
+    frames along the normal; ``[]`` when it has none (or an unusable one).
+
+    DICOM (C.8.8.3.2): with a first offset of 0 the offsets are relative to ImagePositionPatient;
+    otherwise they are absolute positions along the normal, the first being the IPP's own. Both
+    give ``IPP + (offset[k] - offset[0]) * normal``.
+    """
+    if nframes < 2 or "GridFrameOffsetVector" not in ds:
+        return []
+    offsets = _floats(ds.get("GridFrameOffsetVector"), nframes)
+    ipp = _floats(_get(ds, "ImagePositionPatient"), 3)
+    iop = _floats(_get(ds, "ImageOrientationPatient"), 6)
+    if offsets is None or ipp is None or not _valid_orientation(iop):
+        return []
+    normal = np.cross(iop[:3], iop[3:])
+    normal /= np.linalg.norm(normal)
+    rel = np.asarray(offsets) - offsets[0]
+    return [SliceHeader(**common, position=tuple(float(v) for v in np.asarray(ipp) + o * normal),
+                        orientation=iop, pixel_spacing=_floats(_get(ds, "PixelSpacing"), 2),
+                        frame=f) for f, o in enumerate(rel)]
 
 
 # -- geometry ---------------------------------------------------------------------------------
@@ -634,11 +665,16 @@ def decode_pixels(ds) -> np.ndarray:
             f"Instance {uid} (SOPClassUID {ds.get('SOPClassUID', '?')}, Modality "
             f"{ds.get('Modality', '?')}) has no pixel data: it is not an image. Select image "
             "instances only.")
-    fast = _native_view(ds)
-    if fast is not None:
-        return fast
+    _set_transfer_syntax(ds)
+    arr = _native_view(ds)
     try:
-        return pixel_array(ds)
+        if arr is None:
+            arr = pixel_array(ds)
+        if _is_palette(ds):
+            from pydicom.pixels import apply_color_lut
+
+            arr = apply_color_lut(arr, ds)
+        return arr
     except Exception as exc:  # pydicom raises several types; give one with a remedy
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         tsname = getattr(ts, "name", ts)
@@ -649,6 +685,24 @@ def decode_pixels(ds) -> np.ndarray:
 
 
 _NATIVE_LE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+
+
+def _set_transfer_syntax(ds) -> None:
+    """Give a dataset read with ``force=True`` from a file without File Meta (no preamble)
+    the transfer syntax it was read in, as pydicom's error message advises; else no-op."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is None:
+        return
+    if meta is None:
+        ds.file_meta = meta = FileMetaDataset()
+    meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                              ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
 
 
 def _native_view(ds) -> np.ndarray | None:
@@ -691,6 +745,8 @@ def _rescale_params(ds, frame: int | None):
     src = item if item is not None and "RescaleSlope" in item else ds
     slope = _floats(_get(src, "RescaleSlope"), 1)
     intercept = _floats(_get(src, "RescaleIntercept"), 1)
+    if slope is None and "DoseGridScaling" in ds:  # RT Dose: stored value x scaling = dose
+        slope = _floats(ds.get("DoseGridScaling"), 1)
     if slope is None and intercept is None:
         return None
     return (slope[0] if slope else 1.0, intercept[0] if intercept else 0.0)
@@ -930,9 +986,12 @@ def _assemble(out, geo: Geometry, headers, first, *, frame_dim, multiframe, resc
         if v:
             attrs[key] = str(v)
     if colour:
-        attrs["photometric_interpretation"] = "RGB" if photometric.startswith("YBR") else photometric
+        attrs["photometric_interpretation"] = "RGB" if photometric.startswith("YBR") or \
+            photometric == "PALETTE COLOR" else photometric
     if rescaled and str(first.get("Modality", "")) == "CT":
         attrs["units"] = "HU"
+    elif rescaled and first.get("DoseUnits"):
+        attrs["units"] = str(first.DoseUnits)  # RT Dose: GY or RELATIVE
     for key, kw in (("window_center", "WindowCenter"), ("window_width", "WindowWidth")):
         w = _window(first, kw)
         if w is not None:

@@ -176,6 +176,45 @@ def _loop(df, func, **kw):
     return out
 
 
+def test_map_series_without_a_dask_scheduler_runs_on_a_local_thread_pool(volumes_server,
+                                                                          monkeypatch):
+    import threading
+
+    import dask
+
+    df = op.read_orthanc(volumes_server.url)
+    expected = _loop(df, _stats)
+    threads = set()
+
+    def stats(vol, rows):
+        threads.add(threading.current_thread().name)
+        return _stats(vol, rows)
+
+    def no_dask(*a, **k):
+        raise AssertionError("dask.compute must not be called without a scheduler")
+
+    monkeypatch.setattr(dask, "compute", no_dask)
+    # no distributed client (this test runs before the module's cluster fixture starts) and
+    # no configured scheduler
+    with dask.config.set(scheduler=None):
+        assert dask.base.get_scheduler() is None
+        res = df.orthanc.map_series(stats)
+    assert threads and all(t.startswith("orthanc-map-series") for t in threads)
+    assert list(res.index) == list(expected)
+    bad = [sid for sid, v in expected.items() if isinstance(v, str)]
+    assert len(bad) == 1 and res.loc[bad[0], "error"].startswith("DuplicateSliceError: ")
+    assert res.drop(index=bad)[["mean", "slices", "rows", "sop0"]].to_dict("index") == {
+        k: v for k, v in expected.items() if k not in bad}
+    # an active Dask scheduler is still used
+    calls = []
+    monkeypatch.setattr(dask, "compute", lambda *t, **k: calls.append(len(t)) or tuple(
+        x.compute(scheduler="sync") for x in t))
+    with dask.config.set(scheduler="sync"):
+        again = df.orthanc.map_series(_stats)
+    assert calls == [len(expected)]
+    pd.testing.assert_frame_equal(again, res)
+
+
 def test_map_series_on_a_cluster_equals_a_loop_and_keeps_failures_apart(volumes_server, cluster):
     df = op.read_orthanc(volumes_server.url)
     res = df.orthanc.map_series(_stats, dask_client=cluster)
@@ -272,3 +311,4 @@ def test_workers_take_credentials_from_their_environment(auth_server, cluster):
     finally:
         cluster.run(lambda: [os.environ.pop(k, None) for k in ("ORTHANC_USERNAME", "ORTHANC_PASSWORD")])
     np.testing.assert_equal(res["rows"].tolist(), [4])
+

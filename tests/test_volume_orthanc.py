@@ -217,7 +217,12 @@ def _image_files() -> list[Path]:
 
 def _compare(vol, path) -> str | None:
     try:
-        local = pydicom.dcmread(path).pixel_array
+        ds = pydicom.dcmread(path)
+        local = ds.pixel_array
+        if ds.get("PhotometricInterpretation") == "PALETTE COLOR":  # RGB, as pydicom gives it
+            from pydicom.pixels import apply_color_lut
+
+            local = apply_color_lut(local, ds)
     except Exception as exc:  # pydicom itself cannot decode it: we must fail too
         return None if isinstance(vol, PixelDataError) else (
             f"pydicom fails ({type(exc).__name__}) but volume() returned {vol.shape}")
@@ -274,3 +279,71 @@ def test_every_corpus_image_decodes_like_pydicom(orthanc_available):
     assert len(undecodable) <= 5, undecodable
     assert len(set(p.name for p in checked)) == len(checked)
     assert not problems, "\n".join(problems)
+
+
+# -- RT Dose, palette colour, files without a preamble (pydicom's own files) ------------------
+def _pydicom_original(name):
+    """pydicom's reading of one of its test files (force=True and the transfer syntax it was
+    read in, as pydicom's error advises, for a file without File Meta)."""
+    ds = pydicom.dcmread(pydicom.data.get_testdata_file(name), force=True)
+    if "TransferSyntaxUID" not in ds.file_meta:
+        implicit, little = ds.original_encoding
+        assert little
+        ds.file_meta.TransferSyntaxUID = (pydicom.uid.ImplicitVRLittleEndian if implicit
+                                          else pydicom.uid.ExplicitVRLittleEndian)
+    return ds
+
+
+@pytest.fixture(scope="module")
+def pydicom_files(orthanc_available):
+    names = ["rtdose.dcm", "OT-PAL-8-face.dcm"]
+    with LocalOrthanc(name="volume-pydicom-files") as srv:
+        answers = srv.upload([pydicom.data.get_testdata_file(n) for n in names])
+        assert all(a.get("Status") == "Success" for a in answers.values()), answers
+        df = op.read_orthanc(srv.url)
+        yield {n: df[df.SOPInstanceUID == str(_pydicom_original(n).SOPInstanceUID)] for n in names}
+
+
+def test_rtdose_is_a_dose_volume_placed_by_grid_frame_offsets(pydicom_files):
+    ds = _pydicom_original("rtdose.dcm")
+    vol = pydicom_files["rtdose.dcm"].orthanc.volume(dtype="float64")
+    offsets = np.array(ds.GridFrameOffsetVector, float)
+    assert vol.dims == ("z", "y", "x") and vol.sizes["z"] == int(ds.NumberOfFrames) == 15
+    # pydicom's truth: stored values x DoseGridScaling, frame k at IPP + offset[k] x normal
+    want = ds.pixel_array * float(ds.DoseGridScaling)
+    np.testing.assert_allclose(vol.values, want[vol.frame.values], rtol=1e-12)
+    assert float(vol.max()) == pytest.approx(float(want.max()))
+    assert 0.5 < float(vol.max()) < 10  # Gy, not raw stored values in the millions
+    iop = np.array(ds.ImageOrientationPatient, float)
+    normal = np.cross(iop[:3], iop[3:])
+    ipp = np.array(ds.ImagePositionPatient, float)
+    np.testing.assert_allclose(vol.z.values, np.sort(ipp @ normal + offsets - offsets[0]), atol=1e-6)
+    np.testing.assert_allclose(np.diff(vol.z.values), np.diff(np.sort(offsets)), atol=1e-6)
+    A = np.reshape(vol.attrs["affine"], (4, 4))
+    for k, f in enumerate(vol.frame.values):
+        np.testing.assert_allclose(A @ [k, 0, 0, 1], [*(ipp + (offsets[f] - offsets[0]) * normal), 1],
+                                   atol=1e-6)
+    assert vol.attrs["spacing"][0] == pytest.approx(abs(offsets[1] - offsets[0]))
+    assert vol.attrs["units"] == str(ds.DoseUnits)
+    assert vol.attrs["geometry"] == "regular"
+    # float32 default: within float32 rounding of pydicom's float64
+    np.testing.assert_allclose(pydicom_files["rtdose.dcm"].orthanc.volume().values,
+                               want[vol.frame.values], rtol=1e-6)
+    stored = pydicom_files["rtdose.dcm"].orthanc.volume(rescale=False)
+    np.testing.assert_array_equal(stored.values, ds.pixel_array[vol.frame.values])
+    assert "units" not in stored.attrs
+
+
+def test_palette_colour_without_preamble_is_rgb_as_pydicom(pydicom_files):
+    from pydicom.pixels import apply_color_lut
+
+    ds = _pydicom_original("OT-PAL-8-face.dcm")
+    rows = pydicom_files["OT-PAL-8-face.dcm"]
+    assert rows.orthanc.header().PhotometricInterpretation == "PALETTE COLOR"
+    vol = rows.orthanc.volume()
+    want = apply_color_lut(ds.pixel_array, ds)
+    assert want.shape == (ds.Rows, ds.Columns, 3)
+    assert vol.dims == ("z", "y", "x", "c") and list(vol.c.values) == ["R", "G", "B"]
+    assert vol.dtype == want.dtype
+    np.testing.assert_array_equal(vol.values[0], want)
+    assert vol.attrs["photometric_interpretation"] == "RGB"
