@@ -41,11 +41,13 @@ SERIES = {
     "sizes": lambda: make_series(3, 6, 6, seed="sz") + make_series(1, 8, 6, seed="sz2", origin=(0, 0, 30)),
     "spacings": lambda: make_series(3, 6, 6, seed="ps") + make_series(
         1, 6, 6, pixel_spacing=(0.9, 0.9), seed="ps2", origin=(-100, -110, 7.5)),
+    "skewed": lambda: make_series(4, 6, 6, orientation=(1, 0, 0, 0.7071068, 0.7071068, 0),
+                                  seed="skew"),  # row and column 45 degrees apart
     "multiframe": lambda: [make_multiframe(5, 8, 8, frame_order="descending", seed="mf")],
     "multiframe-gap": lambda: [_multiframe_gap()],
     "cine": lambda: [make_multiframe(4, 8, 8, per_frame_positions=False, seed="cine")],
 }
-BROKEN = {"gap", "duplicate", "tilt", "localizer", "sizes", "spacings", "multiframe-gap"}
+BROKEN = {"gap", "duplicate", "tilt", "localizer", "sizes", "spacings", "multiframe-gap", "skewed"}
 
 
 def _multiframe_gap():
@@ -254,6 +256,7 @@ def test_index_verdict_is_what_volume_does_on_generated_defects(frame):
     assert {d for d, ok in by.volume_ok.items() if not ok} == BROKEN
     assert by.volume_problem.isna().tolist() == by.volume_ok.tolist()
     assert "not uniform" in by.loc["gap", "volume_problem"]
+    assert "orthonormal" in by.loc["skewed", "volume_problem"]
     assert "multiframe-gap" in BROKEN and "not uniform" in by.loc["multiframe-gap", "volume_problem"]
     mismatches, seen = _agree(frame, s)
     assert mismatches == {}
