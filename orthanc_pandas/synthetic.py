@@ -23,7 +23,8 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-__all__ = ["make_series", "make_multiframe", "to_bytes", "phantom", "generate_archive", "uid"]
+__all__ = ["make_series", "make_multiframe", "make_seg", "to_bytes", "phantom", "generate_archive",
+           "uid"]
 
 _ROOT = "1.2.826.0.1.3680043.10.1234."  # a UID root for generated, non-clinical data
 _SOP_CLASS = {"CT": CTImageStorage, "MR": MRImageStorage}
@@ -304,6 +305,48 @@ def _set_pixels(ds: Dataset, arr: np.ndarray) -> None:
     ds.PixelRepresentation = 1 if arr.dtype.kind == "i" else 0
     ds.PixelData = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
     ds["PixelData"].VR = "OW" if arr.dtype.itemsize > 1 else "OB"
+
+
+def make_seg(source: Sequence[Dataset], masks: np.ndarray, labels: Sequence[str], *,
+             series_number: int = 90, seed: object = "seg") -> Dataset:
+    """A binary DICOM SEG of ``source`` slices (written by highdicom, the ``masks`` extra).
+
+    Parameters
+    ----------
+    source : list of pydicom.Dataset
+        The image slices, e.g. from :func:`make_series`.
+    masks : numpy.ndarray of bool, shape (segment, slice, rows, cols)
+        One mask per label, slices in the order of ``source``.
+    labels : sequence of str
+        Segment labels.
+
+    Examples
+    --------
+    >>> ct = make_series(4, 16, 16)                                    # doctest: +SKIP
+    >>> body = np.stack([ds.pixel_array > 0 for ds in ct])[None]        # doctest: +SKIP
+    >>> seg = make_seg(ct, body, ["body"])                              # doctest: +SKIP
+    """
+    try:
+        import highdicom as hd
+    except ImportError:  # pragma: no cover - the extra is installed in tests
+        raise ImportError("make_seg needs highdicom: pip install 'orthanc-pandas[masks]'") from None
+    masks = np.asarray(masks, dtype=bool)
+    if masks.shape[:2] != (len(labels), len(source)):
+        raise ValueError(f"masks has shape {masks.shape}; expected ({len(labels)} segments, "
+                         f"{len(source)} slices, rows, cols).")
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=i + 1, segment_label=label,
+            segmented_property_category=hd.sr.CodedConcept("91723000", "SCT", "Anatomical Structure"),
+            segmented_property_type=hd.sr.CodedConcept("85756007", "SCT", "Tissue"),
+            algorithm_type="MANUAL")
+        for i, label in enumerate(labels)]
+    return hd.seg.Segmentation(
+        source_images=list(source), pixel_array=np.moveaxis(masks, 0, -1).astype(np.uint8),
+        segmentation_type="BINARY", segment_descriptions=descriptions,
+        series_instance_uid=uid("seg-series", seed), series_number=series_number,
+        sop_instance_uid=uid("seg-sop", seed), instance_number=1, manufacturer="orthanc-pandas",
+        manufacturer_model_name="synthetic", software_versions="1", device_serial_number="1")
 
 
 def to_bytes(ds: Dataset) -> bytes:

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from orthanc_pandas.synthetic import generate_archive, make_series, to_bytes
 
 _DIGEST = """
@@ -52,3 +54,23 @@ def test_the_benchmarks_fast_archive_is_generate_archive_byte_for_byte(monkeypat
     from _common import fast_archive
 
     assert list(fast_archive(1)) == list(generate_archive(1, 2, 5, 50))
+
+
+def test_make_seg_holds_the_masks_it_was_given():
+    hd = pytest.importorskip("highdicom")
+    import io
+
+    import numpy as np
+
+    from orthanc_pandas.synthetic import make_seg, make_series, to_bytes
+
+    ct = make_series(4, 16, 16, seed="seg-test")
+    masks = np.stack([[ds.pixel_array > 1000 for ds in ct], [ds.pixel_array <= 1000 for ds in ct]])
+    seg = hd.seg.segread(io.BytesIO(to_bytes(make_seg(ct, masks, ["dense", "rest"]))))
+    got = seg.get_pixels_by_source_instance([str(ds.SOPInstanceUID) for ds in ct],
+                                            segment_numbers=[1, 2], skip_overlap_checks=True)
+    assert got.shape == (4, 16, 16, 2)
+    np.testing.assert_array_equal(np.moveaxis(got, -1, 0).astype(bool), masks)
+    assert masks[0].any() and masks[1].any()
+    with pytest.raises(ValueError, match="expected \\(2 segments, 4 slices"):
+        make_seg(ct, masks[:, :3], ["dense", "rest"])
