@@ -747,8 +747,15 @@ class OrthancAccessor:
         >>> res = df.orthanc.map_series(lambda vol, rows: {"mean": float(vol.mean())})  # doctest: +SKIP
         >>> res[res.error.notna()]                                          # doctest: +SKIP
         """
-        from .dask import map_series
+        try:
+            from .dask import map_series
+        except ImportError:  # no Dask installed: local threads, unless a cluster was asked for
+            if dask_client is not None:
+                raise
+            from .series_map import map_series_local
 
+            return map_series_local(self._df, func, client=client if client is not None else orthanc,
+                                    meta=meta, **volume_kwargs)
         return map_series(self._df, func, dask_client=dask_client, client=client, meta=meta,
                           auth=auth, orthanc=orthanc, **volume_kwargs)
 

@@ -47,9 +47,8 @@ import copy
 import hashlib
 import logging
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 try:
     import dask
@@ -91,8 +90,10 @@ from .index import (
 from .labels import label_map
 from .read import provenance, read_consistent
 from .selection import select as _select
+from .series_map import map_series_local
+from .series_map import one_series as _one_series
+from .series_map import result_frame as _result_frame
 from .series_volume import frame_client as _frame_client
-from .series_volume import series_volume
 
 __all__ = ["read_orthanc", "select", "map_series", "series_tasks", "connect_workers",
            "OrthancDaskAccessor", "DEFAULT_PARTITION_SIZE"]
@@ -508,23 +509,6 @@ class OrthancDaskAccessor:
 
 
 # -- one task per series -----------------------------------------------------------------------
-def _as_record(value) -> dict:
-    if isinstance(value, pd.Series):
-        return value.to_dict()
-    if isinstance(value, Mapping):
-        return dict(value)
-    return {"result": value}
-
-
-def _one_series(series_id: str, rows: pd.DataFrame, func: Callable, orthanc: OrthancClient,
-                volume_kwargs: dict) -> tuple[str, dict, str | None]:
-    try:
-        vol = series_volume(rows, orthanc, **volume_kwargs)
-        return series_id, _as_record(func(vol, rows)), None
-    except Exception as exc:  # one failing series must not lose the others' results
-        return series_id, {}, f"{type(exc).__name__}: {exc}"
-
-
 def series_tasks(df: pd.DataFrame, func: Callable, *, orthanc: OrthancClient | str | None = None,
                  **volume_kwargs) -> list:
     """The ``dask.delayed`` tasks of :func:`map_series`, one per series (for inspection).
@@ -615,7 +599,7 @@ def map_series(df: pd.DataFrame, func: Callable, *, dask_client=None,
         dask_client, client = client, None
     orthanc = client if client is not None else orthanc
     if dask_client is None and dask.base.get_scheduler() is None:
-        return _result_frame(_map_local(df, func, orthanc, volume_kwargs), meta)
+        return map_series_local(df, func, client=orthanc, meta=meta, **volume_kwargs)
     tasks = series_tasks(df, func, orthanc=orthanc, **volume_kwargs)
     if dask_client is not None and auth is not None:
         connect_workers(dask_client, _frame_client(df, orthanc).url, auth=auth)
@@ -626,35 +610,3 @@ def map_series(df: pd.DataFrame, func: Callable, *, dask_client=None,
     else:
         results = list(dask.compute(*tasks))
     return _result_frame(results, meta)
-
-
-def _map_local(df: pd.DataFrame, func: Callable, orthanc, volume_kwargs: dict) -> list:
-    """map_series without a Dask scheduler: the series on a few local threads, in order."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ._threads import worker_count
-
-    oc = _frame_client(df, orthanc)
-    jobs = []
-    for sid, rows in df.groupby(level="series", sort=False, observed=True):
-        rows.attrs = copy.deepcopy(df.attrs)
-        jobs.append((str(sid), rows))
-    if not jobs:
-        return []
-    with ThreadPoolExecutor(worker_count(None, jobs=len(jobs)),
-                            thread_name_prefix="orthanc-map-series") as pool:
-        return list(pool.map(lambda job: _one_series(*job, func, oc, dict(volume_kwargs)), jobs))
-
-
-def _result_frame(results: Sequence[tuple[str, dict, str | None]], meta) -> pd.DataFrame:
-    index = pd.Index([r[0] for r in results], name="series", dtype=STR_DTYPE)
-    records = [r[1] for r in results]
-    out = pd.DataFrame.from_records(records, index=index) if records else pd.DataFrame(index=index)
-    if meta is not None:
-        dtypes: dict[str, Any] = dict(meta.dtypes) if isinstance(meta, pd.DataFrame) else dict(meta)
-        for name, dtype in dtypes.items():
-            out[name] = out[name].astype(dtype) if name in out.columns else pd.Series(
-                pd.array([None] * len(out), dtype=dtype), index=out.index)
-    out["error"] = pd.array([r[2] for r in results], dtype=pd.StringDtype("pyarrow"))
-    return out
-

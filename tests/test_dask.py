@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import warnings
 
 import cloudpickle
@@ -213,6 +214,13 @@ def test_map_series_without_a_dask_scheduler_runs_on_a_local_thread_pool(volumes
         again = df.orthanc.map_series(_stats)
     assert calls == [len(expected)]
     pd.testing.assert_frame_equal(again, res)
+    # without Dask installed at all (a base install): the same local threads, the same frame
+    monkeypatch.setitem(sys.modules, "orthanc_pandas.dask", None)  # import raises ImportError
+    threads.clear()
+    pd.testing.assert_frame_equal(df.orthanc.map_series(stats), res)
+    assert threads and all(t.startswith("orthanc-map-series") for t in threads)
+    with pytest.raises(ImportError):
+        df.orthanc.map_series(stats, dask_client=object())  # a cluster needs Dask
 
 
 def test_map_series_on_a_cluster_equals_a_loop_and_keeps_failures_apart(volumes_server, cluster):
