@@ -56,7 +56,7 @@ def orthanc_id(*identifiers: str) -> str:
     Examples
     --------
     >>> orthanc_id("PAT000000")
-    'e7bc6f6f-f43e0f4d-c2d2e57b-53ee6ea5-06b1d4f7'
+    'ec706b8a-7c2aa73d-efe91f1d-aed0bc58-08f50504'
     """
     digest = hashlib.sha1("|".join(identifiers).encode()).hexdigest()
     return "-".join(digest[i:i + 8] for i in range(0, 40, 8))

@@ -17,9 +17,7 @@ import orthanc_pandas
 from orthanc_pandas.errors import OrthancPandasWarning
 
 #: module -> why its examples are not run here (fix the example, then remove it from here)
-NOT_RUN = {
-    "orthanc_pandas.gateway": "orthanc_id's example shows another id than the function gives",
-}
+NOT_RUN: dict[str, str] = {}
 #: pure modules whose examples are their documentation: each must have some that run
 PURE = ["index", "matching", "capabilities", "changes", "tags", "volume", "synthetic", "_threads"]
 MODULES = sorted(f"orthanc_pandas.{m.name}" for m in pkgutil.iter_modules(orthanc_pandas.__path__))
