@@ -7,7 +7,7 @@
 
 (a) floor of the GET-list route: the same paged GET requests with requests + json.loads
 (a2) floor of the find route (1.12.5+): the same three concurrent streams read_orthanc sends
-     (instance tags from /tools/find, file sizes from /tools/find, parent GET lists)
+     (the two halves of the instances from /tools/find, the parent GET lists)
 (b) orthanc_pandas.read_orthanc (auto route), and (b2) with route="lists" where find is used
 (c) pyorthanc: its fastest route to a per-instance table of main tags (the same expanded GET
     lists through its client, joined with pandas)
@@ -50,23 +50,25 @@ def floor(url: str, page: int = 5000) -> int:
 
 
 def floor_find(url: str, page: int = 5000, labels: bool = False) -> int:
-    """The find route's requests, bare: three concurrent streams, JSON decoded."""
-    content = ["MainDicomTags", "Parent"] + (["Labels"] if labels else [])
+    """The find route's requests, bare: the two halves of the instances (tags, parent, file
+    size) and the parent GET lists as three concurrent streams, JSON decoded."""
+    content = ["MainDicomTags", "Parent", "Attachments"] + (["Labels"] if labels else [])
+    s0 = requests.Session()
+    s0.headers["Accept-Encoding"] = "identity"
+    total = json.loads(s0.get(f"{url}/statistics").content)["CountInstances"]
 
-    def find(body_content) -> int:
+    def find(start: int, end: int) -> int:
         s = requests.Session()
         s.headers["Accept-Encoding"] = "identity"
-        total = json.loads(s.post(f"{url}/tools/count-resources",
-                                  json={"Level": "Instance", "Query": {}}).content)["Count"]
-        n = 0
-        while n < total:
+        n = start
+        while n < end:
             items = json.loads(s.post(f"{url}/tools/find", json={
-                "Level": "Instance", "Query": {}, "ResponseContent": body_content,
-                "Limit": page, "Since": n}).content)
+                "Level": "Instance", "Query": {}, "ResponseContent": content,
+                "Limit": min(page, end - n), "Since": n}).content)
             if not items:
                 break
             n += len(items)
-        return n
+        return n - start
 
     def parents() -> int:
         s = requests.Session()
@@ -75,8 +77,9 @@ def floor_find(url: str, page: int = 5000, labels: bool = False) -> int:
                                                                   "limit": 100_000}).content))
                    for lvl in ("series", "studies", "patients"))
 
+    half = total // 2
     with ThreadPoolExecutor(3) as pool:
-        jobs = [pool.submit(find, content), pool.submit(find, ["Attachments"]), pool.submit(parents)]
+        jobs = [pool.submit(find, 0, half), pool.submit(find, half, total), pool.submit(parents)]
         return sum(j.result() for j in jobs)
 
 

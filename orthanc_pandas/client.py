@@ -553,20 +553,20 @@ class OrthancClient:
         return int(self.post_json("/tools/count-resources", {"Level": level, "Query": {}})["Count"])
 
     def iter_find(self, level: str, response_content: list[str], *, page_size: int = 5000,
-                  total: int | None = None, **body) -> Iterator[list[dict]]:
-        """Yield every resource of ``level`` from extended ``/tools/find``, one page at a time.
+                  total: int | None = None, start: int = 0, **body) -> Iterator[list[dict]]:
+        """Yield the resources of ``level`` from extended ``/tools/find``, one page at a time.
 
         Pages with ``Limit``/``Since`` (Orthanc >= 1.12.5 with an index that has extended
-        find). A server may answer fewer rows per call than asked (``LimitFindInstances`` /
-        ``LimitFindResults``): paging goes on until ``total`` rows (default: the server's
-        count) or an empty page, so such limits never truncate the result.
+        find), rows ``start`` to ``total`` (default: the server's count). A server may answer
+        fewer rows per call than asked (``LimitFindInstances`` / ``LimitFindResults``): paging
+        goes on until ``total`` or an empty page, so such limits never truncate the result.
         """
         if total is None:
             total = self.count_resources(level)
-        since = 0
+        since = int(start)
         while since < total:
             page = self.post_json("/tools/find", {"Level": level, "Query": {}, "Since": since,
-                                                  "Limit": page_size,
+                                                  "Limit": min(page_size, total - since),
                                                   "ResponseContent": response_content, **body})
             if not page:
                 return

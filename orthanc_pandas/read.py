@@ -7,7 +7,6 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
-import pyarrow as pa
 
 from ._progress import progress_bar
 from ._version import __version__
@@ -18,7 +17,6 @@ from .index import (
     ROUTES,
     InconsistentIndexError,
     LevelTable,
-    bookkeeping_value,
     build_frame,
     release_memory,
     system_memory_pool,
@@ -148,12 +146,12 @@ def read_consistent(client: OrthancClient, read, build, *, max_attempts: int = 3
     )
 
 
-#: extended /tools/find per instance: tags and parent in one stream, file sizes in another.
-#: Measured on 1.13, 20,000 instances (benchmarks/index.py): tags+parent 0.50 s, with
-#: Attachments in the same answer 0.56-0.66 s, as a second concurrent stream 0.49 s for both;
-#: Metadata (IndexInSeries) costs 0.63 s more, which is why that column is not in the frame.
-FIND_INSTANCE_CONTENT = ["MainDicomTags", "Parent"]
-FIND_SIZE_CONTENT = ["Attachments"]
+#: extended /tools/find per instance: tags, parent and the file's size (Attachments).
+#: Measured on 1.13, 20,000 instances, 2 cores (benchmarks/index.py, docs/servers.md): the four
+#: GET lists 0.97 s; tags+parent with Attachments as two concurrent streams over the two halves
+#: of the instances, beside the parent lists, 0.49 s; tags and sizes as two separate streams
+#: 0.59 s. Metadata (IndexInSeries) would cost ~0.4 s more, so that column is not in the frame.
+FIND_INSTANCE_CONTENT = ["MainDicomTags", "Parent", "Attachments"]
 
 
 def find_instance_content(client: OrthancClient) -> list[str]:
@@ -192,27 +190,35 @@ def read_tables(client: OrthancClient, *, page_size: int = 5000, bar=None, route
     ``route="lists"``: the four ``GET /{level}?expand`` lists, one after the other, instances
     first (a resource added meanwhile then shows up as an orphan or a moved change sequence,
     which the caller detects). ``route="find"``: three concurrent streams, which a 1.13 server
-    answers on its own threads: the instances' tags from extended ``/tools/find``, their file
-    sizes from another (both paged until ``counts["instance"]`` rows, so
-    ``LimitFindInstances`` never truncates them), and the parent levels' GET lists. The
-    caller's change-sequence and count checks make either consistent.
+    answers on its own threads: the two halves of the instances from extended ``/tools/find``
+    (each paged until its end, so ``LimitFindInstances`` never truncates them), and the parent
+    levels' GET lists. The caller's change-sequence and count checks make either consistent.
     """
     levels = list(reversed(LEVELS))
     if route != "find":
         return _read_levels(client, levels, page_size, bar)
     total = (counts or {}).get("instance")
+    if total is None:
+        total = client.count_resources("Instance")
+    half = total // 2
+    content = find_instance_content(client)
+    first, second = LevelTable("instance"), LevelTable("instance")
     with ThreadPoolExecutor(2, thread_name_prefix="orthanc-read") as pool:
-        sizes = pool.submit(_file_sizes, client, page_size, total)
+        upper = pool.submit(_read_level, second, client.iter_find(
+            "Instance", content, page_size=page_size, start=half, total=total), bar, {})
         parents = pool.submit(_read_levels, client, levels[1:], page_size, bar)
         try:
-            table = LevelTable("instance")
-            _read_level(table, client.iter_find("Instance", find_instance_content(client),
-                                                page_size=page_size, total=total), bar, {})
-            table.join_values("FileSize", *sizes.result())
-            tables = {"instance": table, **parents.result()}
-        finally:
-            sizes.cancel()
+            _read_level(first, client.iter_find("Instance", content, page_size=page_size,
+                                                total=half), bar, {})
+            upper.result()
+        except BaseException as exc:
+            upper.cancel()
             parents.cancel()
+            if isinstance(exc, OrthancConnectionError):
+                exc._progress = f"while reading instances (after {first.n + second.n} of them)"
+            raise
+        first.extend(second)
+        tables = {"instance": first, **parents.result()}
     release_memory()
     return tables
 
@@ -238,16 +244,6 @@ def _read_level(table: LevelTable, pages, bar, done: dict[str, LevelTable]) -> N
         exc._progress = (f"while reading {ROUTES[table.level]} (after {table.n} of them"
                          + (f"; {read} read before" if read else "") + ")")
         raise
-
-
-def _file_sizes(client: OrthancClient, page_size: int, total: int | None) -> tuple[pa.Array, pa.Array]:
-    """Every instance's id and DICOM file size, from extended find's ``Attachments``."""
-    ids: list[str] = []
-    sizes: list[int | None] = []
-    for page in client.iter_find("Instance", FIND_SIZE_CONTENT, page_size=page_size, total=total):
-        ids.extend(r["ID"] for r in page)
-        sizes.extend(bookkeeping_value(r, "FileSize") for r in page)
-    return pa.array(ids, pa.string()), pa.array(sizes, pa.int64())
 
 
 def content_changes(client: OrthancClient, since: int, until: int | None = None) -> list[dict]:

@@ -130,8 +130,8 @@ def test_killed_during_volume_and_headers_then_restart(series_server):
 
 def after_instance_pages(client: op.OrthancClient, then) -> None:
     """Call ``then(k)`` after the k-th page of instances that read_orthanc receives, on either
-    route: ``GET /instances`` pages (1.10) or extended ``/tools/find`` pages (1.12.5+; not the
-    concurrent stream of file sizes, nor the parent levels, read concurrently there)."""
+    route: ``GET /instances`` pages (1.10) or extended ``/tools/find`` pages (1.12.5+: of the
+    first half's stream; the second half and the parent levels are read concurrently)."""
     pages, finds = client.iter_pages, client.iter_find
 
     def iter_pages(level, page_size=5000):
@@ -143,7 +143,7 @@ def after_instance_pages(client: op.OrthancClient, then) -> None:
     def iter_find(level, content, **kw):
         for k, page in enumerate(finds(level, content, **kw)):
             yield page
-            if "MainDicomTags" in content:
+            if "MainDicomTags" in content and not kw.get("start"):
                 then(k)
 
     client.iter_pages, client.iter_find = iter_pages, iter_find
@@ -154,7 +154,7 @@ def test_killed_during_read_orthanc_with_a_kept_client_then_restart(series_serve
     client = op.OrthancClient(server.url)
     after_instance_pages(client, lambda k: server.kill())
     with pytest.raises(OrthancConnectionError,
-                       match=r"stopped answering while reading instances \(after 5 of them\); "
+                       match=r"stopped answering while reading instances \(after (5|10|15) of them\); "
                              r"no frame was returned"):
         op.read_orthanc(client, page_size=5)
     del client.iter_pages, client.iter_find
