@@ -160,8 +160,10 @@ class OrthancAccessor:
                   client: OrthancClient | str | None = None) -> pd.DataFrame:
         """This frame with a typed column for each tag, fetched in bulk.
 
-        One ``GET /series/{id}/instances-tags`` request per series of the rows (never one per
-        instance); tags that already are columns are not fetched. Long values are fetched in
+        In bulk, by the fastest route the server offers (``orthanc_pandas.fetch_tags``): one
+        request per series of the rows (``instances-tags`` on 1.10, ``requested-tags`` on
+        1.11+), one per instance only for series of which the frame holds a few rows; tags
+        that already are columns are not fetched. Long values are fetched in
         full. An instance without the tag gets a missing value. Types follow the index schema:
         DA -> datetime64, IS/DS/US... -> Int64/Float64, fixed multi-valued numbers -> one
         column per component (``PixelSpacing_0``, ``PixelSpacing_1``), text -> string,
@@ -774,7 +776,8 @@ class LevelAccessor(OrthancAccessor):
     for all its instances. :meth:`instances` gives those rows - from an instance frame you pass
     (rows whose series/study/patient id is in this frame), else from the server - and
     :meth:`volume`, :meth:`volumes`, :meth:`headers` and :meth:`download` work on them;
-    :meth:`select` is a mask on the level frame's own columns. Other instance operations say
+    :meth:`select` is a mask on the level frame's own columns; :meth:`with_tags` adds tags
+    at the frame's level (checked to be the same in all instances of a row). Other instance operations say
     to call :meth:`instances` first. See ``docs/series.md``.
 
     Examples
@@ -866,6 +869,44 @@ class LevelAccessor(OrthancAccessor):
                     f"df.orthanc.select({key}=...).orthanc.{method}().")
         return select(self._df, criteria, self.client, case_sensitive=case_sensitive)
 
+    def with_tags(self, *tags, df: pd.DataFrame | None = None, sample: bool = False,
+                  progress: bool | tqdm | None = None, max_workers: int | None = DEFAULT_WORKERS,
+                  client: OrthancClient | str | None = None) -> pd.DataFrame:
+        """This frame with a typed column per tag: its value at this frame's level.
+
+        A tag of the series (study, patient) is the same in all its instances, so each row
+        gets the value its instances share. The values are read for the instances of the
+        rows (:meth:`instances`; a tag that is a column of ``df`` is taken from it, the others
+        are fetched as :meth:`OrthancAccessor.with_tags` fetches them), and checked: a tag
+        whose instances disagree within a row raises :class:`InconsistentTagError` naming
+        the tag and the rows, since no single value would be true. Tags that already are
+        columns of this frame are left as they are; types follow the index schema.
+
+        Parameters
+        ----------
+        *tags : str or int
+            Keywords or tag numbers, as for the instance frame's ``with_tags``.
+        df : pandas.DataFrame, optional
+            The instance frame this frame was made from; without it the instance rows are
+            read from the server (two requests per series).
+        sample : bool, default False
+            Read one instance per row (its first) instead of all: one request per row, and
+            the value is not checked against the other instances.
+        progress, max_workers, client
+            As for :meth:`OrthancAccessor.with_tags`.
+
+        Examples
+        --------
+        >>> s = df.orthanc.series()                                          # doctest: +SKIP
+        >>> s = s.orthanc.with_tags("ProtocolName", "ConvolutionKernel", df=df)  # doctest: +SKIP
+        >>> s.ProtocolName.value_counts()                                    # doctest: +SKIP
+        """
+        from .series_frame import level_with_tags
+
+        rows = self.instances(df, client=client)
+        return level_with_tags(self._df, self.level, rows, tags, lambda: self.client(client),
+                               sample=sample, max_workers=max_workers, progress=progress)
+
     def volume(self, df: pd.DataFrame | None = None, **kwargs):
         """The volume of the one series row (see :meth:`OrthancAccessor.volume`).
 
@@ -908,7 +949,7 @@ def _instance_only(name: str):
     return refuse
 
 
-for _name in ("with_tags", "values", "unique", "tags", "sort_by", "header", "to_zip",
+for _name in ("values", "unique", "tags", "sort_by", "header", "to_zip",
               "delete", "retrieve", "send", "anonymize", "modify", "refresh", "add_labels",
               "remove_labels", "with_labels", "map_series", "series", "studies", "patients"):
     setattr(LevelAccessor, _name, _instance_only(_name))

@@ -25,6 +25,7 @@ __all__ = [
     "FrameFormatError",
     "UnknownTagError",
     "SelectionError",
+    "InconsistentTagError",
     "NotAnIndexError",
     "GeometryError",
     "MissingGeometryError",
@@ -129,6 +130,10 @@ class UnknownTagError(OrthancPandasError, KeyError):
 
 class SelectionError(OrthancPandasError, ValueError):
     """The rows do not fit the operation (e.g. ``volume()`` on zero or several series)."""
+
+
+class InconsistentTagError(SelectionError):
+    """A tag asked at the series/study/patient level differs between the instances of a row."""
 
 
 class NotAnIndexError(OrthancPandasError, AttributeError):

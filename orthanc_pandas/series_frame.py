@@ -25,7 +25,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from .errors import GeometryError, GeometryWarning, SelectionError
+from .errors import GeometryError, GeometryWarning, InconsistentTagError, SelectionError
 from .index import (
     BOOKKEEPING,
     INDEX_NAMES,
@@ -37,7 +37,7 @@ from .index import (
 )
 
 __all__ = ["LEVEL_INDEX", "AGGREGATES", "level_frame", "geometry_report", "instances_of",
-           "GEOMETRY_TAGS"]
+           "level_values", "level_with_tags", "GEOMETRY_TAGS"]
 
 #: Level -> the index names of its frame.
 LEVEL_INDEX: dict[str, list[str]] = {lvl: INDEX_NAMES[:k + 1] for k, lvl in enumerate(LEVELS)}
@@ -227,6 +227,104 @@ def instances_of(frame: pd.DataFrame, level: str, instances: pd.DataFrame | None
     rows.attrs = copy.deepcopy(frame.attrs)
     rows.attrs.get("orthanc", {}).pop("level", None)
     return rows
+
+
+# -- tags at the level of the frame -------------------------------------------------------------
+def _hashable(values: pd.Series) -> pd.Series:
+    """Values comparable by ``nunique``: sequences (lists of dicts) by their repr."""
+    if values.dtype != object:
+        return values
+    return values.map(lambda v: repr(v) if isinstance(v, (list, dict)) else v)
+
+
+def level_values(columns: pd.DataFrame, ids, order) -> tuple[pd.DataFrame, dict[str, list]]:
+    """Per resource, the value its instances share, and the resources where they differ.
+
+    Parameters
+    ----------
+    columns : pandas.DataFrame
+        Instance values, one row per instance.
+    ids : array-like
+        The resource (series, study or patient id) of each row of ``columns``.
+    order : array-like
+        The resources wanted, in the order of the result's rows. A resource without rows
+        gets missing values.
+
+    Returns
+    -------
+    values : pandas.DataFrame
+        One row per resource of ``order`` (default index): the value of its first row, in the
+        column's own dtype.
+    conflicts : dict
+        Column -> resources whose rows hold more than one value (a missing value counts as
+        one), for the columns that have any.
+
+    Examples
+    --------
+    >>> cols = pd.DataFrame({"Kvp": pd.array([120, 120, 100, 80], dtype="Int64")})
+    >>> values, conflicts = level_values(cols, ["a", "a", "b", "b"], ["b", "a", "c"])
+    >>> values.Kvp.tolist(), conflicts
+    ([100, 120, <NA>], {'Kvp': ['b']})
+    """
+    codes, uniques = pd.factorize(np.asarray(ids, dtype=object))
+    _, first = np.unique(codes, return_index=True)
+    where = pd.Index(uniques).get_indexer(pd.Index(order)) if len(uniques) else \
+        np.full(len(order), -1)
+    take = np.where(where >= 0, first[np.maximum(where, 0)] if len(first) else -1, -1)
+    values = pd.DataFrame({c: columns[c].array.take(take, allow_fill=True) for c in columns})
+    conflicts: dict[str, list] = {}
+    for c in columns:
+        distinct = _hashable(columns[c]).groupby(codes).nunique(dropna=False)
+        bad = distinct.index[distinct.to_numpy() > 1]
+        if len(bad):
+            conflicts[c] = [uniques[k] for k in bad]
+    return values, conflicts
+
+
+def level_with_tags(frame: pd.DataFrame, level: str, rows: pd.DataFrame, tags, get_client, *,
+                    sample: bool = False, **fetch) -> pd.DataFrame:
+    """``frame`` (a level frame) with a column per tag: the value its instances share.
+
+    ``rows`` are instance rows of the frame's resources (all of them, or with ``sample`` one
+    per resource is kept); tags that are not columns of ``rows`` are fetched for them with
+    :func:`orthanc_pandas.selection.with_tags` (``fetch``: its keyword arguments). Tags that
+    already are columns of ``frame`` are left as they are. Without ``sample``, a tag whose
+    instances disagree within a resource raises :class:`InconsistentTagError`.
+    """
+    from .selection import _columns, with_tags
+    from .tags import column_names
+
+    todo = [info for info in (_columns(frame, t)[2] for t in tags) if info is not None]
+    todo = list({info.name: info for info in todo}.values())
+    if not todo:
+        return frame
+    ids = rows.index.get_level_values(level)
+    if sample:
+        rows, ids = rows[~ids.duplicated()], ids[~ids.duplicated()]
+    rows = with_tags(rows, todo, get_client, **fetch)
+    names = [c for info in todo for c in column_names(info, rows.columns)]
+    values, conflicts = level_values(rows[names], ids, frame.index.get_level_values(level))
+    if conflicts:
+        _raise_conflicts(conflicts, level, len(frame), todo)
+    out = frame.copy(deep=False)
+    for c in names:
+        out[c] = values[c].array
+    out.attrs = copy.deepcopy(frame.attrs)
+    return out
+
+
+def _raise_conflicts(conflicts: dict[str, list], level: str, total: int, infos) -> None:
+    by_tag: dict[str, set] = {}
+    for col, ids in conflicts.items():
+        name = next(i.name for i in infos if col == i.name or _VECTOR.sub(r"\1", col) == i.name)
+        by_tag.setdefault(name, set()).update(ids)
+    parts = [f"{name} in {len(ids)} of {total} rows (e.g. {sorted(ids)[0]})"
+             for name, ids in by_tag.items()]
+    tags = ", ".join(repr(n) for n in by_tag)
+    raise InconsistentTagError(
+        f"Not a {level}-level value: the instances of a {level} hold different values of "
+        + "; ".join(parts) + f". Fetch it per instance: frame.orthanc.instances(df)"
+        f".orthanc.with_tags({tags}), or take one instance's value per row with sample=True.")
 
 
 # -- geometry from the index ---------------------------------------------------------------------

@@ -22,6 +22,7 @@ from orthanc_pandas.errors import (
     NotAnIndexError,
     OrthancPandasError,
     PixelDataError,
+    InconsistentTagError,
     SelectionError,
 )
 from orthanc_pandas.synthetic import make_multiframe, make_series, to_bytes
@@ -73,6 +74,10 @@ def server(orthanc_available):
             ds.SeriesInstanceUID = f"1.2.826.0.1.3680043.10.1234.77.{k}"
             ds.SeriesDescription = name
             ds.PatientID = "GEO" if name != "cine" else "CINE"
+            ds.ProtocolName = f"protocol {name}"  # a series-level tag the index does not store
+            ds.AdmittingDiagnosesDescription = f"dx {ds.PatientID}"  # a study-level one
+        for i, ds in enumerate(datasets):
+            ds.ImageComments = f"{name} image {i}"  # differs between the instances of a series
         blobs += [to_bytes(d) for d in datasets]
     with LocalOrthanc(name="series-frame") as srv:
         srv.upload_bytes(blobs)
@@ -206,11 +211,60 @@ def test_select_on_a_series_frame_is_a_mask_on_its_columns(frame):
         frame.orthanc.studies().orthanc.select(InstanceNumber=1)
 
 
+def test_with_tags_on_a_series_frame_gives_the_value_its_instances_share(frame):
+    s = frame.orthanc.series()
+    got = s.orthanc.with_tags("ProtocolName", "0008,1080", df=frame)
+    assert got.index.equals(s.index) and got.attrs == s.attrs and isinstance(got.orthanc, LevelAccessor)
+    truth = "protocol " + s.SeriesDescription.astype(str)  # what each file was written with
+    assert got.ProtocolName.tolist() == truth.tolist()
+    assert str(got.ProtocolName.dtype) == str(frame.orthanc.with_tags("ProtocolName").ProtocolName.dtype)
+    assert got.AdmittingDiagnosesDescription.tolist() == ("dx " + s.PatientID.astype(str)).tolist()
+    # the rows from the server instead of df, and one instance per row: the same values
+    from_server = s.orthanc.with_tags("ProtocolName")
+    pd.testing.assert_frame_equal(from_server, got.drop(columns="AdmittingDiagnosesDescription"))
+    sampled = s.orthanc.with_tags("ProtocolName", sample=True)
+    assert sampled.ProtocolName.tolist() == truth.tolist()
+    # a tag that already is a column of the level frame is not fetched again
+    assert s.orthanc.with_tags("SeriesDescription") is s
+
+
+def test_with_tags_on_a_level_frame_refuses_values_that_differ_within_a_row(frame):
+    s = frame.orthanc.series()
+    several = int((s.instance_count > 1).sum())  # the multi-frame series are one file each
+    assert 0 < several < len(s)
+    with pytest.raises(InconsistentTagError, match=fr"ImageComments in {several} of {len(s)} rows") as info:
+        s.orthanc.with_tags("ImageComments", df=frame)
+    assert "sample=True" in str(info.value) and "instances(df)" in str(info.value)
+    assert isinstance(info.value, SelectionError)
+    first = s.orthanc.with_tags("ImageComments", sample=True, df=frame)
+    per_instance = frame.orthanc.with_tags("ImageComments").ImageComments  # the rows' first instance
+    assert first.ImageComments.tolist() == per_instance.groupby(level="series", sort=False).first().tolist()
+    assert all(c.startswith(f"{d} image ") for c, d in zip(first.ImageComments, s.SeriesDescription))
+    # a vector tag: PixelSpacing differs within the "spacings" series only
+    with pytest.raises(InconsistentTagError, match=fr"PixelSpacing in 1 of {len(s)} rows"):
+        s.orthanc.with_tags("PixelSpacing", df=frame.drop(columns=["PixelSpacing_0", "PixelSpacing_1"],
+                                                          errors="ignore"))
+    fine = s[s.SeriesDescription != "spacings"]
+    spacing = fine.drop(columns=["PixelSpacing_0", "PixelSpacing_1"], errors="ignore") \
+        .orthanc.with_tags("PixelSpacing", df=frame)
+    truth = frame.orthanc.with_tags("PixelSpacing").groupby(level="series", sort=False).first()
+    assert spacing.PixelSpacing_0.tolist() == truth.PixelSpacing_0.reindex(
+        fine.index.get_level_values("series")).tolist()
+    # at the study level, the series' protocols differ and the study's diagnosis does not
+    studies = frame.orthanc.studies()
+    with pytest.raises(InconsistentTagError, match=r"Not a study-level value.*ProtocolName"):
+        studies.orthanc.with_tags("ProtocolName", df=frame)
+    dx = studies.orthanc.with_tags("AdmittingDiagnosesDescription", df=frame)
+    assert dx.AdmittingDiagnosesDescription.tolist() == ("dx " + studies.PatientID.astype(str)).tolist()
+    with pytest.raises(op.UnknownTagError):  # before any request
+        s.orthanc.with_tags("NoSuchTag", df=frame)
+
+
 def test_level_accessor_refuses_instance_operations_and_keeps_instance_frames_as_they_were(frame):
     s = frame.orthanc.series()
     assert type(frame.orthanc) is OrthancAccessor
-    with pytest.raises(NotAnIndexError, match=r"instances\(df\)\.orthanc\.with_tags"):
-        s.orthanc.with_tags("SliceThickness")
+    with pytest.raises(NotAnIndexError, match=r"instances\(df\)\.orthanc\.unique"):
+        s.orthanc.unique("SliceThickness")
     with pytest.raises(AttributeError):  # a level frame that lost its index is no frame
         s.reset_index().orthanc  # noqa: B018
     wrong = s.copy()
