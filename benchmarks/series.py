@@ -10,6 +10,8 @@ Rows (best and median of 5 for the pure calls; the machine has 2 cores and is sh
 * ``series(geometry=True)`` - the fetch of PixelSpacing, Rows, Columns, SamplesPerPixel and
   FrameOfReferenceUID (``with_tags``: one request per series, no pixels) plus the checks of
   ``volume()`` per series; and the checks alone on a frame that already has those columns.
+* ``with_tags`` on the series frame: two series-level tags for every instance, checked to
+  agree within each series, and with ``sample=True`` (one instance per series).
 
 Then the verdicts of the 400 series as a table (verdict x count, and the first problems).
 
@@ -65,6 +67,12 @@ def main() -> None:
         best, med, report2 = best_of(lambda: tagged.orthanc.series(geometry=True), repeat=3)
         rows.append(("series(geometry=True), tags already columns", f"{best:.2f} s", f"{med:.2f} s",
                      len(report2)))
+        series = df.orthanc.series()
+        for name, kw in (("series.with_tags(Manufacturer, SliceThickness, df=df)", {}),
+                         ("  ... sample=True (one instance per series)", {"sample": True})):
+            best, med, res = best_of(lambda kw=kw: series.orthanc.with_tags(
+                "Manufacturer", "SliceThickness", df=df, **kw), repeat=3)
+            rows.append((name, f"{best:.2f} s", f"{med:.2f} s", len(res)))
         print(table(rows, ("call", "best", "median", "rows")))
         assert report.volume_ok.tolist() == report2.volume_ok.tolist()
 

@@ -328,10 +328,10 @@ def _raise_conflicts(conflicts: dict[str, list], level: str, total: int, infos) 
 
 
 # -- geometry from the index ---------------------------------------------------------------------
-def _optional(values: np.ndarray, k: int):
-    """Row k of a float matrix as a tuple, or None when a component is missing."""
-    v = values[k]
-    return None if not np.isfinite(v).all() else tuple(float(x) for x in v)
+def _tuples(values: np.ndarray) -> list:
+    """Each row of a float matrix as a tuple, or None where a component is missing."""
+    finite = np.isfinite(values).all(axis=1).tolist()
+    return [tuple(v) if ok else None for v, ok in zip(values.tolist(), finite, strict=True)]
 
 
 def _index_headers(rows: pd.DataFrame):
@@ -351,10 +351,10 @@ def _index_headers(rows: pd.DataFrame):
     inst = rows.index.get_level_values("instance").tolist()
     nums = ints("InstanceNumber", None)
     r, c, s = ints("Rows", 0), ints("Columns", 0), ints("SamplesPerPixel", 1)
-    return [SliceHeader(sop_instance_uid=str(sop[k]), rows=r[k], columns=c[k],
-                        position=_optional(ipp, k), orientation=_optional(iop, k),
-                        pixel_spacing=_optional(ps, k), instance=inst[k], instance_number=nums[k],
-                        samples=s[k] or 1) for k in range(n)]
+    pos, ori, spa = _tuples(ipp), _tuples(iop), _tuples(ps)
+    return [SliceHeader(sop_instance_uid=str(sop[k]), rows=r[k], columns=c[k], position=pos[k],
+                        orientation=ori[k], pixel_spacing=spa[k], instance=inst[k],
+                        instance_number=nums[k], samples=s[k] or 1) for k in range(n)]
 
 
 def series_verdict(headers, **tolerances) -> str | None:

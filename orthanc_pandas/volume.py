@@ -351,24 +351,43 @@ def _uids(headers, idx) -> list[str]:
     return list(dict.fromkeys(headers[i].sop_instance_uid for i in idx))
 
 
-def _clusters(vectors: np.ndarray, close: Callable[[np.ndarray, np.ndarray], bool]) -> list[list[int]]:
-    """Greedy grouping of rows that are ``close`` to a group's first member."""
+def _clusters(vectors: np.ndarray, close: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> list[list[int]]:
+    """Greedy grouping: each row joins the first group (in order of creation) whose first
+    member it is ``close`` to; ``close(first, rows)`` is a boolean mask over ``rows``. One
+    vectorised comparison per group, not per row.
+
+    Examples
+    --------
+    >>> _clusters(np.array([[1.0], [5.0], [1.05], [5.0], [9.0]]),
+    ...           lambda a, rows: np.abs(rows - a).max(axis=1) <= 0.1)
+    [[0, 2], [1, 3], [4]]
+    """
+    left = np.arange(len(vectors))
     groups: list[list[int]] = []
-    for i, v in enumerate(vectors):
-        for g in groups:
-            if close(vectors[g[0]], v):
-                g.append(i)
-                break
-        else:
-            groups.append([i])
+    while len(left):
+        near = np.asarray(close(vectors[left[0]], vectors[left]), dtype=bool)
+        near[0] = True
+        groups.append(left[near].tolist())
+        left = left[~near]
     return sorted(groups, key=len, reverse=True)
 
 
+def _valid_orientations(iops: Sequence) -> np.ndarray:
+    """Per ImageOrientationPatient (6 cosines, or None): whether its row and column directions
+    span a plane (``|row x col| > 0.5``), for many at once.
+
+    Examples
+    --------
+    >>> _valid_orientations([(1, 0, 0, 0, 1, 0), None, (1, 0, 0, 1, 0, 0)]).tolist()
+    [True, False, False]
+    """
+    m = np.array([iop if iop is not None else (np.nan,) * 6 for iop in iops], float).reshape(-1, 6)
+    with np.errstate(invalid="ignore"):
+        return np.linalg.norm(np.cross(m[:, :3], m[:, 3:]), axis=1) > 0.5
+
+
 def _valid_orientation(iop) -> bool:
-    if iop is None:
-        return False
-    row, col = np.asarray(iop[:3]), np.asarray(iop[3:])
-    return bool(np.linalg.norm(np.cross(row, col)) > 0.5)
+    return bool(_valid_orientations([iop])[0])
 
 
 def _check_shapes(headers: Sequence[SliceHeader]) -> None:
@@ -376,7 +395,7 @@ def _check_shapes(headers: Sequence[SliceHeader]) -> None:
     if not headers:
         raise InconsistentSlicesError("No slices to build a volume from.")
     shapes = _clusters(np.array([[h.rows, h.columns, h.samples] for h in headers]),
-                       lambda a, b: bool(np.array_equal(a, b)))
+                       lambda a, rows: (rows == a).all(axis=1))
     if len(shapes) > 1:
         desc = "; ".join(f"{headers[g[0]].rows}x{headers[g[0]].columns}"
                          f"{'x' + str(headers[g[0]].samples) if headers[g[0]].samples > 1 else ''}:"
@@ -395,7 +414,8 @@ _Report = Callable[[type, str, Sequence[int]], None]
 
 def _check_positions(headers: Sequence[SliceHeader], report: _Report) -> bool:
     """Whether the slices have a geometry: all a position and orientation (True) or none."""
-    has = [h.position is not None and _valid_orientation(h.orientation) for h in headers]
+    has = (_valid_orientations([h.orientation for h in headers])
+           & np.array([h.position is not None for h in headers])).tolist()
     if all(has):
         return True
     if any(has):
@@ -411,7 +431,7 @@ def _check_orientation(headers: Sequence[SliceHeader], report: _Report, *,
                        atol: float = ORIENTATION_ATOL) -> np.ndarray:
     """The orientation (6 cosines) of most slices; reports the others."""
     iops = np.array([h.orientation for h in headers], float)
-    groups = _clusters(iops, lambda a, b: bool(np.allclose(a, b, rtol=0, atol=atol)))
+    groups = _clusters(iops, lambda a, rows: (np.abs(rows - a) <= atol).all(axis=1))
     if len(groups) > 1:
         desc = "; ".join(f"{np.round(iops[g[0]], 4).tolist()}: {len(g)} slice(s) "
                          f"({_names(headers, g)})" for g in groups)
@@ -453,7 +473,7 @@ def _check_pixel_spacing(headers: Sequence[SliceHeader], report: _Report, *,
     if any(s is None for s in spacings):
         return None
     ps = np.array(spacings, float)
-    groups = _clusters(ps, lambda a, b: bool(np.allclose(a, b, rtol=rtol, atol=0)))
+    groups = _clusters(ps, lambda a, rows: np.isclose(a, rows, rtol=rtol, atol=0).all(axis=1))
     if len(groups) > 1:
         desc = "; ".join(f"{ps[g[0]].tolist()}: {len(g)} slice(s) ({_names(headers, g)})"
                          for g in groups)
@@ -466,9 +486,9 @@ def _check_pixel_spacing(headers: Sequence[SliceHeader], report: _Report, *,
 def _sort_along(headers: Sequence[SliceHeader], normal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Slice order by position along ``normal`` (ties: InstanceNumber, frame), and z."""
     z = np.array([h.position for h in headers], float) @ normal
-    tiebreak = [(h.instance_number if h.instance_number is not None else 0, h.frame or 0, i)
-                for i, h in enumerate(headers)]
-    order = np.array(sorted(range(len(headers)), key=lambda i: (z[i], tiebreak[i])), dtype=np.intp)
+    number = np.array([h.instance_number or 0 for h in headers], dtype=np.int64)
+    frame = np.array([h.frame or 0 for h in headers], dtype=np.int64)
+    order = np.lexsort((np.arange(len(headers)), frame, number, z)).astype(np.intp)
     return order, z[order]
 
 
