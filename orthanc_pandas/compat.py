@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -28,6 +27,7 @@ import numpy as np
 import pandas as pd
 from pydicom.datadict import keyword_dict
 
+from ._warn import warn
 from .client import get_client
 from .errors import DeletionWarning
 from .index import MAIN_TAGS
@@ -281,14 +281,14 @@ class Orthanc:
         This cannot be undone. Use ``df.orthanc.delete("patient")`` (without ``confirm``)
         first to see everything that would go.
         """
-        warnings.warn("Deleting whole patients: their studies and series outside the selection "
-                      "go too, and this cannot be undone.", DeletionWarning, stacklevel=2)
+        warn("Deleting whole patients: their studies and series outside the selection "
+                      "go too, and this cannot be undone.", DeletionWarning)
         return self._delete("patient")
 
     def delete_selected_study(self):
         """Delete the selected studies ENTIRELY, including series not selected. Cannot be undone."""
-        warnings.warn("Deleting whole studies: their series outside the selection go too, and "
-                      "this cannot be undone.", DeletionWarning, stacklevel=2)
+        warn("Deleting whole studies: their series outside the selection go too, and "
+                      "this cannot be undone.", DeletionWarning)
         return self._delete("study")
 
     def delete_selected_series(self):

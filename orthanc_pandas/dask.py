@@ -64,6 +64,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from ._warn import warn
 from .client import OrthancClient, connect, get_client
 from .errors import (
     OrthancNotFoundError,
@@ -358,10 +359,10 @@ def _conform(part: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
     """Give a partition the archive's columns, dtypes, categories and attrs (those of meta)."""
     extra = [c for c in part.columns if c not in meta.columns]
     if extra:
-        warnings.warn(
+        warn(
             f"Columns {extra} appear in some instances but not in the Dask frame's schema (taken "
             "from the parent levels when the graph was built) and were dropped; read with "
-            "orthanc_pandas.read_orthanc to keep them.", ParseWarning, stacklevel=2)
+            "orthanc_pandas.read_orthanc to keep them.", ParseWarning)
     n = len(part)
     cols = {}
     for name, want in meta.dtypes.items():
@@ -594,8 +595,8 @@ def map_series(df: pd.DataFrame, func: Callable, *, dask_client=None,
     ...                             auth=("alice", pw))                  # doctest: +SKIP
     """
     if client is not None and not isinstance(client, OrthancClient | str):
-        warnings.warn("map_series(client=) is the Orthanc client, as everywhere in orthanc-pandas; "
-                      "pass the Dask client as dask_client=.", FutureWarning, stacklevel=3)
+        warn("map_series(client=) is the Orthanc client, as everywhere in orthanc-pandas; "
+                      "pass the Dask client as dask_client=.", FutureWarning)
         dask_client, client = client, None
     orthanc = client if client is not None else orthanc
     if dask_client is None and dask.base.get_scheduler() is None:

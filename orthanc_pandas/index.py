@@ -55,7 +55,6 @@ keeps every tag as the raw string instead.
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
@@ -64,6 +63,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_dict
 
+from ._warn import warn
 from .errors import InconsistentIndexError, ParseWarning
 
 __all__ = [
@@ -614,9 +614,9 @@ def _count(mask: pa.Array) -> int:
 
 def _warn(kw: str, bad: int, what: str) -> None:
     if bad:
-        warnings.warn(
+        warn(
             f"{bad} value(s) of {kw} are not valid {what} and were set to missing; "
-            "read with typed=False to keep the raw strings.", ParseWarning, stacklevel=4)
+            "read with typed=False to keep the raw strings.", ParseWarning)
 
 
 def _typed_columns(kw: str, raw: pa.Array, level: str, typed: bool) -> dict[str, object]:

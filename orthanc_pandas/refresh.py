@@ -24,7 +24,6 @@ The cost grows with the changes, not with the archive:
 from __future__ import annotations
 
 import datetime as _dt
-import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -35,6 +34,7 @@ from pandas.api.types import union_categoricals
 
 from . import index as _index
 from ._threads import worker_count
+from ._warn import warn
 from .changes import is_content_change
 from .client import OrthancClient
 from .errors import (
@@ -358,10 +358,10 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
                if criteria else
                f"it has {len(df)} rows, the archive had {counts.get('instances')}, and no "
                "recorded select() criteria explain the difference (cut by plain pandas?)")
-        warnings.warn(
+        warn(
             f"refresh() updates only the rows this frame has: {why}. New instances that would "
             "match cannot be seen. Use df.orthanc.select(...) on a full read to make a frame "
-            "that refresh() can keep complete.", RefreshWarning, stacklevel=3)
+            "that refresh() can keep complete.", RefreshWarning)
     typed = _is_typed(df)
     old_list = old_ids.tolist()  # tolist() is C-fast on Arrow-backed ids; map(str) is not
     old_set = set(old_list)

@@ -31,7 +31,6 @@ Layout of the result (see ``docs/volumes.md``)
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from pydicom.datadict import keyword_dict
 from pydicom.dataelem import RawDataElement
 
 from ._threads import worker_count
+from ._warn import warn
 from .errors import (
     DuplicateSliceError,
     GantryTiltError,
@@ -637,8 +637,8 @@ def slice_geometry(headers: Sequence[SliceHeader], *, allow_irregular: bool = Fa
     affine = affine_matrix(headers[order[0]].position, np.concatenate([row, col]),
                            pixel_spacing or (1.0, 1.0), step)
     if problems:
-        warnings.warn("Irregular geometry, returned at the real slice positions (z) without "
-                      "interpolation: " + " ".join(problems), GeometryWarning, stacklevel=3)
+        warn("Irregular geometry, returned at the real slice positions (z) without "
+                      "interpolation: " + " ".join(problems), GeometryWarning)
     return Geometry(order=order, z=zs.astype(np.float64), affine=affine, pixel_spacing=pixel_spacing,
                     kind="irregular" if problems else "regular", problems=problems)
 
@@ -652,7 +652,7 @@ def _no_geometry(headers: Sequence[SliceHeader], problems: list[str]) -> Geometr
         problems = [*problems, f"No ImagePositionPatient/ImageOrientationPatient on "
                     f"{'these' if problems else 'any of the'} {n} slices: sorted by InstanceNumber; "
                     "z is the slice rank, not a position, and there is no affine."]
-        warnings.warn(" ".join(problems), GeometryWarning, stacklevel=3)
+        warn(" ".join(problems), GeometryWarning)
     spacing = headers[0].pixel_spacing
     same = all(h.pixel_spacing == spacing for h in headers)
     return Geometry(order=order, z=np.arange(n, dtype=np.float64), affine=None,

@@ -69,8 +69,9 @@ def test_vectors_split_into_float_columns_and_series_orientation_fills_instances
 
 
 def test_unparsable_values_warn_with_column_and_count():
-    with pytest.warns(ParseWarning, match=r"2 value\(s\) of InstanceNumber"):
+    with pytest.warns(ParseWarning, match=r"2 value\(s\) of InstanceNumber") as caught:
         df = frame(archive([{"InstanceNumber": "x"}, {"InstanceNumber": "1.5"}, {"InstanceNumber": "7"}]))
+    assert caught[0].filename == __file__  # the user's line, not the parser's
     assert sorted(df["InstanceNumber"].dropna()) == [7]
     raw = frame(archive([{"InstanceNumber": "x"}, {"InstanceNumber": "1.5"}]), typed=False)
     assert sorted(raw["InstanceNumber"]) == ["1.5", "x"]

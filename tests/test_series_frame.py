@@ -260,6 +260,13 @@ def test_with_tags_on_a_level_frame_refuses_values_that_differ_within_a_row(fram
         s.orthanc.with_tags("NoSuchTag", df=frame)
 
 
+def test_warnings_point_at_the_callers_line(frame):
+    gap = frame.orthanc.series().query("SeriesDescription == 'gap'")
+    with pytest.warns(GeometryWarning, match="not uniform") as caught:
+        gap.orthanc.volume(frame, allow_irregular=True)  # five library frames below this line
+    assert [w.filename for w in caught if w.category is GeometryWarning] == [__file__]
+
+
 def test_level_accessor_refuses_instance_operations_and_keeps_instance_frames_as_they_were(frame):
     s = frame.orthanc.series()
     assert type(frame.orthanc) is OrthancAccessor
