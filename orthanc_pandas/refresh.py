@@ -333,13 +333,52 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
     >>> # ... uploads and deletions happen ...
     >>> df = df.orthanc.refresh()                                       # doctest: +SKIP
     """
+    info, criteria, full, keep_only_rows = _plan(df, client)
+    typed = _is_typed(df)
+    old_list = df.index.get_level_values("instance").tolist()  # C-fast on Arrow-backed ids
+    series_of = dict(zip(old_list, df.index.get_level_values("series").tolist(), strict=True))
+    seq0, stats, affected, deleted, new = _changed_rows(
+        client, int(info["last_change"]), series_of, typed=typed,
+        keep_only_rows=keep_only_rows, max_attempts=max_attempts)
+    # labelling writes no change entry: read every label now (cost ~ the labelled resources)
+    labels = label_map(client) if client.capabilities().labels else None
+    keep_categories = bool(criteria) and not keep_only_rows
+    if not affected and not deleted:  # nothing changed for these rows: same frame, new attrs
+        out = df.copy()
+    else:
+        out = merge_rows(df, new, affected, deleted, typed=typed, keep_only_rows=keep_only_rows,
+                         keep_categories=keep_categories)
+    if full and len(out) != int(stats["CountInstances"]):
+        # a full frame must hold what the server holds; if not, the change log could not be
+        # followed (a database replaced or reset under the same URL) and rows would be lost
+        raise ServerMismatchError(
+            f"refresh() could not follow the changes of {client.url} since sequence "
+            f"{info['last_change']}: the refreshed frame would hold {len(out)} instances, the "
+            f"server holds {stats['CountInstances']}. Its database was replaced or reset since "
+            "this frame was read (or it is another server). Read it again with "
+            "orthanc_pandas.read_orthanc(url).")
+    if labels is not None:
+        out = _relabel(out.copy(deep=False), df, labels, keep_categories=keep_categories)
+    out.attrs = {k: v for k, v in df.attrs.items() if k != "orthanc"}
+    out.attrs["orthanc"] = _new_attrs(info, seq0, stats, [])
+    if criteria and not keep_only_rows and (affected or deleted):
+        # replay the selection on the merged rows (unchanged rows were selected last time)
+        for entry in criteria:
+            crit, case_sensitive = decode_criteria(entry)
+            out = select(out, crit, lambda: client, case_sensitive=case_sensitive)
+    out.attrs["orthanc"] = {**out.attrs.get("orthanc", {}), "criteria": criteria}
+    return out
+
+
+def _plan(df: pd.DataFrame, client: OrthancClient) -> tuple[dict, list, bool, bool]:
+    """Check that ``df`` can be refreshed from ``client``; ``(provenance, criteria, whether it
+    is a full frame, whether only its own rows can be refreshed)`` (the latter warns)."""
     info = dict(df.attrs.get("orthanc") or {})
     if info.get("last_change") is None:
         raise OrthancPandasError(
             "refresh() needs the change sequence the frame was read at (df.attrs['orthanc']"
             "['last_change']), and this frame has none (attrs lost, e.g. after pd.concat). "
             "Read it again with orthanc_pandas.read_orthanc(url).")
-    since = int(info["last_change"])
     check_format(df.attrs)
     if info.get("url") and info["url"] != client.url:
         # the change sequence and the deletions are only meaningful on the server read from
@@ -350,8 +389,8 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
     criteria = list(info.get("criteria") or [])
     counts = info.get("counts") or {}
     replayable = not any(_has_callable(e) for e in criteria)
-    old_ids = df.index.get_level_values("instance")
-    full = (not criteria and len(df) == counts.get("instances") and old_ids.is_unique)
+    ids = df.index.get_level_values("instance")
+    full = not criteria and len(df) == counts.get("instances") and ids.is_unique
     keep_only_rows = not full and not (criteria and replayable)
     if keep_only_rows:
         why = ("its selection criteria include a callable, which cannot be replayed"
@@ -362,11 +401,15 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
             f"refresh() updates only the rows this frame has: {why}. New instances that would "
             "match cannot be seen. Use df.orthanc.select(...) on a full read to make a frame "
             "that refresh() can keep complete.", RefreshWarning)
-    typed = _is_typed(df)
-    old_list = old_ids.tolist()  # tolist() is C-fast on Arrow-backed ids; map(str) is not
-    old_set = set(old_list)
-    series_of = dict(zip(old_list, df.index.get_level_values("series").tolist(), strict=True))
+    return info, criteria, full, keep_only_rows
 
+
+def _changed_rows(client: OrthancClient, since: int, series_of: dict, *, typed: bool,
+                  keep_only_rows: bool, max_attempts: int):
+    """What changed since ``since`` for the frame whose instances are the keys of
+    ``series_of``: ``(sequence, statistics, affected series, deleted instances, fresh rows of
+    the affected series or None)``, taken while the change sequence stood still."""
+    old_set = set(series_of)
     for _attempt in range(max_attempts):
         seq0 = client.last_change()  # (it may go back: deleting drops a resource's entries)
         changed = changed_resources(client.iter_changes(since, content_only=True))
@@ -380,64 +423,21 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
             for rid in changed[level]:
                 found = _get_or_none(client, f"/{ROUTES[level]}/{rid}/series")
                 affected |= {s["ID"] for s in found or []}
+        new = _fetch_series(client, affected, typed) if affected else None
         if not keep_only_rows:
-            # new instances in series not yet known: one small request each
-            unknown = [i for i in changed["instance"] if i not in series_of and i in server_ids]
-            new = _fetch_series(client, affected, typed) if affected else None
+            # new instances in series not yet known (changes may name only the instance)
             covered = set(new.index.get_level_values("instance").tolist()) if new is not None else set()
+            unknown = [i for i in changed["instance"]
+                       if i not in series_of and i in server_ids and i not in covered]
             more = {r["ParentSeries"] for r in _pmap(
                 lambda i: _get_or_none(client, f"/instances/{i}") or {"ParentSeries": None},
-                [i for i in unknown if i not in covered]) if r.get("ParentSeries")} - affected
+                unknown) if r.get("ParentSeries")} - affected
             if more:
                 extra = _fetch_series(client, more, typed)
                 new = extra if new is None else _combine([new, extra], typed)
                 affected |= more
-        else:
-            new = _fetch_series(client, affected, typed) if affected else None
         if client.last_change() == seq0:
-            break
-    else:
-        raise ServerChangedError(
-            f"The archive at {client.url} kept changing during {max_attempts} refresh attempts; "
-            "retry when uploads have settled.")
-
-    # labelling writes no change entry: read every label now (cost ~ the labelled resources)
-    labels = label_map(client) if client.capabilities().labels else None
-
-    def check_complete(n_rows: int) -> None:
-        # a full frame must hold what the server holds; if not, the change log could not be
-        # followed (a database replaced or reset under the same URL) and rows would be lost
-        if full and n_rows != int(stats["CountInstances"]):
-            raise ServerMismatchError(
-                f"refresh() could not follow the changes of {client.url} since sequence {since}: "
-                f"the refreshed frame would hold {n_rows} instances, the server holds "
-                f"{stats['CountInstances']}. Its database was replaced or reset since this frame "
-                "was read (or it is another server). Read it again with "
-                "orthanc_pandas.read_orthanc(url).")
-
-    if not affected and not deleted:  # nothing changed for these rows: same frame, new attrs
-        check_complete(len(df))
-        out = df.copy()
-        if labels is not None:
-            out = _relabel(out, df, labels, keep_categories=bool(criteria) and not keep_only_rows)
-        out.attrs = {k: v for k, v in df.attrs.items() if k != "orthanc"}
-        out.attrs["orthanc"] = _new_attrs(info, seq0, stats, criteria)
-        if criteria and not keep_only_rows:
-            pass  # the rows are what the criteria selected last time, and nothing changed
-        return out
-    out = merge_rows(df, new, affected, deleted, typed=typed, keep_only_rows=keep_only_rows,
-                     keep_categories=bool(criteria) and not keep_only_rows)
-    check_complete(len(out))
-    if labels is not None:
-        out = _relabel(out.copy(deep=False), df, labels,
-                       keep_categories=bool(criteria) and not keep_only_rows)
-
-    attrs = _new_attrs(info, seq0, stats, [])
-    out.attrs = {k: v for k, v in df.attrs.items() if k != "orthanc"}
-    out.attrs["orthanc"] = attrs
-    if criteria and not keep_only_rows:
-        for entry in criteria:
-            crit, case_sensitive = decode_criteria(entry)
-            out = select(out, crit, lambda: client, case_sensitive=case_sensitive)
-    out.attrs["orthanc"] = {**out.attrs.get("orthanc", attrs), "criteria": criteria}
-    return out
+            return seq0, stats, affected, deleted, new
+    raise ServerChangedError(
+        f"The archive at {client.url} kept changing during {max_attempts} refresh attempts; "
+        "retry when uploads have settled.")
