@@ -19,10 +19,10 @@ from orthanc_pandas.accessor import LevelAccessor, OrthancAccessor
 from orthanc_pandas.errors import (
     GeometryError,
     GeometryWarning,
+    InconsistentTagError,
     NotAnIndexError,
     OrthancPandasError,
     PixelDataError,
-    InconsistentTagError,
     SelectionError,
 )
 from orthanc_pandas.synthetic import make_multiframe, make_series, to_bytes
@@ -239,7 +239,7 @@ def test_with_tags_on_a_level_frame_refuses_values_that_differ_within_a_row(fram
     first = s.orthanc.with_tags("ImageComments", sample=True, df=frame)
     per_instance = frame.orthanc.with_tags("ImageComments").ImageComments  # the rows' first instance
     assert first.ImageComments.tolist() == per_instance.groupby(level="series", sort=False).first().tolist()
-    assert all(c.startswith(f"{d} image ") for c, d in zip(first.ImageComments, s.SeriesDescription))
+    assert all(c.startswith(f"{d} image ") for c, d in zip(first.ImageComments, s.SeriesDescription, strict=True))
     # a vector tag: PixelSpacing differs within the "spacings" series only
     with pytest.raises(InconsistentTagError, match=fr"PixelSpacing in 1 of {len(s)} rows"):
         s.orthanc.with_tags("PixelSpacing", df=frame.drop(columns=["PixelSpacing_0", "PixelSpacing_1"],
