@@ -92,9 +92,9 @@ def series_volume(rows: pd.DataFrame, client: OrthancClient, *, rescale: bool = 
     if len(series) != 1:
         raise SelectionError(
             f"volume() needs the rows of exactly one series; these rows hold {len(series)} "
-            "series. Pick one, e.g. df.orthanc.select(SeriesInstanceUID=...) or "
-            "df.xs(series_id, level='series', drop_level=False), or use df.orthanc.volumes() "
-            "for one volume per series."
+            "series. Pick one: a row of the series frame, df.orthanc.series().iloc[[k]]"
+            ".orthanc.volume(df), or df.orthanc.select(SeriesInstanceUID=...); or use "
+            "df.orthanc.volumes() for one volume per series."
         )
     ids = list(dict.fromkeys(rows.index.get_level_values("instance")))
     workers = worker_count(max_workers, pool_size=client.pool_size, jobs=len(ids))
