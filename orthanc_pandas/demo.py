@@ -105,14 +105,22 @@ def run_demo(output_dir: str | os.PathLike = ".", *, out=None) -> dict:
             _section("Cohort")
             c = df.orthanc.counts
             print(f"{c['patients']} patients, {c['studies']} studies, {c['series']} series, {c['instances']} instances")
-            patients = df.groupby(level="patient").first()
+            patients = df.orthanc.patients()  # one row per patient / study, no request
             print("\npatients by sex:\n" + patients["PatientSex"].value_counts(dropna=False).to_string())
-            studies = df.groupby(level="study").first()
+            studies = df.orthanc.studies()
             print("\nstudies per year:\n" + studies["StudyDate"].dt.year.astype("Int64").value_counts(dropna=False)
                   .sort_index().to_string())
             per_mod = df.groupby("Modality", observed=True).agg(
                 series=("SeriesInstanceUID", "nunique"), instances=("SOPInstanceUID", "size"))
             print("\nseries and instances per modality:\n" + per_mod.sort_values("instances", ascending=False).to_string())
+
+            _section("One row per series")
+            series = df.orthanc.series(geometry=True)
+            ok = series["volume_ok"].fillna(False).astype(bool)
+            print(f"{int(ok.sum())} of {len(series)} series make a volume (checked from the index "
+                  "columns with volume()'s own checks, no pixels read); why not, for the others:")
+            bad = series.loc[~ok, ["Modality", "slice_count", "volume_problem"]].reset_index(drop=True)
+            print(bad.head(6).to_string(max_colwidth=72) + (f"\n... {len(bad) - 6} more" if len(bad) > 6 else ""))
 
             _section("Selecting the CT phantom")
             ct = df[(df["PatientName"] == "JaneDoe") & (df["SeriesDescription"] == "ct_scan")]
