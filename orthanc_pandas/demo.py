@@ -116,7 +116,7 @@ def run_demo(output_dir: str | os.PathLike = ".", *, out=None) -> dict:
 
             _section("One row per series")
             series = df.orthanc.series(geometry=True)
-            ok = series["volume_ok"].fillna(False).astype(bool)
+            ok = series["volume_ok"]  # boolean, never missing
             print(f"{int(ok.sum())} of {len(series)} series make a volume (checked from the index "
                   "columns with volume()'s own checks, no pixels read); why not, for the others:")
             bad = series.loc[~ok, ["Modality", "slice_count", "volume_problem"]].reset_index(drop=True)
