@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,18 @@ def test_notebook_runs_top_to_bottom(path, orthanc_available, tmp_path):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     # plots rendered: at least one image output
     assert any("image/png" in o.get("data", {}) for o in outputs), "no plot was rendered"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_valid_as_stored(path):
+    # nbformat only warns about a cell without an id today (it will be an error); editors that
+    # add cells by hand forget them, so check the stored file, before nbformat fills them in
+    nbformat = pytest.importorskip("nbformat")
+    raw = json.loads(path.read_text())
+    assert [i for i, c in enumerate(raw["cells"]) if "id" not in c] == []
+    ids = [c["id"] for c in raw["cells"]]
+    assert len(set(ids)) == len(ids), "cell ids repeat"
+    nbformat.validate(nbformat.from_dict(raw))
 
 
 def test_demo_writes_valid_parquet_and_png(orthanc_available, tmp_path):
