@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orthanc_pandas.synthetic import generate_archive  # noqa: E402
-from orthanc_pandas.testing import LocalOrthanc  # noqa: E402
+from orthanc_pandas.testing._servers import LocalOrthanc  # noqa: E402
+from orthanc_pandas.testing.synthetic import generate_archive  # noqa: E402
 
 CACHE = Path(os.environ.get("ORTHANC_PANDAS_BENCH_CACHE", Path(__file__).parent / ".cache"))
 SIZES = {"20k": (40, 2, 5, 50)}  # patients x studies x series x instances = 20,000
@@ -109,7 +109,7 @@ def fast_archive(n_patients: int, first_patient: int = 0, *, seed: object = "arc
     each of the 50 slices. So the 50 slices of its first series are encoded once as templates
     and only the varying values are overwritten in place. ``first_patient`` resumes mid-way.
     """
-    from orthanc_pandas.synthetic import uid
+    from orthanc_pandas.testing.synthetic import uid
 
     templates = list(generate_archive(1, 1, 1, 50, seed=seed))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import requests
 from _common import archive_server, best_of, table
 
-from orthanc_pandas.synthetic import make_series, to_bytes
+from orthanc_pandas.testing.synthetic import make_series, to_bytes
 
 
 def main() -> None:

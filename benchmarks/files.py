@@ -30,8 +30,8 @@ import pandas as pd
 import requests
 
 import orthanc_pandas as op
-from orthanc_pandas.synthetic import generate_archive, make_series, phantom, to_bytes
 from orthanc_pandas.testing import LocalOrthanc
+from orthanc_pandas.testing.synthetic import generate_archive, make_series, phantom, to_bytes
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 

@@ -29,7 +29,7 @@ import requests
 from _common import archive_server, best_of, table
 
 import orthanc_pandas as op
-from orthanc_pandas.read import choose_route
+from orthanc_pandas._ops.read import choose_route
 from orthanc_pandas.testing import orthanc_root
 
 

@@ -24,8 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import orthanc_pandas as op  # noqa: E402
-from orthanc_pandas.synthetic import generate_archive  # noqa: E402
-from orthanc_pandas.testing import LocalOrthanc, link  # noqa: E402
+from orthanc_pandas.testing import LocalOrthanc
+from orthanc_pandas.testing._servers import link  # noqa: E402
+from orthanc_pandas.testing.synthetic import generate_archive  # noqa: E402
 
 SHAPE = (10, 2, 2, 50)  # patients x studies x series x instances = 20 studies, 2,000 instances
 

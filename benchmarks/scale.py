@@ -60,7 +60,7 @@ def _peak() -> int:
 def _warm_up(url: str) -> None:
     """Run the reader's code once on one series: pay first-use costs before the baseline."""
     import orthanc_pandas as op
-    from orthanc_pandas.index import LevelTable, build_frame
+    from orthanc_pandas._frame.schema import LevelTable, build_frame
 
     c = op.OrthancClient(url)
     series = c.get_json("/series", params={"expand": "", "since": 0, "limit": 1})[0]

@@ -26,7 +26,7 @@ import time
 from _common import archive_server, best_of, table
 
 import orthanc_pandas as op
-from orthanc_pandas.series_frame import GEOMETRY_TAGS
+from orthanc_pandas._frame.levels import GEOMETRY_TAGS
 from orthanc_pandas.testing import orthanc_root
 
 

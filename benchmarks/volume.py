@@ -37,8 +37,8 @@ import numpy as np
 import requests
 
 import orthanc_pandas as op
-from orthanc_pandas.synthetic import make_series, phantom, to_bytes
 from orthanc_pandas.testing import LocalOrthanc, orthanc_root
+from orthanc_pandas.testing.synthetic import make_series, phantom, to_bytes
 
 CACHE = Path(__file__).parent / ".cache" / "ct200"
 N = 200

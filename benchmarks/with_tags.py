@@ -26,8 +26,8 @@ import requests
 from _common import archive_server, best_of, table
 
 import orthanc_pandas as op
-from orthanc_pandas.fetch_tags import fetch_tag_columns
-from orthanc_pandas.tags import resolve_tag
+from orthanc_pandas._frame.tags import resolve_tag
+from orthanc_pandas._ops.fetch_tags import fetch_tag_columns
 from orthanc_pandas.testing import orthanc_root
 
 TAGS = ("SliceThickness", "PixelSpacing", "RescaleIntercept")

@@ -4,18 +4,22 @@
 >>> df = op.read_orthanc("http://127.0.0.1:8042")     # doctest: +SKIP
 >>> ct = df.orthanc.select(Modality="CT")              # doctest: +SKIP
 
-Importing the package registers the ``df.orthanc`` accessor.
+Importing the package registers the ``df.orthanc`` and ``vol.orthanc`` accessors. The public
+names are the ones below, plus the modules :mod:`orthanc_pandas.errors`,
+:mod:`orthanc_pandas.testing`, :mod:`orthanc_pandas.dask` and
+:mod:`orthanc_pandas.simple_orthanc`; everything under an underscore is internal (see
+``docs/architecture.md``).
 """
 
-from . import accessor as _accessor  # noqa: E402,F401  (registers df.orthanc)
-from . import xarray_accessor as _xarray_accessor  # noqa: E402,F401  (registers vol.orthanc)
-from ._version import __version__  # noqa: E402
-from .client import OrthancClient, connect  # noqa: E402
-from .compat import Orthanc  # noqa: E402
-from .errors import *  # noqa: E402,F401,F403
-from .errors import __all__ as _errors_all  # noqa: E402
-from .gateway import echo, query  # noqa: E402
-from .read import read_orthanc  # noqa: E402
-from .transfer import upload  # noqa: E402
+from orthanc_pandas import _accessors  # noqa: F401  (registers df.orthanc and vol.orthanc)
+from orthanc_pandas._http.client import OrthancClient, connect
+from orthanc_pandas._ops.files import upload
+from orthanc_pandas._ops.gateway import echo, query
+from orthanc_pandas._ops.read import read_orthanc
+from orthanc_pandas._version import __version__
+from orthanc_pandas.errors import *  # noqa: F403
+from orthanc_pandas.errors import __all__ as _errors_all
+from orthanc_pandas.simple_orthanc import Orthanc
 
-__all__ = ["__version__", "read_orthanc", "upload", "connect", "OrthancClient", "query", "echo", "Orthanc", *_errors_all]
+__all__ = ["__version__", "read_orthanc", "upload", "connect", "OrthancClient", "query", "echo",
+           "Orthanc", *_errors_all]

@@ -43,12 +43,49 @@ Guarantees
 
 from __future__ import annotations
 
+__all__ = ["read_orthanc", "select", "map_series", "series_tasks", "connect_workers",
+           "OrthancDaskAccessor", "DEFAULT_PARTITION_SIZE"]
+
 import copy
 import hashlib
 import logging
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from orthanc_pandas._frame.schema import (
+    INDEX_NAMES,
+    LABELS_COLUMN,
+    LABELS_SEPARATOR,
+    LEVELS,
+    MAIN_TAGS,
+    PARENT_KEY,
+    ROUTES,
+    SORT_KEYS,
+    STR_DTYPE,
+    LevelTable,
+    build_frame,
+    rank_values,
+    tag_vr,
+    vector_length,
+)
+from orthanc_pandas._http.client import OrthancClient, get_client
+from orthanc_pandas._ops.labels import label_map
+from orthanc_pandas._ops.read import provenance, read_consistent
+from orthanc_pandas._ops.selection import frame_columns
+from orthanc_pandas._ops.selection import select as _select
+from orthanc_pandas._ops.series_map import connect_workers, map_series, series_tasks
+from orthanc_pandas._ops.source import frame_client as _frame_client
+from orthanc_pandas._util.warn import warn
+from orthanc_pandas.errors import (
+    OrthancNotFoundError,
+    ParseWarning,
+    SelectionError,
+    ServerChangedError,
+)
 
 try:
     import dask
@@ -60,49 +97,14 @@ except ImportError as _exc:  # pragma: no cover - exercised only without the ext
         "(dask[dataframe] and distributed)."
     ) from _exc
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-
-from ._warn import warn
-from .client import OrthancClient, connect, get_client
-from .errors import (
-    OrthancNotFoundError,
-    ParseWarning,
-    SelectionError,
-    ServerChangedError,
-)
-from .index import (
-    INDEX_NAMES,
-    LABELS_COLUMN,
-    LABELS_SEPARATOR,
-    LEVELS,
-    MAIN_TAGS,
-    PARENT_KEY,
-    ROUTES,
-    SORT_KEYS,
-    STR_DTYPE,
-    LevelTable,
-    _rank,
-    _vector_length,
-    build_frame,
-    tag_vr,
-)
-from .labels import label_map
-from .read import provenance, read_consistent
-from .selection import select as _select
-from .series_map import map_series_local
-from .series_map import one_series as _one_series
-from .series_map import result_frame as _result_frame
-from .series_volume import frame_client as _frame_client
-
-__all__ = ["read_orthanc", "select", "map_series", "series_tasks", "connect_workers",
-           "OrthancDaskAccessor", "DEFAULT_PARTITION_SIZE"]
 
 log = logging.getLogger(__name__)
 
+
 #: Target instances per partition (whole studies are never split, so some hold more).
 DEFAULT_PARTITION_SIZE = 20_000
+
+
 _STUDY_KEYS = SORT_KEYS[:3]  # PatientID, StudyDate, StudyInstanceUID: the study-level sort keys
 
 
@@ -239,7 +241,7 @@ def _read_parents(client: OrthancClient, page_size: int):
 def _dummy_value(kw: str) -> str:
     """A valid value of a tag's VR: builds the meta with each instance column's own dtype."""
     vr = tag_vr(kw)
-    width = _vector_length(kw)
+    width = vector_length(kw)
     if width:
         return "\\".join(["1"] * width)
     return {"DA": "20000101", "TM": "000000", "DT": "20000101000000", "UI": "1.2"}.get(
@@ -270,7 +272,7 @@ def _plan(tables: dict[str, LevelTable], members: dict[str, list[str]], partitio
     # Rows of the pandas frame are sorted by PatientID, StudyDate, StudyInstanceUID first:
     # studies tied on those keys must share a partition, then cutting between the others
     # keeps the global order.
-    ranks = np.column_stack([_rank(frame[k]) for k in _STUDY_KEYS if k in frame.columns]
+    ranks = np.column_stack([rank_values(frame[k]) for k in _STUDY_KEYS if k in frame.columns]
                             or [np.zeros(len(frame), np.int64)])
     new_unit = np.ones(len(frame), dtype=bool)
     new_unit[1:] = (ranks[1:] != ranks[:-1]).any(axis=1)
@@ -401,38 +403,6 @@ def _collection(client: OrthancClient, meta: pd.DataFrame, parts: list[_Part], t
 
 
 # -- credentials on workers ------------------------------------------------------------------
-def _connect_here(url: str, auth, kwargs: dict) -> str:
-    return connect(url, auth=tuple(auth) if isinstance(auth, list) else auth, **kwargs).url
-
-
-def connect_workers(dask_client, url: str, *, auth=None, **client_kwargs) -> None:
-    """Register an Orthanc client with credentials in every worker process of ``dask_client``.
-
-    Uses ``distributed.Client.run``: the credentials go to the workers that exist now,
-    directly, and are never part of a task graph (nor stored by the scheduler). Workers started
-    later do not get them: give those ``ORTHANC_USERNAME``/``ORTHANC_PASSWORD`` in their
-    environment, or a ``~/.netrc``.
-
-    Parameters
-    ----------
-    dask_client : distributed.Client
-    url : str
-        The server URL, as in ``df.attrs["orthanc"]["url"]``.
-    auth : (str, str)
-        Credentials; ``None`` lets each worker resolve its own (environment, ``~/.netrc``).
-    **client_kwargs
-        ``verify``, ``timeout``, ... for :class:`~orthanc_pandas.client.OrthancClient`.
-
-    Examples
-    --------
-    >>> from distributed import Client                                   # doctest: +SKIP
-    >>> dc = Client()                                                    # doctest: +SKIP
-    >>> connect_workers(dc, "https://pacs.example.org", auth=("alice", getpass()))  # doctest: +SKIP
-    >>> ddf = read_orthanc("https://pacs.example.org", auth=("alice", pw))  # doctest: +SKIP
-    """
-    dask_client.run(_connect_here, url, auth, dict(client_kwargs))
-
-
 # -- selection on Dask frames ----------------------------------------------------------------
 def _select_partition(part: pd.DataFrame, criteria: dict, case_sensitive: bool) -> pd.DataFrame:
     return _select(part, criteria, lambda: _frame_client(part), case_sensitive=case_sensitive)
@@ -454,11 +424,10 @@ def select(ddf: dd.DataFrame, case_sensitive: bool = False, **criteria) -> dd.Da
     >>> ct.compute().equals(df.orthanc.select(Modality="CT"))            # doctest: +SKIP
     True
     """
-    from .selection import _columns
 
     meta = ddf._meta
     for key in criteria:
-        if _columns(meta, key)[2] is not None:
+        if frame_columns(meta, key)[2] is not None:
             raise SelectionError(
                 f"{key!r} is not a column of this Dask frame; select() on Dask matches columns "
                 "only. Add it first: ddf.map_partitions(lambda p: p.orthanc.with_tags("
@@ -510,104 +479,3 @@ class OrthancDaskAccessor:
 
 
 # -- one task per series -----------------------------------------------------------------------
-def series_tasks(df: pd.DataFrame, func: Callable, *, orthanc: OrthancClient | str | None = None,
-                 **volume_kwargs) -> list:
-    """The ``dask.delayed`` tasks of :func:`map_series`, one per series (for inspection).
-
-    Each task holds the series' rows, ``func`` and the Orthanc client, which pickles as its
-    URL and settings only: no credentials are in the graph.
-
-    Examples
-    --------
-    >>> tasks = series_tasks(df, lambda vol, rows: float(vol.mean()))    # doctest: +SKIP
-    >>> len(tasks) == df.orthanc.series_count                            # doctest: +SKIP
-    True
-    """
-    oc = _frame_client(df, orthanc)
-    tasks = []
-    for sid, rows in df.groupby(level="series", sort=False, observed=True):
-        rows.attrs = copy.deepcopy(df.attrs)
-        tasks.append(dask.delayed(_one_series, pure=False)(
-            str(sid), rows, func, oc, dict(volume_kwargs),
-            dask_key_name=f"orthanc-series-{sid}-{dask.base.tokenize(func, volume_kwargs)}"))
-    return tasks
-
-
-def map_series(df: pd.DataFrame, func: Callable, *, dask_client=None,
-               client: OrthancClient | str | None = None, meta=None,
-               auth: tuple[str, str] | None = None, orthanc: OrthancClient | str | None = None,
-               **volume_kwargs) -> pd.DataFrame:
-    """Call ``func(volume, rows)`` once per series of ``df``, in parallel on Dask.
-
-    ``volume`` is the series' :class:`xarray.DataArray` (as ``rows.orthanc.volume()`` gives
-    it) and ``rows`` its rows of ``df``. Each call runs in a Dask task that downloads and
-    decodes its own series, so only the results come back.
-
-    Credentials: locally (threads) the caller's client is used as it is. On a
-    ``distributed`` cluster the tasks carry the client as URL + settings only (never a
-    password); each worker process rebuilds it with credentials from its own registry
-    (``auth=`` here sends them there with ``Client.run``, outside any task graph, see
-    :func:`connect_workers`), or from ``ORTHANC_USERNAME``/``ORTHANC_PASSWORD`` or ``~/.netrc``
-    in the worker's environment.
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        An index frame (or a selection of one).
-    func : callable(xarray.DataArray, pandas.DataFrame) -> dict, pandas.Series or scalar
-        A dict or Series gives one column per key; anything else a column ``result``. On a
-        cluster it must be picklable (a module-level function, or cloudpickle-able).
-    dask_client : distributed.Client, optional
-        Run there. Default: Dask's current scheduler when one is active (a
-        ``distributed.Client`` set as default, or ``dask.config.set(scheduler=...)``), else a
-        local thread pool that calls the series directly, without building a Dask graph.
-    client : OrthancClient or str, optional
-        The Orthanc client or URL, as everywhere in orthanc-pandas; default the frame's server.
-        (A ``distributed.Client`` given here, as earlier versions took it, is used as
-        ``dask_client`` with a ``FutureWarning``.)
-    meta : mapping column -> dtype, or pandas.DataFrame, optional
-        Columns and dtypes of the result (columns missing from every result are added);
-        default: inferred by pandas from the results.
-    auth : (str, str), optional
-        Credentials to register on the workers of ``dask_client`` first (via ``Client.run``).
-    orthanc : OrthancClient or str, optional
-        Former name of ``client``.
-    **volume_kwargs
-        Passed to :meth:`~orthanc_pandas.accessor.OrthancAccessor.volume` (``rescale``,
-        ``allow_irregular``, ``dtype``, ``max_workers``).
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per series, in the order of ``df``, indexed by series id (``"series"``), with
-        func's columns and an ``error`` column: missing when the series succeeded, else
-        ``"ExceptionType: message"`` of what failed (downloading, geometry, or ``func``),
-        the other columns then missing. A failing series never loses the others' results.
-
-    Examples
-    --------
-    >>> def stats(vol, rows):
-    ...     return {"mean_hu": float(vol.mean()), "slices": vol.sizes["z"]}
-    >>> res = df.orthanc.map_series(stats)                               # doctest: +SKIP
-    >>> res[res.error.isna()].mean_hu.describe()                         # doctest: +SKIP
-    >>> from distributed import Client                                   # doctest: +SKIP
-    >>> res = df.orthanc.map_series(stats, dask_client=Client("tcp://scheduler:8786"),
-    ...                             auth=("alice", pw))                  # doctest: +SKIP
-    """
-    if client is not None and not isinstance(client, OrthancClient | str):
-        warn("map_series(client=) is the Orthanc client, as everywhere in orthanc-pandas; "
-                      "pass the Dask client as dask_client=.", FutureWarning)
-        dask_client, client = client, None
-    orthanc = client if client is not None else orthanc
-    if dask_client is None and dask.base.get_scheduler() is None:
-        return map_series_local(df, func, client=orthanc, meta=meta, **volume_kwargs)
-    tasks = series_tasks(df, func, orthanc=orthanc, **volume_kwargs)
-    if dask_client is not None and auth is not None:
-        connect_workers(dask_client, _frame_client(df, orthanc).url, auth=auth)
-    if not tasks:
-        results = []
-    elif dask_client is not None:
-        results = dask_client.gather(dask_client.compute(tasks))
-    else:
-        results = list(dask.compute(*tasks))
-    return _result_frame(results, meta)

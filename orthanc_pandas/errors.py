@@ -28,6 +28,8 @@ __all__ = [
     "InconsistentTagError",
     "NotAnIndexError",
     "GeometryError",
+    "NotAVolumeError",
+    "MaskGeometryError",
     "MissingGeometryError",
     "InconsistentSlicesError",
     "MixedOrientationError",
@@ -44,6 +46,9 @@ __all__ = [
     "RefreshWarning",
     "DeletionWarning",
 ]
+
+
+
 
 
 class OrthancPandasError(Exception):
@@ -225,3 +230,17 @@ class RefreshWarning(OrthancPandasWarning):
 
 class DeletionWarning(OrthancPandasWarning):
     """A whole patient or study is being deleted, including resources outside the selection."""
+
+
+class NotAVolumeError(OrthancPandasError, ValueError):
+    """The DataArray is not a volume (no ``y`` and ``x`` dims), so ``vol.orthanc`` does not apply.
+
+    A ``ValueError``, not an ``AttributeError``: xarray turns the latter into a bare
+    ``RuntimeError`` when an accessor fails to initialise, which would hide this message.
+    """
+
+
+class MaskGeometryError(GeometryError):
+    """A segmentation does not fit the image it is to be laid on: another frame of reference,
+    orientation or pixel spacing, an offset that is not a whole number of voxels, or a
+    contour between slices. Nothing is resampled."""

@@ -18,12 +18,12 @@ import pytest
 import orthanc_pandas as op
 from orthanc_pandas.errors import ParseWarning
 from orthanc_pandas.testing import (
-    DEFAULT_BINARY,
     LocalOrthanc,
     OrthancNotInstalledError,
     find_orthanc_binary,
     orthanc_root,
 )
+from orthanc_pandas.testing._servers import DEFAULT_BINARY
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

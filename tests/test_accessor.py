@@ -16,14 +16,13 @@ def test_not_an_index_frame_raises_attributeerror_saying_why():
     assert not hasattr(pd.DataFrame({"a": [1]}), "orthanc")
 
 
-def test_every_error_and_warning_is_in_the_family_and_old_imports_still_work():
-    from orthanc_pandas import compat, errors, index
+def test_every_error_and_warning_is_in_the_family():
+    from orthanc_pandas import errors
 
     assert issubclass(errors.InconsistentIndexError, errors.OrthancPandasError)
-    assert issubclass(errors.InconsistentIndexError, RuntimeError)  # as before the move
-    assert index.InconsistentIndexError is errors.InconsistentIndexError
+    assert issubclass(errors.InconsistentIndexError, RuntimeError)
     assert issubclass(errors.DeletionWarning, errors.OrthancPandasWarning)
-    assert compat.DeletionWarning is errors.DeletionWarning is op.DeletionWarning
+    assert errors.DeletionWarning is op.DeletionWarning
     for name in errors.__all__:
         cls = getattr(errors, name)
         assert issubclass(cls, (errors.OrthancPandasError, errors.OrthancPandasWarning)), name

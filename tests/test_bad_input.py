@@ -36,8 +36,9 @@ from orthanc_pandas.errors import (
     ServerMismatchError,
     UnknownTagError,
 )
-from orthanc_pandas.synthetic import make_series, to_bytes
-from orthanc_pandas.testing import LocalOrthanc, free_port
+from orthanc_pandas.testing import LocalOrthanc
+from orthanc_pandas.testing._servers import free_port
+from orthanc_pandas.testing.synthetic import make_series, to_bytes
 
 
 class _JSONNotOrthanc(http.server.BaseHTTPRequestHandler):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import orthanc_pandas as op
-from orthanc_pandas.capabilities import Capabilities, stored_tags
-from orthanc_pandas.read import choose_route
+from orthanc_pandas._http.capabilities import Capabilities, stored_tags
+from orthanc_pandas._ops.read import choose_route
 
 
 def test_capabilities_match_what_the_server_answers(empty_server):

@@ -10,8 +10,8 @@ import time
 import pandas as pd
 
 import orthanc_pandas as op
-from orthanc_pandas.changes import content_only, is_content_change
-from orthanc_pandas.synthetic import make_series, to_bytes
+from orthanc_pandas._http.changes import content_only, is_content_change
+from orthanc_pandas.testing.synthetic import make_series, to_bytes
 
 
 class RequestLog:

@@ -14,7 +14,7 @@ from orthanc_pandas.errors import ParseWarning
 
 
 def run_cli(*args, env=None, **kw):
-    return subprocess.run([sys.executable, "-m", "orthanc_pandas.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "orthanc_pandas._cli", *args], capture_output=True,
                           text=True, timeout=120, env={**os.environ, **(env or {})}, **kw)
 
 
@@ -61,7 +61,7 @@ def test_bad_url_is_a_clear_error():
 
 
 def test_demo_samples_report_files_that_are_not_dicom_as_such(orthanc_factory):
-    from orthanc_pandas.demo import load_samples, sample_files
+    from orthanc_pandas.testing.samples import load_samples, sample_files
 
     server = orthanc_factory()
     status = load_samples(server, phantom_slices=2, size=8)

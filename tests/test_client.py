@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import orthanc_pandas as op
-from orthanc_pandas.client import OrthancClient, _normalize_url, get_client
+from orthanc_pandas._http.client import OrthancClient, _normalize_url, get_client
 from orthanc_pandas.errors import (
     NotOrthancError,
     OrthancAuthError,
@@ -20,15 +20,15 @@ from orthanc_pandas.errors import (
     OrthancNotFoundError,
     OrthancPandasError,
 )
-from orthanc_pandas.testing import free_port
+from orthanc_pandas.testing._servers import free_port
 
 PASSWORD = "s3cr3t-Pa55word"
 
 
 @pytest.fixture(scope="module")
 def auth_server(orthanc_available):
-    from orthanc_pandas.synthetic import make_series, to_bytes
     from orthanc_pandas.testing import LocalOrthanc
+    from orthanc_pandas.testing.synthetic import make_series, to_bytes
 
     with LocalOrthanc(users={"alice": PASSWORD}) as server:
         server.upload_bytes(to_bytes(d) for d in make_series(3, 8, 8, seed="auth"))
@@ -197,7 +197,7 @@ def test_503_from_a_proxy_is_retried_within_the_budget(corpus):
 
 
 def test_retry_policy():
-    from orthanc_pandas.client import _Attempts
+    from orthanc_pandas._http.client import _Attempts
     from orthanc_pandas.errors import OrthancTimeoutError, OrthancTLSError
 
     dropped = OrthancConnectionError("dropped")

@@ -16,10 +16,10 @@ import pydicom
 import pytest
 
 from orthanc_pandas import Orthanc
-from orthanc_pandas.demo import load_samples
 from orthanc_pandas.errors import ParseWarning
-from orthanc_pandas.synthetic import make_series, to_bytes
 from orthanc_pandas.testing import LocalOrthanc
+from orthanc_pandas.testing.samples import load_samples
+from orthanc_pandas.testing.synthetic import make_series, to_bytes
 
 USER, PASSWORD = "orthanc_user", "orthanc_password"
 

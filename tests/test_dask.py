@@ -16,8 +16,8 @@ import pytest
 import orthanc_pandas as op
 import orthanc_pandas.dask as opd
 from orthanc_pandas.errors import ParseWarning, SelectionError, ServerChangedError
-from orthanc_pandas.synthetic import make_series, to_bytes
 from orthanc_pandas.testing import LocalOrthanc
+from orthanc_pandas.testing.synthetic import make_series, to_bytes
 
 USER, PASSWORD = "alice", "pw-9f3c2d7e1b-never-in-a-graph"
 
@@ -306,7 +306,7 @@ def test_workers_take_credentials_from_their_environment(auth_server, cluster):
     df = op.read_orthanc(url, auth=(USER, PASSWORD))
 
     def forget_and_set_env(env):
-        from orthanc_pandas import client as c
+        from orthanc_pandas._http import client as c
 
         with c._registry_lock:
             c._registry.clear()

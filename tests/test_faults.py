@@ -27,7 +27,7 @@ import pytest
 
 import orthanc_pandas as op
 from orthanc_pandas.errors import OrthancConnectionError, OrthancTimeoutError
-from orthanc_pandas.synthetic import generate_archive, make_series, to_bytes
+from orthanc_pandas.testing.synthetic import generate_archive, make_series, to_bytes
 
 N_SLICES = 24
 

@@ -15,13 +15,13 @@ import pydicom
 import pytest
 
 import orthanc_pandas as op
-from orthanc_pandas.client import OrthancClient
+from orthanc_pandas._frame.tags import resolve_tag
+from orthanc_pandas._http.client import OrthancClient
+from orthanc_pandas._ops.fetch_tags import fetch_tag_columns, from_files_only
+from orthanc_pandas._ops.selection import select
 from orthanc_pandas.errors import OrthancHTTPError, ParseWarning
-from orthanc_pandas.fetch_tags import fetch_tag_columns, from_files_only
-from orthanc_pandas.selection import select
-from orthanc_pandas.synthetic import generate_archive
-from orthanc_pandas.tags import resolve_tag
 from orthanc_pandas.testing import LocalOrthanc
+from orthanc_pandas.testing.synthetic import generate_archive
 
 #: numbers, vectors, text, a private tag, a sequence, binary, a study-level stored tag
 #: (InstitutionName differs between files of one corpus study), a computed one, a long text

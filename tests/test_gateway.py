@@ -9,9 +9,10 @@ import pydicom
 import pytest
 
 import orthanc_pandas as op
-from orthanc_pandas import gateway
-from orthanc_pandas.synthetic import generate_archive
-from orthanc_pandas.testing import LocalOrthanc, free_port, link
+from orthanc_pandas._ops import gateway
+from orthanc_pandas.testing import LocalOrthanc, link
+from orthanc_pandas.testing._servers import free_port
+from orthanc_pandas.testing.synthetic import generate_archive
 
 
 def _with_accessions(blobs):

@@ -9,9 +9,9 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
+from orthanc_pandas._ops.headers import parse_header_prefix
 from orthanc_pandas.errors import SelectionError
-from orthanc_pandas.headers import parse_header_prefix
-from orthanc_pandas.synthetic import make_series, to_bytes
+from orthanc_pandas.testing.synthetic import make_series, to_bytes
 
 
 def assert_same_dataset(got: Dataset, ref: Dataset, where: str = "") -> None:
@@ -98,7 +98,7 @@ def test_deflated_needs_the_whole_file():
 def test_headers_stop_reading_at_the_pixel_data(empty_server):
     """A 512x512 slice: its header comes from the first read of the file; the rest is dropped."""
     import orthanc_pandas as op
-    from orthanc_pandas.client import OrthancClient
+    from orthanc_pandas._http.client import OrthancClient
 
     data = to_bytes(make_series(1, 512, 512, seed="early-close")[0])
     empty_server.upload_bytes([data])

@@ -13,8 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orthanc_pandas.errors import ParseWarning
-from orthanc_pandas.index import (
+from orthanc_pandas._frame.schema import (
     LEVELS,
     InconsistentIndexError,
     LevelTable,
@@ -26,6 +25,7 @@ from orthanc_pandas.index import (
     parse_vectors,
     vector_columns,
 )
+from orthanc_pandas.errors import ParseWarning
 
 
 def archive(instances: list[dict], series_tags=None, study_tags=None, patient_tags=None) -> dict:
@@ -221,7 +221,7 @@ def test_fuzz_no_crash_no_silent_loss(instances, patient_tags):
 
 def test_sort_order_is_a_stable_lexicographic_sort_with_na_last(corpus_frame):
     """The fast lexsort gives exactly pandas' sort over the documented keys, NA last."""
-    from orthanc_pandas.index import INDEX_NAMES, SORT_KEYS, sort_order
+    from orthanc_pandas._frame.schema import INDEX_NAMES, SORT_KEYS, sort_order
 
     shuffled = corpus_frame.sample(frac=1, random_state=7)
     keys = pd.DataFrame({k: (shuffled[k].astype("string") if isinstance(shuffled[k].dtype, pd.CategoricalDtype)

@@ -14,10 +14,9 @@ import pytest
 import xarray as xr
 
 import orthanc_pandas as op
-from orthanc_pandas.errors import GeometryError, GeometryWarning
-from orthanc_pandas.synthetic import make_series, to_bytes
+from orthanc_pandas.errors import GeometryError, GeometryWarning, NotAVolumeError
 from orthanc_pandas.testing import LocalOrthanc
-from orthanc_pandas.xarray_accessor import NotAVolumeError
+from orthanc_pandas.testing.synthetic import make_series, to_bytes
 
 sitk = pytest.importorskip("SimpleITK")
 nib = pytest.importorskip("nibabel")

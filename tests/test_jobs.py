@@ -10,9 +10,9 @@ import pydicom
 import pytest
 
 import orthanc_pandas as op
-from orthanc_pandas.jobs import job_status, run_jobs
-from orthanc_pandas.synthetic import generate_archive
+from orthanc_pandas._ops.jobs import job_status, run_jobs
 from orthanc_pandas.testing import LocalOrthanc
+from orthanc_pandas.testing.synthetic import generate_archive
 
 
 def test_job_status_rows_from_job_json():

@@ -13,8 +13,7 @@ import pandas as pd
 import pytest
 
 import orthanc_pandas as op
-from orthanc_pandas.errors import SelectionError, ServerCapabilityError
-from orthanc_pandas.index import (
+from orthanc_pandas._frame.schema import (
     LABELS_COLUMN,
     LEVELS,
     ROUTES,
@@ -22,9 +21,10 @@ from orthanc_pandas.index import (
     LevelTable,
     build_frame,
 )
-from orthanc_pandas.labels import check_labels, has_labels, label_map, labels_from_map
-from orthanc_pandas.refresh import refresh
-from orthanc_pandas.synthetic import generate_archive
+from orthanc_pandas._ops.labels import check_labels, has_labels, label_map, labels_from_map
+from orthanc_pandas._ops.refresh import refresh
+from orthanc_pandas.errors import SelectionError, ServerCapabilityError
+from orthanc_pandas.testing.synthetic import generate_archive
 
 BAD_LABELS = ["two words", "a,b", "x" * 65, "", "é", "semi;colon", 7]
 

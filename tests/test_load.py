@@ -16,8 +16,8 @@ import pydicom
 import pytest
 
 import orthanc_pandas as op
-from orthanc_pandas.pixels import DEFAULT_WORKERS
-from orthanc_pandas.synthetic import make_series, to_bytes
+from orthanc_pandas._util.fanout import DEFAULT_WORKERS
+from orthanc_pandas.testing.synthetic import make_series, to_bytes
 
 N_SERIES = 8
 

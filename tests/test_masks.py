@@ -10,9 +10,9 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 import orthanc_pandas as op
-from orthanc_pandas.errors import GeometryError, SelectionError
-from orthanc_pandas.masks import RTSTRUCT_SOP_CLASS, MaskGeometryError, rtstruct_mask
-from orthanc_pandas.synthetic import make_series, to_bytes, uid
+from orthanc_pandas._imaging.masks import RTSTRUCT_SOP_CLASS, rtstruct_mask
+from orthanc_pandas.errors import GeometryError, MaskGeometryError, SelectionError
+from orthanc_pandas.testing.synthetic import make_series, to_bytes, uid
 
 hd = pytest.importorskip("highdicom")
 pytest.importorskip("skimage")

@@ -12,8 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orthanc_pandas.errors import SelectionError
-from orthanc_pandas.matching import (
+from orthanc_pandas._frame.matching import (
     decode_criteria,
     decode_criterion,
     encode_criteria,
@@ -21,6 +20,7 @@ from orthanc_pandas.matching import (
     mask,
     wildcard_regex,
 )
+from orthanc_pandas.errors import SelectionError
 
 NAMES = ["DOE^JOHN", "Doe^Jane", "Roe^Richard", None, "", "d?e*"]
 
@@ -105,7 +105,7 @@ def test_iso_days_as_dates_bounds_and_range_ends():
 
 
 def test_ages_in_years():
-    from orthanc_pandas.index import parse_ages
+    from orthanc_pandas._frame.schema import parse_ages
 
     ages = parse_ages(pd.Series(["063Y", "070Y", "006M", "059Y", None]))
     assert mask(ages, (60, 70), "AS").tolist() == [True, True, False, False, False]

@@ -40,7 +40,7 @@ def test_notebook_is_valid_as_stored(path):
 
 
 def test_demo_writes_valid_parquet_and_png(orthanc_available, tmp_path):
-    res = subprocess.run([sys.executable, "-m", "orthanc_pandas.cli", "demo", "--output-dir", str(tmp_path)],
+    res = subprocess.run([sys.executable, "-m", "orthanc_pandas._cli", "demo", "--output-dir", str(tmp_path)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     df = pd.read_parquet(tmp_path / "demo-index.parquet")

@@ -18,18 +18,18 @@ from conftest import IN_CI, ORTHANC_ROOT, _require_orthanc, corpus_paths
 
 import orthanc_pandas as op
 from orthanc_pandas.errors import ParseWarning
-from orthanc_pandas.synthetic import make_series, to_bytes
 from orthanc_pandas.testing import (
     POSTGRESQL_INDEX_PLUGIN,
     LocalOrthanc,
     LocalPostgres,
     OrthancNotInstalledError,
     PostgresNotInstalledError,
-    find_plugin,
     find_postgres_bindir,
 )
+from orthanc_pandas.testing._servers import find_plugin
+from orthanc_pandas.testing.synthetic import make_series, to_bytes
 
-_STAT_KEYS = {"patients": "CountPatients", "studies": "CountStudies", "series": "CountSeries",
+STAT_KEYS = {"patients": "CountPatients", "studies": "CountStudies", "series": "CountSeries",
               "instances": "CountInstances"}
 # provenance that describes the server rather than the archive (the change log's length
 # differs too: the two backends log the refused corpus files differently)
@@ -78,7 +78,7 @@ def test_missing_postgres_says_how_to_install(monkeypatch, tmp_path):
 
 
 def test_missing_plugin_says_how_to_install(monkeypatch, tmp_path):
-    monkeypatch.setattr("orthanc_pandas.testing._PLUGIN_DIRS", (str(tmp_path),))
+    monkeypatch.setattr("orthanc_pandas.testing._servers._PLUGIN_DIRS", (str(tmp_path),))
     with pytest.raises(OrthancNotInstalledError, match="apt-get install -y orthanc-postgresql"):
         find_plugin(POSTGRESQL_INDEX_PLUGIN)
 
@@ -110,7 +110,7 @@ def test_counts_match_statistics(twins):
     df = _read(on_pg.url)
     stats = on_pg.client().statistics()
     counts = df.attrs["orthanc"]["counts"]
-    assert counts == {k: int(stats[v]) for k, v in _STAT_KEYS.items()}
+    assert counts == {k: int(stats[v]) for k, v in STAT_KEYS.items()}
     assert df.orthanc.counts == counts
     assert len(df) == int(stats["CountInstances"]) > 100
     assert "PostgreSQLIndex" in df.attrs["orthanc"]["database_backend"]

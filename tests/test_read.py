@@ -15,11 +15,18 @@ from pydicom.multival import MultiValue
 from pydicom.valuerep import DA
 
 import orthanc_pandas as op
-from orthanc_pandas.changes import is_content_change
+from orthanc_pandas._frame.schema import (
+    LEVELS,
+    MAIN_TAGS,
+    empty_frame,
+    tag_level,
+    tag_vr,
+    vector_columns,
+)
+from orthanc_pandas._http.changes import is_content_change
 from orthanc_pandas.errors import ParseWarning
-from orthanc_pandas.index import LEVELS, MAIN_TAGS, empty_frame, tag_level, tag_vr, vector_columns
-from orthanc_pandas.synthetic import generate_archive
 from orthanc_pandas.testing import LocalOrthanc
+from orthanc_pandas.testing.synthetic import generate_archive
 
 MAIN_TAGS_ALL = [kw for level in LEVELS for kw in MAIN_TAGS[level]]
 STAT_KEYS = {"patients": "CountPatients", "studies": "CountStudies", "series": "CountSeries",

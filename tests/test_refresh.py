@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 
 import orthanc_pandas as op
+from orthanc_pandas._frame.schema import LEVELS, LevelTable, build_frame
+from orthanc_pandas._ops.refresh import changed_resources, merge_rows
 from orthanc_pandas.errors import OrthancPandasError, RefreshWarning
-from orthanc_pandas.index import LEVELS, LevelTable, build_frame
-from orthanc_pandas.refresh import changed_resources, merge_rows
-from orthanc_pandas.synthetic import make_series, to_bytes
+from orthanc_pandas.testing.synthetic import make_series, to_bytes
 
 
 def _canon(df: pd.DataFrame) -> pd.DataFrame:
@@ -107,7 +107,7 @@ def test_refresh_needs_last_change(server):
 
 
 def test_callable_criteria_are_not_replayed():
-    from orthanc_pandas.refresh import _has_callable
+    from orthanc_pandas._ops.refresh import _has_callable
 
     assert _has_callable({"select": {"Modality": {"callable": "<lambda>"}}, "case_sensitive": False})
     assert not _has_callable({"select": {"Modality": {"any": ["CT"]}}, "case_sensitive": False})

@@ -16,10 +16,11 @@ import pandas as pd
 import pytest
 
 import orthanc_pandas as op
-from orthanc_pandas import cli
+from orthanc_pandas import _cli as cli
 from orthanc_pandas.errors import OrthancPandasError
-from orthanc_pandas.synthetic import make_series, to_bytes
-from orthanc_pandas.testing import LocalOrthanc, free_port
+from orthanc_pandas.testing import LocalOrthanc
+from orthanc_pandas.testing._servers import free_port
+from orthanc_pandas.testing.synthetic import make_series, to_bytes
 
 USER = "alice"
 PASSWORD = "Pw-7f3kQ9zX-secret"
@@ -172,7 +173,7 @@ def test_client_pickled_for_workers_carries_no_credentials(orthanc_available, mo
 
 def test_frame_from_parquet_without_credentials_says_how_to_give_them(server, tmp_path):
     """The advice in the error works: op.connect(url, auth=...) and then the frame's calls."""
-    from orthanc_pandas.client import _registry, _registry_lock
+    from orthanc_pandas._http.client import _registry, _registry_lock
 
     df = op.read_orthanc(server.url, auth=(USER, PASSWORD))
     df.to_parquet(tmp_path / "f.parquet")

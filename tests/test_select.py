@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import orthanc_pandas as op
+from orthanc_pandas._frame.matching import decode_criteria
 from orthanc_pandas.errors import ParseWarning, UnknownTagError
-from orthanc_pandas.matching import decode_criteria
-from orthanc_pandas.synthetic import make_series, to_bytes
+from orthanc_pandas.testing.synthetic import make_series, to_bytes
 
 # -- helpers --------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import pydicom
 import pytest
 
 import orthanc_pandas as op
-from orthanc_pandas.accessor import LevelAccessor, OrthancAccessor
+from orthanc_pandas._accessors.frame import LevelAccessor, OrthancAccessor
 from orthanc_pandas.errors import (
     GeometryError,
     GeometryWarning,
@@ -25,7 +25,7 @@ from orthanc_pandas.errors import (
     PixelDataError,
     SelectionError,
 )
-from orthanc_pandas.synthetic import make_multiframe, make_series, to_bytes
+from orthanc_pandas.testing.synthetic import make_multiframe, make_series, to_bytes
 
 SAGITTAL = (0, 1, 0, 0, 0, -1)
 

@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from orthanc_pandas.synthetic import generate_archive, make_series, to_bytes
+from orthanc_pandas.testing.synthetic import generate_archive, make_series, to_bytes
 
 _DIGEST = """
 import hashlib
-from orthanc_pandas.synthetic import generate_archive, make_multiframe, make_series, to_bytes
+from orthanc_pandas.testing.synthetic import generate_archive, make_multiframe, make_series, to_bytes
 h = hashlib.sha256()
 for ds in make_series(6, 8, 8, seed="same", instance_numbers="shuffled"):
     h.update(to_bytes(ds))
@@ -62,7 +62,7 @@ def test_make_seg_holds_the_masks_it_was_given():
 
     import numpy as np
 
-    from orthanc_pandas.synthetic import make_seg, make_series, to_bytes
+    from orthanc_pandas.testing.synthetic import make_seg, make_series, to_bytes
 
     ct = make_series(4, 16, 16, seed="seg-test")
     masks = np.stack([[ds.pixel_array > 1000 for ds in ct], [ds.pixel_array <= 1000 for ds in ct]])

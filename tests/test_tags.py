@@ -8,8 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydicom.datadict import keyword_dict
 
-from orthanc_pandas.errors import OrthancPandasError, UnknownTagError
-from orthanc_pandas.tags import (
+from orthanc_pandas._frame.tags import (
     column_names,
     is_tag_name,
     json_like,
@@ -17,6 +16,7 @@ from orthanc_pandas.tags import (
     suggest_keywords,
     typed_tag_columns,
 )
+from orthanc_pandas.errors import OrthancPandasError, UnknownTagError
 
 
 @pytest.mark.parametrize("name", ["SliceThickness", "0018,0050", "00180050", "(0018,0050)",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import orthanc_pandas as op
-from orthanc_pandas.synthetic import make_series, to_bytes
 from orthanc_pandas.testing import LocalOrthanc, OrthancNotInstalledError
+from orthanc_pandas.testing.synthetic import make_series, to_bytes
 
 
 def test_missing_binary_says_how_to_install(monkeypatch):

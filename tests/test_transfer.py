@@ -17,7 +17,7 @@ import pytest
 
 import orthanc_pandas as op
 from orthanc_pandas.errors import DownloadFolderError
-from orthanc_pandas.synthetic import make_series, to_bytes
+from orthanc_pandas.testing.synthetic import make_series, to_bytes
 
 
 def sha(data: bytes) -> str:
@@ -218,8 +218,8 @@ def _http_error(status, message):
     (None, OSError("[Errno 2] No such file"), True, "Error", "OSError: [Errno 2] No such file"),
 ])
 def test_classify_upload_on_plain_answers(answer, error, looked_like_dicom, status, message):
+    from orthanc_pandas._ops.files import UPLOAD_STATUSES, classify_upload
     from orthanc_pandas.errors import OrthancConnectionError
-    from orthanc_pandas.transfer import UPLOAD_STATUSES, classify_upload
 
     row = classify_upload(answer, error, looked_like_dicom=looked_like_dicom)
     assert row["status"] == status and status in UPLOAD_STATUSES

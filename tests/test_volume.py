@@ -14,6 +14,8 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut
 from pydicom.sequence import Sequence
 
+from orthanc_pandas._imaging.assemble import from_datasets
+from orthanc_pandas._imaging.geometry import affine_matrix, slice_geometry, slice_headers
 from orthanc_pandas.errors import (
     DuplicateSliceError,
     GantryTiltError,
@@ -25,8 +27,7 @@ from orthanc_pandas.errors import (
     PixelDataError,
     SliceSpacingError,
 )
-from orthanc_pandas.synthetic import make_multiframe, make_series, to_bytes
-from orthanc_pandas.volume import affine_matrix, from_datasets, slice_geometry, slice_headers
+from orthanc_pandas.testing.synthetic import make_multiframe, make_series, to_bytes
 
 OBLIQUE = (np.cos(0.3), np.sin(0.3), 0.0, -np.sin(0.3) * np.cos(0.2), np.cos(0.3) * np.cos(0.2),
            np.sin(0.2))
@@ -235,7 +236,7 @@ def test_tolerances_are_arguments(case, tolerance):
 
 
 def test_each_file_is_decoded_once(monkeypatch):
-    import orthanc_pandas.volume as volume
+    import orthanc_pandas._imaging.assemble as volume
 
     calls = []
     decode = volume.decode_pixels
@@ -260,8 +261,8 @@ SKEWED = (1.0, 0.0, 0.0, np.sqrt(0.5), np.sqrt(0.5), 0.0)  # row and column 45 d
 
 
 def test_skewed_orientation_is_a_geometry_error():
+    from orthanc_pandas._imaging.geometry import ORTHONORMAL_TOL, _check_orthonormal
     from orthanc_pandas.errors import GeometryError
-    from orthanc_pandas.volume import ORTHONORMAL_TOL, _check_orthonormal
 
     slices = [roundtrip(d) for d in make_series(3, 6, 6, orientation=SKEWED, seed="skew")]
     with pytest.raises(GeometryError, match="not orthonormal.*45 degrees apart") as info:

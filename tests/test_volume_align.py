@@ -15,8 +15,8 @@ import pytest
 import xarray as xr
 
 import orthanc_pandas as op
-from orthanc_pandas.synthetic import make_series, to_bytes, uid
 from orthanc_pandas.testing import LocalOrthanc
+from orthanc_pandas.testing.synthetic import make_series, to_bytes, uid
 
 N, SIZE, STEP = 12, 32, 2.0  # slices, rows = columns, slice spacing (mm); pixel spacing 1 mm
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)

@@ -25,8 +25,8 @@ from orthanc_pandas.errors import (
     SelectionError,
     SliceSpacingError,
 )
-from orthanc_pandas.synthetic import make_multiframe, make_series, to_bytes, uid
 from orthanc_pandas.testing import LocalOrthanc
+from orthanc_pandas.testing.synthetic import make_multiframe, make_series, to_bytes, uid
 
 OBLIQUE = (np.cos(0.3), np.sin(0.3), 0.0, -np.sin(0.3) * np.cos(0.2), np.cos(0.3) * np.cos(0.2),
            np.sin(0.2))

@@ -1,0 +1,555 @@
+"""Files in and out of Orthanc: ``download``, ``to_zip``, ``upload``, ``delete``.
+
+* Downloads are byte-identical copies of the stored files (``GET /instances/{id}/file`` with
+  ``Accept-Encoding: identity``), written to a temporary name in the target folder and renamed
+  into place, so an interrupted run never leaves a truncated file under a final name. A rerun
+  skips files that are already complete.
+* Uploads report every input path (ZIP members included) with a status; nothing aborts a batch.
+* Deletes are dry runs unless ``confirm=True``; the dry run lists what would go, including
+  instances outside the frame that go with a whole study or patient.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import threading
+import zipfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+
+from orthanc_pandas._frame.schema import ROUTES
+from orthanc_pandas._http.client import OrthancClient, get_client
+from orthanc_pandas._util.fanout import map_in_order, stopped_answering, worker_count
+from orthanc_pandas._util.progress import progress_bar
+from orthanc_pandas.errors import (
+    DownloadFolderError,
+    OrthancConnectionError,
+    OrthancHTTPError,
+    OrthancPandasError,
+)
+
+UPLOAD_STATUSES = ("Success", "AlreadyStored", "NotDicom", "Failure", "Error")
+
+
+_LEVELS = ("instance", "series", "study", "patient")
+
+
+_CHUNK = 1 << 20
+
+
+def default_download_folder(url: str) -> Path:
+    """``<system temp dir>/orthanc-pandas/<host_port>``: where downloads go by default.
+
+    Examples
+    --------
+    >>> default_download_folder("http://127.0.0.1:8042").name
+    '127.0.0.1_8042'
+    """
+    host = url.split("://", 1)[-1].strip("/").replace(":", "_").replace("/", "_")
+    return Path(tempfile.gettempdir()) / "orthanc-pandas" / host
+
+
+def _writable_folder(folder: Path) -> Path:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadFolderError(
+            f"Cannot create the download folder {folder} ({exc.strerror}). Pass a folder you can "
+            "write to: df.orthanc.download('/path/to/folder')."
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DownloadFolderError(
+            f"The download folder {folder} is not writable. Pass a folder you can write to: "
+            "df.orthanc.download('/path/to/folder')."
+        )
+    return folder
+
+
+def _target(folder: Path, ids: tuple[str, str, str, str], layout: str) -> Path:
+    patient, study, series, instance = ids
+    if layout == "flat":
+        return folder / f"{instance}.dcm"
+    return folder / patient / study / series / f"{instance}.dcm"
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _complete(client: OrthancClient, path: Path, instance: str, size, verify: str) -> bool:
+    """Whether ``path`` already holds the stored file (so a rerun can skip it)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    if verify == "none":
+        return True
+    if size is None or pd.isna(size):
+        size = client.get_json(f"/instances/{instance}").get("FileSize")
+    if size is None or st.st_size != int(size):
+        return False
+    if verify == "md5":
+        try:
+            stored = client.get_bytes(f"/instances/{instance}/attachments/dicom/md5").decode().strip()
+        except OrthancHTTPError:
+            return False  # the server keeps no MD5 (StoreMD5ForAttachments off): download again
+        return stored == _md5(path)
+    return True
+
+
+def _fetch_to(client: OrthancClient, instance: str, path: Path) -> None:
+    """Stream one file to a temporary name next to ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.part"):  # left by an interrupted run
+        stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, client.get_file(instance) as answer:
+            for chunk in answer:
+                out.write(chunk)
+        os.replace(tmp, path)
+    except OrthancConnectionError as exc:  # retried by the client already, where that was safe
+        Path(tmp).unlink(missing_ok=True)
+        raise type(exc)(
+            f"Downloading instance {instance} failed ({exc}); rerun download() to resume: "
+            "complete files are skipped.") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def download(df: pd.DataFrame, client: OrthancClient, folder: str | os.PathLike | None = None,
+             *, layout: str = "flat", verify: str = "size", progress=None,
+             max_workers: int = 4) -> pd.Series:
+    """Save the stored DICOM file of every row; return the paths in row order.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        An Orthanc index frame (or a selection of one).
+    client : OrthancClient
+    folder : path, optional
+        Where to write. Default: ``<system temp dir>/orthanc-pandas/<host_port>`` (never
+        deleted by this library).
+    layout : {"flat", "tree"}, default "flat"
+        ``flat``: ``folder/<instance id>.dcm``. ``tree``:
+        ``folder/<patient id>/<study id>/<series id>/<instance id>.dcm`` (Orthanc ids: safe
+        file names, unique, and the same on every server for the same UIDs).
+    verify : {"size", "md5", "none"}, default "size"
+        How a file already on disk is judged complete before it is skipped: its size equals
+        the stored size (the ``orthanc_file_size`` column); ``md5`` also compares the MD5 that
+        Orthanc keeps for the attachment (one small request and one local read per file);
+        ``none`` skips any existing file.
+    progress : bool or tqdm, optional
+        Progress bar; by default shown in terminals and notebooks from 50 files.
+    max_workers : int, default 4
+        Concurrent downloads (never more than ``client.pool_size``).
+
+    Returns
+    -------
+    pandas.Series
+        String paths, indexed like ``df``, named ``path``.
+
+    Examples
+    --------
+    >>> paths = df[df.Modality == "CT"].orthanc.download("ct_files")       # doctest: +SKIP
+    >>> paths = df.orthanc.download("by_series", layout="tree")             # doctest: +SKIP
+    >>> pydicom.dcmread(paths.iloc[0])                                      # doctest: +SKIP
+    """
+    if layout not in ("flat", "tree"):
+        raise ValueError(f"layout must be 'flat' or 'tree', got {layout!r}.")
+    if verify not in ("size", "md5", "none"):
+        raise ValueError(f"verify must be 'size', 'md5' or 'none', got {verify!r}.")
+    root = _writable_folder(Path(folder) if folder is not None else default_download_folder(client.url))
+    idx = list(df.index)
+    targets = [_target(root, tuple(map(str, ids)), layout) for ids in idx]
+    sizes = (df["orthanc_file_size"].tolist() if "orthanc_file_size" in df.columns
+             else [None] * len(df))
+    jobs: dict[Path, tuple[str, object]] = {}
+    for ids, path, size in zip(idx, targets, sizes, strict=False):
+        jobs.setdefault(path, (str(ids[3]), size))
+    workers = worker_count(max_workers, pool_size=client.pool_size, jobs=len(jobs) or 1)
+    done = 0
+    count_lock = threading.Lock()
+    with progress_bar(progress, total=len(jobs), desc="Downloading", unit="file",
+                      min_total=50) as bar:
+        def one(item):
+            nonlocal done
+            path, (instance, size) = item
+            if not _complete(client, path, instance, size, verify):
+                _fetch_to(client, instance, path)
+            with count_lock:
+                done += 1
+            bar.update(1)
+
+        try:
+            map_in_order(one, jobs.items(), workers, name="orthanc-download")
+        except OrthancConnectionError as exc:
+            # a dead server fails every remaining file: stop now and say what is on disk
+            raise stopped_answering(
+                exc, "download", done, len(jobs), f"files were saved complete in {root}",
+                "no other file was written under its final name (no partial files). Rerun "
+                "download() to fetch the rest: complete files are skipped.") from None
+    return pd.Series([str(p) for p in targets], index=df.index, name="path", dtype=object)
+
+
+def to_zip(df: pd.DataFrame, client: OrthancClient, path: str | os.PathLike) -> Path:
+    """Write Orthanc's ZIP archive of the series of the rows to ``path``.
+
+    The archive holds whole series (Orthanc's ``/tools/create-archive`` works on resources):
+    a frame holding part of a series gets the whole series. It is streamed to a temporary file
+    next to ``path`` and renamed into place when complete.
+
+    Examples
+    --------
+    >>> df[df.Modality == "MR"].orthanc.to_zip("mr.zip")                   # doctest: +SKIP
+    PosixPath('mr.zip')
+    """
+    path = Path(path)
+    _writable_folder(path.parent if str(path.parent) else Path("."))
+    series = list(dict.fromkeys(map(str, df.index.get_level_values("series"))))
+    if not series:
+        raise OrthancPandasError("to_zip() got a frame with no rows: there is nothing to archive.")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as out, \
+                client.stream("POST", "/tools/create-archive", idempotent=True,
+                              json_body={"Resources": series, "Synchronous": True}) as answer:
+            try:
+                for chunk in answer:
+                    out.write(chunk)
+            except OrthancConnectionError as exc:
+                raise type(exc)(
+                    f"The connection broke while writing the archive ({exc}); nothing was "
+                    f"written to {path}. Try again.") from None
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# -- upload ---------------------------------------------------------------------------------
+def _expand_inputs(paths, recursive: bool) -> list[Path]:
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            found = p.rglob("*") if recursive else p.iterdir()
+            out.extend(sorted(f for f in found if f.is_file()))
+        else:
+            out.append(p)  # a missing file is reported as Error, not skipped
+    return out
+
+
+def _looks_like_dicom(data: bytes) -> bool:
+    """A cheap local sniff: the Part 10 ``DICM`` marker, or a raw dataset starting with a
+    group 0002/0008 element (Orthanc also stores files without preamble)."""
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return True
+    if len(data) < 16:
+        return False
+    group_le = int.from_bytes(data[0:2], "little")
+    group_be = int.from_bytes(data[0:2], "big")
+    return group_le in (0x0002, 0x0008) or group_be == 0x0008
+
+
+def _items(files: list[Path]) -> Iterator[tuple[str, object]]:
+    """(report path, bytes or an exception) for every file and every ZIP member."""
+    for f in files:
+        try:
+            data = f.read_bytes()
+        except OSError as exc:
+            yield str(f), exc
+            continue
+        if data[:4] == b"PK\x03\x04" and f.suffix.lower() != ".dcm":
+            try:
+                with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                    members = [m for m in zf.infolist() if not m.is_dir()]
+                    for m in members:
+                        try:
+                            yield f"{f}!{m.filename}", zf.read(m)
+                        except Exception as exc:  # a corrupt member: report it, go on
+                            yield f"{f}!{m.filename}", exc
+                    if not members:
+                        yield str(f), ValueError("empty ZIP archive")
+                continue
+            except zipfile.BadZipFile as exc:
+                yield str(f), exc
+                continue
+        yield str(f), data
+
+
+def _upload_row(status: str, message: str = "", answer: dict | None = None) -> dict:
+    answer = answer or {}
+    return {"status": status, "message": message, "instance": answer.get("ID"),
+            "series": answer.get("ParentSeries"), "study": answer.get("ParentStudy"),
+            "patient": answer.get("ParentPatient")}
+
+
+def classify_upload(answer=None, error: BaseException | None = None, *,
+                    looked_like_dicom: bool = True) -> dict:
+    """The report of one uploaded file, from Orthanc's answer or the error the upload raised.
+
+    Pure: no server. ``answer`` is the JSON of ``POST /instances`` (a dict, or a list of
+    them for a ZIP body); ``error`` is what sending raised instead.
+
+    Parameters
+    ----------
+    answer : dict or list of dict, optional
+    error : Exception, optional
+    looked_like_dicom : bool, default True
+        Whether the bytes sent passed the local DICOM sniff (or were checked before sending): a
+        "Bad file format" refusal of bytes that did not is ``NotDicom``, else ``Failure``.
+
+    Returns
+    -------
+    dict
+        ``status`` (one of :data:`UPLOAD_STATUSES`), ``message``, and the Orthanc ids
+        ``instance``, ``series``, ``study``, ``patient`` (``None`` unless stored).
+
+    Examples
+    --------
+    >>> classify_upload({"Status": "AlreadyStored", "ID": "i", "ParentSeries": "s"})["status"]
+    'AlreadyStored'
+    >>> classify_upload(error=OSError("no such file"))["status"]
+    'Error'
+    """
+    if error is None:
+        if isinstance(answer, list):  # Orthanc answers a list for ZIP bodies
+            answer = answer[0] if len(answer) == 1 else {"Status": "Failure",
+                                                         "Message": f"{len(answer)} answers"}
+        if not isinstance(answer, dict):
+            return _upload_row("Error", f"unexpected answer from Orthanc: {answer!r:.200}")
+        status = str(answer.get("Status", "Failure"))
+        return _upload_row(status if status in UPLOAD_STATUSES else "Failure",
+                           answer.get("Message", ""), answer)
+    if isinstance(error, OrthancHTTPError):
+        if error.status == 400 and "Bad file format" in (error.orthanc_message or "") \
+                and not looked_like_dicom:
+            status = "NotDicom"
+        else:
+            status = "Failure" if error.status < 500 else "Error"  # < 500: a file Orthanc refused
+        return _upload_row(status, error.orthanc_message or str(error))
+    if isinstance(error, OrthancPandasError):
+        return _upload_row("Error", str(error))
+    return _upload_row("Error", f"{type(error).__name__}: {error}")
+
+
+def upload(paths, url_or_client: str | OrthancClient, *, recursive: bool = False,
+           check_dicom: bool = True, progress=None, max_workers: int = 4) -> pd.DataFrame:
+    """Store DICOM files in Orthanc; report every input path.
+
+    Parameters
+    ----------
+    paths : path or list of paths
+        Files, folders (their files; subfolders too with ``recursive=True``) and ZIP archives.
+        Each member of a ZIP is uploaded and reported on its own as ``"archive.zip!member"``.
+    url_or_client : str or OrthancClient
+    recursive : bool, default False
+        Descend into subfolders.
+    check_dicom : bool, default True
+        Sniff locally that a file is DICOM before sending it (the ``DICM`` marker, or a
+        dataset without preamble that starts with a group 0002/0008 element). Other files are
+        then reported ``NotDicom`` without being sent. ``False`` sends everything and lets Orthanc
+        judge.
+    progress : bool or tqdm, optional
+        Progress bar; shown in terminals and notebooks from 50 files by default.
+    max_workers : int, default 4
+        Concurrent uploads.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per input file or ZIP member, in input order, with columns ``path``,
+        ``status`` (``Success``, ``AlreadyStored``, ``NotDicom``: not a DICOM file;
+        ``Failure``: a DICOM file Orthanc refused (truncated, corrupt, missing required tags);
+        ``Error``: unreadable file, bad ZIP, or the server failed; once the server stops
+        answering, the files after it are reported ``Error`` "not sent" without being sent),
+        ``message``, ``instance``,
+        ``series``, ``study``, ``patient`` (Orthanc ids, missing unless stored).
+
+    Examples
+    --------
+    >>> report = orthanc_pandas.upload("incoming/", "http://127.0.0.1:8042", recursive=True)  # doctest: +SKIP
+    >>> report.status.value_counts()                                                          # doctest: +SKIP
+    >>> report[report.status.isin(["Failure", "Error"])]                                      # doctest: +SKIP
+    """
+    client = get_client(url_or_client)
+    files = _expand_inputs(paths, recursive)
+    rows: list[dict] = []
+    lock = threading.Lock()
+    server_down: list[str] = []  # set once the server stopped answering: send nothing more
+
+    def send(i: int, name: str, data) -> None:
+        if server_down:
+            row = _upload_row("Error", f"not sent: the server stopped answering earlier in this "
+                                       f"batch ({server_down[0]}). Rerun upload(): files already "
+                                       "stored are reported AlreadyStored.")
+        elif isinstance(data, BaseException):
+            row = classify_upload(error=data)
+        elif check_dicom and not _looks_like_dicom(data):
+            row = _upload_row("NotDicom", "not a DICOM file (no DICM marker, no SOP Instance UID)")
+        else:
+            try:
+                row = classify_upload(client.post_json(
+                    "/instances", data=data, idempotent=True,
+                    headers={"Content-Type": "application/dicom"}))
+            except Exception as exc:  # never abort the batch: report it on its row
+                if isinstance(exc, OrthancConnectionError):
+                    # retried already (uploads are idempotent): the server is gone, so the rest
+                    # of the batch is reported unsent at once instead of failing file by file
+                    server_down.append(type(exc).__name__)
+                row = classify_upload(error=exc,
+                                      looked_like_dicom=check_dicom or _looks_like_dicom(data))
+        with lock:
+            rows.append((i, {"path": name, **row}))
+
+    workers = worker_count(max_workers, pool_size=client.pool_size)
+    with progress_bar(progress, total=len(files), desc="Uploading", unit="file",
+                      min_total=50) as bar, \
+            ThreadPoolExecutor(workers, thread_name_prefix="orthanc-upload") as pool:
+        futures = []
+        last = None
+        # Reading the files is lazy, and the pool is kept at most 4x busy, so a huge folder is
+        # never all in memory at once.
+        for i, (name, data) in enumerate(_items(files)):
+            if last != name.split("!", 1)[0]:
+                if last is not None:
+                    bar.update(1)
+                last = name.split("!", 1)[0]
+            futures.append(pool.submit(send, i, name, data))
+            if len(futures) >= 4 * workers:
+                futures.pop(0).result()
+        for fut in futures:
+            fut.result()
+        if last is not None:
+            bar.update(1)
+    rows.sort(key=lambda r: r[0])
+    report = pd.DataFrame([r for _, r in rows],
+                          columns=["path", "status", "message", "instance", "series", "study", "patient"])
+    report["status"] = pd.Categorical(report["status"], categories=list(UPLOAD_STATUSES))
+    return report
+
+
+# -- delete ---------------------------------------------------------------------------------
+def _plan(df: pd.DataFrame, client: OrthancClient, level: str) -> pd.DataFrame:
+    """Every instance that deleting the rows' resources at ``level`` removes, from the server."""
+    in_frame = set(map(str, df.index.get_level_values("instance")))
+    # resource id -> the (patient, study, series) known from the frame
+    resources = {}
+    for p, st, se, i in df.index:
+        key = {"patient": p, "study": st, "series": se, "instance": i}[level]
+        resources.setdefault(str(key), (str(p), str(st), str(se), str(i)))
+    existing = set(client.list_ids(ROUTES[level]))
+    rows = []
+    for rid, (p, st, se, i) in resources.items():
+        if rid not in existing:
+            rows.append({"level": level, "resource": rid, "patient": p if level != "instance" else p,
+                         "study": st, "series": se, "instance": i if level == "instance" else None,
+                         "in_frame": i in in_frame if level == "instance" else None,
+                         "status": "AlreadyGone"})
+            continue
+        if level == "instance":
+            rows.append({"level": level, "resource": rid, "patient": p, "study": st, "series": se,
+                         "instance": rid, "in_frame": True, "status": "WouldDelete"})
+            continue
+        try:
+            # the server's own lists: instances outside the frame that go with it are included
+            if level == "series":
+                series = [{"ID": rid, "ParentStudy": st}]
+            else:
+                series = client.get_json(f"/{ROUTES[level]}/{rid}/series")
+            study_of = {s["ID"]: s.get("ParentStudy") for s in series}
+            insts = client.get_json(f"/{ROUTES[level]}/{rid}/instances")
+        except OrthancHTTPError as exc:
+            if getattr(exc, "status", None) != 404:
+                raise
+            rows.append({"level": level, "resource": rid, "patient": p, "study": st, "series": se,
+                         "instance": None, "in_frame": None, "status": "AlreadyGone"})
+            continue
+        patient = p
+        for inst in insts:
+            s_id = inst.get("ParentSeries")
+            rows.append({"level": level, "resource": rid, "patient": patient,
+                         "study": study_of.get(s_id, st), "series": s_id, "instance": inst["ID"],
+                         "in_frame": inst["ID"] in in_frame, "status": "WouldDelete"})
+    out = pd.DataFrame(rows, columns=["level", "resource", "patient", "study", "series", "instance",
+                                      "in_frame", "status"])
+    out["in_frame"] = out["in_frame"].astype("boolean")
+    return out
+
+
+def delete(df: pd.DataFrame, client: OrthancClient, level: str = "instance", *,
+           confirm: bool = False, progress=None) -> pd.DataFrame:
+    """Delete the rows' resources at ``level`` from Orthanc - only with ``confirm=True``.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        An Orthanc index frame (or a selection of one).
+    client : OrthancClient
+    level : {"instance", "series", "study", "patient"}, default "instance"
+        ``instance`` deletes exactly the rows. ``series``/``study``/``patient`` delete every
+        resource any row belongs to, *with all its instances, in the frame or not*.
+    confirm : bool, default False
+        ``False``: a dry run, nothing is deleted. ``True``: delete.
+    progress : bool or tqdm, optional
+        Progress bar over the resources deleted.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per instance that goes (per resource already gone), with columns ``level``,
+        ``resource`` (the id deleted), ``patient``, ``study``, ``series``, ``instance``,
+        ``in_frame`` (whether that instance is a row of ``df``) and ``status``:
+        ``WouldDelete`` (dry run), ``Deleted``, ``AlreadyGone`` (not on the server any more;
+        reported, not raised). ``attrs["dry_run"]`` says which it was.
+
+    Examples
+    --------
+    >>> plan = df[df.SeriesDescription == "scout"].orthanc.delete(level="series")   # doctest: +SKIP
+    >>> plan.in_frame.value_counts()          # instances outside the frame too?     # doctest: +SKIP
+    >>> report = df[df.SeriesDescription == "scout"].orthanc.delete(level="series",
+    ...                                                              confirm=True)   # doctest: +SKIP
+    """
+    if level not in _LEVELS:
+        raise ValueError(f"level must be one of {_LEVELS}, got {level!r}.")
+    plan = _plan(df, client, level)
+    plan.attrs["dry_run"] = not confirm
+    if not confirm:
+        return plan
+    todo = list(dict.fromkeys(plan.loc[plan.status == "WouldDelete", "resource"]))
+    gone: set[str] = set()
+    with progress_bar(progress, total=len(todo), desc="Deleting", unit=level, min_total=50) as bar:
+        for k, rid in enumerate(todo):
+            try:
+                client.delete(f"/{ROUTES[level]}/{rid}")
+            except OrthancHTTPError as exc:
+                if exc.status != 404:
+                    raise
+                gone.add(rid)  # deleted meanwhile (e.g. with its last sibling): fine
+            except OrthancConnectionError as exc:
+                raise stopped_answering(
+                    exc, "delete", k, len(todo), f"{level} deletions",
+                    f"the first {k} in the dry-run plan's order are gone; {rid} may or may not "
+                    "be. Run the same delete again when the server is back: resources already "
+                    "deleted are reported AlreadyGone.") from None
+            bar.update(1)
+    would = plan.status == "WouldDelete"
+    plan.loc[would, "status"] = "Deleted"
+    plan.loc[would & plan.resource.isin(gone), "status"] = "AlreadyGone"
+    plan.attrs["dry_run"] = False
+    return plan

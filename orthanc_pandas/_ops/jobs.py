@@ -1,0 +1,291 @@
+"""Orthanc jobs: polling ``/jobs/{id}``, and anonymize/modify of a frame's resources.
+
+Orthanc runs long work (C-MOVE, C-GET, C-STORE, anonymization, modification) as
+asynchronous jobs. :func:`job_status` turns the JSON of ``GET /jobs/{id}`` into one flat
+status row (pure, testable on recorded JSON); :func:`run_jobs` submits many jobs with a bound
+on how many run at once, polls them with a progress bar and a timeout, and returns one status
+per item; :func:`modify_resources` is what ``df.orthanc.anonymize()`` / ``.modify()`` call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+
+from orthanc_pandas._http.client import OrthancClient
+from orthanc_pandas._util.fanout import map_in_order
+from orthanc_pandas._util.progress import progress_bar
+from orthanc_pandas.errors import JobError, OrthancPandasError
+
+_FINAL = {"Success", "Failure"}
+
+
+_ROUTES = {"patient": "patients", "study": "studies", "series": "series", "instance": "instances"}
+
+
+#: columns of the mapping frame, after ``level, resource, new_resource, job, status, reason``
+MAPPING_COLUMNS = ("patient", "study", "series", "instance", "PatientID", "StudyInstanceUID",
+                   "SeriesInstanceUID", "SOPInstanceUID", "new_patient", "new_study", "new_series",
+                   "new_instance", "new_PatientID", "new_StudyInstanceUID", "new_SeriesInstanceUID",
+                   "new_SOPInstanceUID")
+
+
+def job_status(job: Mapping[str, Any]) -> dict[str, Any]:
+    """One flat status row from the JSON of ``GET /jobs/{id}``. Pure.
+
+    Returns ``job`` (id), ``type``, ``state`` (Pending, Running, Success, Failure, Paused,
+    Retry), ``done`` (final state reached), ``ok``, ``progress`` (0-100), ``reason`` (Orthanc's
+    error description and details, ``""`` on success) and ``content`` (the job's public
+    content: e.g. the new resource's ``ID`` of an anonymization).
+
+    Examples
+    --------
+    >>> job_status({"ID": "j1", "Type": "DicomMoveScu", "State": "Failure", "Progress": 0,
+    ...             "ErrorCode": 9, "ErrorDescription": "Error in the network protocol",
+    ...             "ErrorDetails": "DicomAssociation - connecting to AET \\"B\\": Failed"})["reason"]
+    'Error in the network protocol: DicomAssociation - connecting to AET "B": Failed'
+    >>> job_status({"ID": "j2", "State": "Success", "Progress": 100, "Content": {"ID": "x"}})["ok"]
+    True
+    """
+    state = str(job.get("State", "Unknown"))
+    reason = ""
+    if state == "Failure":
+        desc = job.get("ErrorDescription") or "failed"
+        details = job.get("ErrorDetails") or ""
+        reason = f"{desc}: {details}" if details else str(desc)
+    content = job.get("Content") or {}
+    failed = content.get("FailedInstancesCount") if isinstance(content, Mapping) else None
+    if state == "Success" and failed:
+        reason = f"{failed} instance(s) could not be processed"
+    return {"job": job.get("ID"), "type": job.get("Type"), "state": state, "done": state in _FINAL,
+            "ok": state == "Success" and not failed, "progress": float(job.get("Progress") or 0),
+            "reason": reason, "content": dict(content) if isinstance(content, Mapping) else {}}
+
+
+def run_jobs(client: OrthancClient, items: Iterable[Hashable], submit: Callable[[Hashable], str], *,
+             max_workers: int = 2, timeout: float | None = None, progress=None, desc: str = "jobs",
+             poll: float = 0.1) -> dict[Hashable, dict[str, Any]]:
+    """Submit one Orthanc job per item, at most ``max_workers`` at once, and wait for them.
+
+    ``submit(item)`` starts the job and returns its id. A submission that raises one of the
+    library's errors (the server refused it) is a failed item, not an exception. When
+    ``timeout`` seconds have passed, running jobs are cancelled and items not started are
+    reported as such: every item gets a final status, none is left "running".
+
+    Returns
+    -------
+    dict
+        ``{item: job_status(...)}`` (see :func:`job_status`), in the order of ``items``.
+    """
+    todo = list(dict.fromkeys(items))
+    results: dict[Hashable, dict[str, Any]] = {}
+    running: dict[Hashable, str] = {}
+    queue = list(todo)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with progress_bar(progress, total=len(todo), desc=desc, unit="job") as bar:
+        while queue or running:
+            while queue and len(running) < max(1, max_workers):
+                item = queue.pop(0)
+                try:
+                    running[item] = submit(item)
+                except OrthancPandasError as exc:
+                    results[item] = {"job": None, "type": None, "state": "Failure", "done": True,
+                                     "ok": False, "progress": 0.0, "reason": f"refused: {exc}",
+                                     "content": {}}
+                    bar.update(1)
+            for item, job in list(running.items()):
+                try:
+                    status = job_status(client.get_json(f"/jobs/{job}"))
+                except OrthancPandasError as exc:
+                    status = {"job": job, "type": None, "state": "Failure", "done": True, "ok": False,
+                              "progress": 0.0, "reason": f"job lost: {exc}", "content": {}}
+                if status["done"]:
+                    results[item] = status
+                    del running[item]
+                    bar.update(1)
+            if deadline is not None and time.monotonic() > deadline and (running or queue):
+                for item, job in running.items():
+                    try:
+                        client.post_json(f"/jobs/{job}/cancel", {})
+                    except OrthancPandasError:
+                        pass
+                    results[item] = {"job": job, "type": None, "state": "Failure", "done": True,
+                                     "ok": False, "progress": 0.0,
+                                     "reason": f"timeout after {timeout} s (job cancelled)", "content": {}}
+                for item in queue:
+                    results[item] = {"job": None, "type": None, "state": "Failure", "done": True,
+                                     "ok": False, "progress": 0.0,
+                                     "reason": f"timeout after {timeout} s (not started)", "content": {}}
+                bar.update(len(running) + len(queue))
+                running.clear()
+                queue.clear()
+            if running:
+                time.sleep(poll)
+    return {item: results[item] for item in todo}
+
+
+def _level_resources(df: pd.DataFrame, level: str) -> list[str]:
+    ids = df.index.get_level_values(level)
+    return [i for i in dict.fromkeys(ids) if isinstance(i, str) and i]
+
+
+def _describe(client: OrthancClient, level: str, rid: str) -> list[dict]:
+    """One row per instance of resource ``rid``: its four ids and four UIDs."""
+    route = _ROUTES[level]
+    if level == "instance":
+        instances = [client.get_json(f"/instances/{rid}")]
+    else:
+        instances = client.get_json(f"/{route}/{rid}/instances", params={"expand": ""})
+    series = ({s["ID"]: s for s in client.get_json(f"/{route}/{rid}/series", params={"expand": ""})}
+              if level in ("patient", "study") else {})
+    studies: dict[str, dict] = {}
+    rows = []
+    for inst in instances:
+        sid = inst["ParentSeries"]
+        if sid not in series:
+            series[sid] = client.get_json(f"/series/{sid}")
+        stid = series[sid]["ParentStudy"]
+        if stid not in studies:
+            studies[stid] = client.get_json(f"/studies/{stid}")
+        st = studies[stid]
+        rows.append({"patient": st["ParentPatient"], "study": stid, "series": sid, "instance": inst["ID"],
+                     "PatientID": (st.get("PatientMainDicomTags") or {}).get("PatientID"),
+                     "StudyInstanceUID": st["MainDicomTags"].get("StudyInstanceUID"),
+                     "SeriesInstanceUID": series[sid]["MainDicomTags"].get("SeriesInstanceUID"),
+                     "SOPInstanceUID": inst["MainDicomTags"].get("SOPInstanceUID")})
+    return rows
+
+
+def _remove_partial_copies(client: OrthancClient, route: str, meta: str, statuses: dict,
+                           sources: dict[str, list[dict]], existing: set[str]) -> None:
+    """Delete what a failed job wrote before failing, so a failure leaves no half copy.
+
+    Orthanc writes the modified instances one by one; a job that fails on the n-th leaves the
+    first n-1 as a new resource. It is found among the resources that appeared during the run
+    by the ``AnonymizedFrom``/``ModifiedFrom`` metadata of its instances.
+    """
+    failed = {rid for rid, st in statuses.items() if not st["ok"] and rid in sources}
+    if not failed or route == "instances":
+        return
+    made = {st["content"].get("ID") for st in statuses.values() if st["ok"]}
+    appeared = set(client.get_json(f"/{route}")) - existing - made
+    owner = {r["instance"]: rid for rid in failed for r in sources[rid]}
+    for new in appeared:
+        try:
+            first = client.get_json(f"/{route}/{new}/instances")[0]["ID"]
+            origin = client.get_bytes(f"/instances/{first}/metadata/{meta}").decode()
+        except (OrthancPandasError, IndexError):
+            continue
+        rid = owner.get(origin)
+        if rid is None:
+            continue
+        try:
+            client.delete(f"/{route}/{new}")
+            note = f"; its partial copy {new} was deleted"
+        except OrthancPandasError as exc:
+            note = f"; its partial copy {new} could not be deleted ({exc})"
+        statuses[rid] = {**statuses[rid], "reason": statuses[rid]["reason"] + note}
+
+
+def modify_resources(df: pd.DataFrame, client: OrthancClient, action: str = "anonymize", *,
+                     level: str = "study", keep: Iterable[str] = (), replace: Mapping[str, str] | None = None,
+                     remove: Iterable[str] = (), keep_source: bool = True, force: bool = False,
+                     confirm: bool = False, done: pd.DataFrame | None = None, max_workers: int = 2,
+                     timeout: float | None = None, progress=None, errors: str = "raise") -> pd.DataFrame:
+    """Anonymize or modify the rows' resources at ``level`` as Orthanc jobs; the mapping frame.
+
+    See :meth:`orthanc_pandas.accessor.OrthancAccessor.anonymize` for the parameters.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per instance of each resource: ``level``, ``resource`` (source id at
+        ``level``), ``new_resource``, ``job``, ``status`` (``would anonymize``/``would modify``
+        on a dry run, ``done``, ``done before`` (in ``done=``, not redone), ``failed``),
+        ``reason``, then the source ids and UIDs and their ``new_`` counterparts.
+    """
+    if action not in ("anonymize", "modify"):
+        raise ValueError(f"action must be 'anonymize' or 'modify', got {action!r}.")
+    if level not in _ROUTES:
+        raise ValueError(f"level must be one of {tuple(_ROUTES)}, got {level!r}.")
+    if errors not in ("raise", "report"):
+        raise ValueError(f"errors must be 'raise' or 'report', got {errors!r}.")
+    resources = _level_resources(df, level)
+    finished: dict[str, pd.DataFrame] = {}
+    if done is not None and len(done):
+        ok = done[(done["status"].isin(["done", "done before"])) & (done["level"] == level)]
+        for rid, rows in ok.groupby("resource", sort=False):
+            finished[str(rid)] = rows.assign(status="done before")
+    body: dict[str, Any] = {"Asynchronous": True, "KeepSource": bool(keep_source), "Force": bool(force)}
+    if replace:
+        body["Replace"] = dict(replace)
+    if keep:
+        body["Keep"] = list(keep)
+    if remove:
+        body["Remove"] = list(remove)
+    route = _ROUTES[level]
+    todo = [r for r in resources if r not in finished]
+    if not confirm:
+        plan = pd.DataFrame({"level": level, "resource": todo, "new_resource": None, "job": None,
+                             "status": f"would {action}", "reason": ""})
+        parts = [plan, *finished.values()]
+        out = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else plan
+        out.attrs["dry_run"] = True
+        return out
+
+    sources: dict[str, list[dict]] = {}
+
+    def submit(rid):
+        sources[rid] = _describe(client, level, rid)  # before the job: the source may go
+        return client.post_json(f"/{route}/{rid}/{action}", body)["ID"]
+
+    existing = set(client.get_json(f"/{route}"))
+    statuses = run_jobs(client, todo, submit, max_workers=max_workers, timeout=timeout,
+                        progress=progress, desc=action)
+    meta = "AnonymizedFrom" if action == "anonymize" else "ModifiedFrom"
+    _remove_partial_copies(client, route, meta, statuses, sources, existing)
+    frames = []
+    for rid in resources:
+        if rid in finished:
+            frames.append(finished[rid])
+            continue
+        st = statuses[rid]
+        new = st["content"].get("ID")
+        head = {"level": level, "resource": rid, "new_resource": new, "job": st["job"]}
+        if not st["ok"] or not new:
+            frames.append(pd.DataFrame([{**head, "status": "failed", "reason": st["reason"] or "no result"}]))
+            continue
+        try:
+            created = _describe(client, level, new)
+            origin = map_in_order(
+                lambda r: client.get_bytes(f"/instances/{r['instance']}/metadata/{meta}").decode(),
+                created, 4)
+        except OrthancPandasError as exc:
+            frames.append(pd.DataFrame([{**head, "status": "failed", "reason": f"result unreadable: {exc}"}]))
+            continue
+        src = {r["instance"]: r for r in sources.get(rid, [])}
+        rows = []
+        for new_row, from_id in zip(created, origin, strict=True):
+            old = src.get(from_id, {"instance": from_id})
+            rows.append({**head, "status": "done", "reason": "",
+                         **{k: old.get(k) for k in MAPPING_COLUMNS[:8]},
+                         **{"new_" + k: v for k, v in new_row.items()}})
+        frames.append(pd.DataFrame(rows))
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["level", "resource", "new_resource", "job", "status", "reason"])
+    for c in MAPPING_COLUMNS:
+        if c not in out:
+            out[c] = None
+    out = out[["level", "resource", "new_resource", "job", "status", "reason", *MAPPING_COLUMNS]]
+    out = out.astype({c: "string" for c in out.columns})
+    out.attrs["dry_run"] = False
+    failed = out[out.status == "failed"]
+    if len(failed) and errors == "raise":
+        first = failed.iloc[0]
+        raise JobError(f"{len(failed)} of {len(resources)} {level} {action} job(s) failed (first: "
+                       f"{first['resource']}: {first['reason']}). The report is the error's .report; "
+                       f"run again with done=error.report to do only the rest.", report=out)
+    return out

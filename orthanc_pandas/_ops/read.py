@@ -1,0 +1,312 @@
+"""``read_orthanc``: the whole server index as one DataFrame, consistent with one moment."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import pandas as pd
+
+from orthanc_pandas._frame.schema import (
+    LEVELS,
+    ROUTES,
+    InconsistentIndexError,
+    LevelTable,
+    build_frame,
+    release_memory,
+    system_memory_pool,
+)
+from orthanc_pandas._http.client import OrthancClient, get_client
+from orthanc_pandas._util.progress import progress_bar
+from orthanc_pandas._version import __version__
+from orthanc_pandas.errors import FrameFormatError, OrthancConnectionError, ServerChangedError
+
+log = logging.getLogger(__name__)
+
+
+#: Version of the frame layout written into ``df.attrs["orthanc"]["format"]``.
+FORMAT_VERSION = 1
+
+
+#: Level -> count in ``GET /statistics``; the one definition (by route: ``ROUTES[level]``).
+STAT_KEYS = {"patient": "CountPatients", "study": "CountStudies", "series": "CountSeries",
+              "instance": "CountInstances"}
+
+
+def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: bool = True,
+                 page_size: int = 5000, max_attempts: int = 3, route: str = "auto",
+                 **client_kwargs) -> pd.DataFrame:
+    """Read the whole Orthanc index into one DataFrame, one row per instance.
+
+    Paged lists of the four levels (never one request per resource) are joined client-side:
+    ``GET /{level}?expand``, or for the instances extended ``/tools/find`` where the server
+    has it (Orthanc >= 1.12.5; paged, so ``LimitFindInstances`` does not truncate it). Both
+    routes give the same frame.
+    The read is checked against ``/changes`` and ``/statistics`` before and after: if the
+    archive changed meanwhile it is read again, and after ``max_attempts`` a
+    :class:`~orthanc_pandas.errors.ServerChangedError` is raised. A silently partial frame is
+    never returned.
+
+    Parameters
+    ----------
+    url : str or OrthancClient
+        ``http[s]://host[:port][/prefix]`` or a client.
+    auth : (str, str), optional
+        Credentials; default from the URL, ``ORTHANC_USERNAME``/``ORTHANC_PASSWORD`` or
+        ``~/.netrc``. Kept in memory for ``df.orthanc``; never written to ``df.attrs``.
+    progress : bool or tqdm, optional
+        Progress bar over the resources read. Default: shown in terminals and notebooks for
+        large servers.
+    typed : bool, default True
+        Convert tags to typed columns (see :mod:`orthanc_pandas.index`); ``False`` keeps the
+        raw strings.
+    page_size : int, default 5000
+        Resources per request.
+    max_attempts : int, default 3
+        Reads tried while the archive keeps changing.
+    route : {"auto", "find", "lists"}, default "auto"
+        How instances are listed: extended ``/tools/find`` (``"find"``, chosen by ``auto``
+        where ``/system`` announces ``HasExtendedFind``) or ``GET /instances?expand``.
+    **client_kwargs
+        ``verify``, ``timeout``, ... passed to :class:`~orthanc_pandas.client.OrthancClient`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``(patient, study, series, instance)`` Orthanc ids, with provenance in
+        ``df.attrs["orthanc"]``.
+
+    Examples
+    --------
+    >>> import orthanc_pandas as op
+    >>> df = op.read_orthanc("http://127.0.0.1:8042")                    # doctest: +SKIP
+    >>> df.orthanc.counts                                                # doctest: +SKIP
+    {'patients': 20, 'studies': 32, 'series': 39, 'instances': 119}
+    >>> df.groupby("Modality", observed=True).size()                     # doctest: +SKIP
+    """
+    client = get_client(url, auth=auth, **client_kwargs)
+    system = client.system()
+    route = choose_route(client, route)
+
+    def read(stats0):
+        total = sum(int(stats0[STAT_KEYS[lvl]]) for lvl in LEVELS)
+        bar = progress_bar(progress, total=total, desc="Reading Orthanc index", unit="res",
+                           min_total=20_000)
+        try:
+            with system_memory_pool():
+                tables = read_tables(client, page_size=page_size, bar=bar, route=route,
+                                     counts={lvl: int(stats0[STAT_KEYS[lvl]]) for lvl in LEVELS})
+        except OrthancConnectionError as exc:
+            done = getattr(exc, "_progress", "")
+            raise type(exc)(
+                f"read_orthanc: the server stopped answering {done}; no frame was returned "
+                f"(nothing partial). Cause: {exc}"
+            ) from None
+        finally:
+            bar.close()
+        return tables, {lvl: tables[lvl].n for lvl in LEVELS}
+
+    def build(tables, last_change, counts):
+        with system_memory_pool():
+            df = build_frame(tables, typed=typed)
+        df.attrs["orthanc"] = provenance(client, system, last_change, counts)
+        return df
+
+    return read_consistent(client, read, build, max_attempts=max_attempts)
+
+
+def read_consistent(client: OrthancClient, read, build, *, max_attempts: int = 3):
+    """Read until the archive did not change meanwhile, then build the result.
+
+    ``read(statistics) -> (raw, counts)`` reads the lists; the change sequence and
+    ``/statistics`` taken around it must agree with ``counts``. ``build(raw, last_change,
+    counts)`` makes the result; an :class:`~orthanc_pandas.index.InconsistentIndexError` from
+    it (an orphan: the server changed between two lists) also means "read again". After
+    ``max_attempts`` reads a :class:`~orthanc_pandas.errors.ServerChangedError` is raised.
+    """
+    last_problem = ""
+    for attempt in range(max_attempts):
+        seq0 = client.last_change()
+        stats0 = client.statistics()
+        raw, counts = read(stats0)
+        seq1 = client.last_change()
+        stats1 = client.statistics()
+        problem = _consistency_problem(client, seq0, seq1, stats0, stats1, counts)
+        if not problem:
+            try:
+                return build(raw, seq1, counts)
+            except InconsistentIndexError as exc:
+                problem = str(exc)
+        last_problem = problem
+        log.info("Orthanc changed during the read (%s); reading again (%d/%d)",
+                 problem, attempt + 1, max_attempts)
+    raise ServerChangedError(
+        f"The archive at {client.url} kept changing during {max_attempts} reads ({last_problem}); "
+        "no consistent index could be taken. Retry when uploads have settled, or raise max_attempts."
+    )
+
+
+#: extended /tools/find per instance: tags, parent and the file's size (Attachments).
+#: Measured on 1.13, 20,000 instances, 2 cores (benchmarks/index.py, docs/servers.md): the four
+#: GET lists 0.97 s; tags+parent with Attachments as two concurrent streams over the two halves
+#: of the instances, beside the parent lists, 0.49 s; tags and sizes as two separate streams
+#: 0.59 s. Metadata (IndexInSeries) would cost ~0.4 s more, so that column is not in the frame.
+FIND_INSTANCE_CONTENT = ["MainDicomTags", "Parent", "Attachments"]
+
+
+def find_instance_content(client: OrthancClient) -> list[str]:
+    """:data:`FIND_INSTANCE_CONTENT`, plus ``Labels`` where the server has labels (1.12+): the
+    GET lists carry them there, so both routes fill ``orthanc_labels`` alike (no measurable
+    cost: 4,000 instances on 1.13, median of 5 reads)."""
+    return FIND_INSTANCE_CONTENT + (["Labels"] if client.capabilities().labels else [])
+
+
+ROUTE_CHOICES = ("auto", "find", "lists")
+
+
+def choose_route(client: OrthancClient, route: str = "auto") -> str:
+    """``"find"`` (instances from extended ``/tools/find``) or ``"lists"`` (four GET lists).
+
+    ``auto`` takes extended find where the server has it (Orthanc >= 1.12.5 with an index
+    that implements it: not PostgreSQL plugin 5.0): on 1.13 it lists instances about twice as
+    fast as ``GET /instances?expand`` (``benchmarks/index.py``).
+    """
+    if route not in ROUTE_CHOICES:
+        raise ValueError(f"route must be one of {ROUTE_CHOICES}, got {route!r}.")
+    has_find = client.capabilities().extended_find
+    if route == "find" and not has_find:
+        raise ValueError(f"route='find' needs extended /tools/find (Orthanc >= 1.12.5 with an index "
+                         f"that has it); {client.url} runs Orthanc {client.version} without it. "
+                         "Use route='auto'.")
+    if route == "auto":
+        return "find" if has_find else "lists"
+    return route
+
+
+def read_tables(client: OrthancClient, *, page_size: int = 5000, bar=None, route: str = "lists",
+                counts: dict[str, int] | None = None) -> dict[str, LevelTable]:
+    """Page through the four levels; each page becomes Arrow columns as it arrives.
+
+    ``route="lists"``: the four ``GET /{level}?expand`` lists, one after the other, instances
+    first (a resource added meanwhile then shows up as an orphan or a moved change sequence,
+    which the caller detects). ``route="find"``: three concurrent streams, which a 1.13 server
+    answers on its own threads: the two halves of the instances from extended ``/tools/find``
+    (each paged until its end, so ``LimitFindInstances`` never truncates them), and the parent
+    levels' GET lists. The caller's change-sequence and count checks make either consistent.
+    """
+    levels = list(reversed(LEVELS))
+    if route != "find":
+        return _read_levels(client, levels, page_size, bar)
+    total = (counts or {}).get("instance")
+    if total is None:
+        total = client.count_resources("Instance")
+    half = total // 2
+    content = find_instance_content(client)
+    first, second = LevelTable("instance"), LevelTable("instance")
+    with ThreadPoolExecutor(2, thread_name_prefix="orthanc-read") as pool:
+        upper = pool.submit(_read_level, second, client.iter_find(
+            "Instance", content, page_size=page_size, start=half, total=total), bar, {})
+        parents = pool.submit(_read_levels, client, levels[1:], page_size, bar)
+        try:
+            _read_level(first, client.iter_find("Instance", content, page_size=page_size,
+                                                total=half), bar, {})
+            upper.result()
+        except BaseException as exc:
+            upper.cancel()
+            parents.cancel()
+            if isinstance(exc, OrthancConnectionError):
+                exc._progress = f"while reading instances (after {first.n + second.n} of them)"
+            raise
+        first.extend(second)
+        tables = {"instance": first, **parents.result()}
+    release_memory()
+    return tables
+
+
+def _read_levels(client: OrthancClient, levels, page_size: int, bar) -> dict[str, LevelTable]:
+    tables: dict[str, LevelTable] = {}
+    for level in levels:
+        table = LevelTable(level)
+        _read_level(table, client.iter_pages(ROUTES[level], page_size=page_size), bar, tables)
+        tables[level] = table
+        release_memory()  # the JSON of the level's pages is gone; keep only its Arrow columns
+    return tables
+
+
+def _read_level(table: LevelTable, pages, bar, done: dict[str, LevelTable]) -> None:
+    try:
+        for page in pages:
+            table.add_page(page)
+            if bar is not None:
+                bar.update(len(page))
+    except OrthancConnectionError as exc:
+        read = ", ".join(f"{t.n} {ROUTES[lvl]}" for lvl, t in done.items())
+        exc._progress = (f"while reading {ROUTES[table.level]} (after {table.n} of them"
+                         + (f"; {read} read before" if read else "") + ")")
+        raise
+
+
+def content_changes(client: OrthancClient, since: int, until: int | None = None) -> list[dict]:
+    """The ``/changes`` entries after ``since`` (up to ``until``) that can alter the index
+    (see :mod:`orthanc_pandas.changes`: DICOMweb's cache writes, stability and metadata are not)."""
+    return list(client.iter_changes(since, until, content_only=True))
+
+
+def _consistency_problem(client, seq0, seq1, stats0, stats1, counts) -> str:
+    if seq0 != seq1:
+        moved = content_changes(client, seq0, seq1)
+        if moved:
+            kinds = sorted({c.get("ChangeType", "?") for c in moved})
+            return f"{len(moved)} change(s) ({', '.join(kinds)}) between sequence {seq0} and {seq1}"
+    for lvl in LEVELS:
+        a, b = int(stats0[STAT_KEYS[lvl]]), int(stats1[STAT_KEYS[lvl]])
+        if a != b or counts[lvl] != b:
+            return f"{ROUTES[lvl]}: /statistics said {a} then {b}, the lists held {counts[lvl]}"
+    return ""
+
+
+def provenance(client: OrthancClient, system: dict, last_change: int, counts: dict) -> dict:
+    """The JSON-only provenance stored in ``df.attrs["orthanc"]`` (no credentials)."""
+    return {
+        "url": client.url,
+        "name": system.get("Name"),
+        "version": system.get("Version"),
+        "api_version": system.get("ApiVersion"),
+        "database_backend": system.get("DatabaseBackendPlugin"),
+        "read_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "last_change": int(last_change),
+        "counts": {ROUTES[k]: int(v) for k, v in counts.items()},
+        "format": FORMAT_VERSION,
+        "library": f"orthanc-pandas {__version__}",
+        "criteria": [],
+    }
+
+
+def check_format(attrs) -> None:
+    """Refuse a frame whose ``attrs["orthanc"]["format"]`` this version does not know.
+
+    A frame (or parquet file) written by a newer orthanc-pandas may lay out its columns
+    differently, so using it here could select or download the wrong rows without any error.
+    Frames without provenance (attrs dropped, e.g. by ``pd.concat``) are not refused here.
+
+    Examples
+    --------
+    >>> check_format({"orthanc": {"format": FORMAT_VERSION}})
+    >>> check_format({"orthanc": {"format": 99, "library": "orthanc-pandas 9.0"}})
+    Traceback (most recent call last):
+    ...
+    orthanc_pandas.errors.FrameFormatError: This frame has orthanc-pandas frame format 99 (written by orthanc-pandas 9.0); this orthanc-pandas ... reads format 1. ...
+    """
+    info = attrs.get("orthanc") if isinstance(attrs, dict) else None
+    if not isinstance(info, dict) or "format" not in info:
+        return
+    fmt = info["format"]
+    if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt == FORMAT_VERSION:
+        return
+    who = info.get("library") or "an unknown version"
+    raise FrameFormatError(
+        f"This frame has orthanc-pandas frame format {fmt!r} (written by {who}); this "
+        f"orthanc-pandas {__version__} reads format {FORMAT_VERSION}. Upgrade orthanc-pandas, "
+        "or read the server again with orthanc_pandas.read_orthanc(url)."
+    )

@@ -1,0 +1,440 @@
+"""``df.orthanc.refresh()``: bring a frame up to date from the changes since it was read.
+
+The cost grows with the changes, not with the archive:
+
+1. ``GET /changes?since=<attrs last_change>`` names the resources created or re-stored since
+   (a re-upload with ``OverwriteInstances`` logs a new ``NewInstance`` for the same id).
+2. ``GET /instances`` (ids only) finds deletions, which Orthanc does not log.
+3. Every *affected series* (one that gained, lost or re-stored an instance, or was created) is
+   fetched again whole: ``/series/{id}``, ``/series/{id}/instances`` and its study and patient.
+   Its rows are rebuilt with the same code as :func:`~orthanc_pandas.read_orthanc`
+   (:class:`~orthanc_pandas.index.LevelTable` and :func:`~orthanc_pandas.index.build_frame`);
+   rows of other series are kept as they are. A parent's tags only change when it is
+   re-created, which in Orthanc means all its old instances were deleted first, so keeping the
+   untouched series is exact.
+4. Labels (Orthanc >= 1.12) are set and removed without any ``/changes`` entry, so
+   ``orthanc_labels`` is derived anew for every row on each refresh: ``GET /tools/labels``,
+   then per level one ``POST /tools/find`` for the resources carrying any of them (paged on
+   servers with extended find; see :func:`~orthanc_pandas.labels.label_map`). The cost grows
+   with the labelled resources, not with the archive.
+5. The recorded ``select`` criteria are replayed, so the result is what a fresh
+   ``read_orthanc`` followed by the same selects gives.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from pandas.api.types import union_categoricals
+
+from orthanc_pandas._frame import schema as _index
+from orthanc_pandas._frame.matching import decode_criteria
+from orthanc_pandas._frame.schema import (
+    LEVELS,
+    ROUTES,
+    STR_DTYPE,
+    TEXT_DTYPE,
+    LevelTable,
+    build_frame,
+    sort_frame,
+)
+from orthanc_pandas._http.changes import is_content_change
+from orthanc_pandas._http.client import OrthancClient
+from orthanc_pandas._ops.labels import label_map, labels_from_map
+from orthanc_pandas._ops.read import STAT_KEYS, check_format
+from orthanc_pandas._ops.selection import select
+from orthanc_pandas._util.fanout import worker_count
+from orthanc_pandas._util.warn import warn
+from orthanc_pandas.errors import (
+    OrthancNotFoundError,
+    OrthancPandasError,
+    RefreshWarning,
+    ServerChangedError,
+    ServerMismatchError,
+)
+
+
+def changed_resources(changes: Iterable[dict]) -> dict[str, set[str]]:
+    """Group ``/changes`` entries by resource type (pure).
+
+    Neutral entries (stability, metadata, DICOMweb's series cache, jobs: see
+    :mod:`orthanc_pandas.changes`) are ignored: they change nothing in the frame.
+
+    Examples
+    --------
+    >>> changed_resources([{"ChangeType": "NewInstance", "ResourceType": "Instance", "ID": "a"},
+    ...                    {"ChangeType": "StableSeries", "ResourceType": "Series", "ID": "s"}])
+    {'patient': set(), 'study': set(), 'series': set(), 'instance': {'a'}}
+    """
+    out: dict[str, set[str]] = {lvl: set() for lvl in LEVELS}
+    kinds = {"Patient": "patient", "Study": "study", "Series": "series", "Instance": "instance"}
+    for c in changes:
+        level = kinds.get(c.get("ResourceType"))
+        if level is None or not is_content_change(c):
+            continue
+        out[level].add(c["ID"])
+    return out
+
+
+def _is_typed(df: pd.DataFrame) -> bool:
+    if "StudyDate" in df.columns:
+        return not isinstance(df["StudyDate"].dtype, pd.StringDtype)
+    return True
+
+
+def _get_or_none(client: OrthancClient, path: str):
+    try:
+        return client.get_json(path)
+    except OrthancNotFoundError:
+        return None  # deleted meanwhile
+
+
+def _pmap(fn, items, workers: int = 4) -> list:
+    items = list(items)
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(workers, thread_name_prefix="orthanc-refresh") as pool:
+        return list(pool.map(fn, items))
+
+
+def fetch_series(client: OrthancClient, series_ids: set[str], typed: bool) -> pd.DataFrame | None:
+    """The rows of whole series, built the way read_orthanc builds them."""
+    workers = worker_count(None, pool_size=client.pool_size)
+    series = [s for s in _pmap(lambda s: _get_or_none(client, f"/series/{s}"), sorted(series_ids),
+                               workers) if s]
+    if not series:
+        return None
+    inst_lists = _pmap(lambda s: _get_or_none(client, f"/series/{s['ID']}/instances") or [],
+                       series, workers)
+    studies = [s for s in _pmap(lambda st: _get_or_none(client, f"/studies/{st}"),
+                                sorted({s["ParentStudy"] for s in series}), workers) if s]
+    patients = [p for p in _pmap(lambda p: _get_or_none(client, f"/patients/{p}"),
+                                 sorted({s["ParentPatient"] for s in studies}), workers) if p]
+    study_ids = {s["ID"] for s in studies}
+    series = [s for s in series if s["ParentStudy"] in study_ids]
+    series_ids_ok = {s["ID"] for s in series}
+    instances = [i for lst in inst_lists for i in lst if i.get("ParentSeries") in series_ids_ok]
+    tables = {
+        "patient": LevelTable.from_resources("patient", patients),
+        "study": LevelTable.from_resources("study", studies),
+        "series": LevelTable.from_resources("series", series),
+        "instance": LevelTable.from_resources("instance", instances),
+    }
+    return build_frame(tables, typed=typed, sort=False)
+
+
+def _is_null_dtype(dtype) -> bool:
+    return isinstance(dtype, pd.ArrowDtype) and pa.types.is_null(dtype.pyarrow_dtype)
+
+
+def _na_like(arr, n: int):
+    """``n`` missing values of ``arr``'s dtype (a fill-take: no Python objects)."""
+    return arr.take(np.full(n, -1, dtype=np.intp), allow_fill=True)
+
+
+def _all_missing(n: int, real: list):
+    """The all-missing column build_frame makes: missing values of the column's own dtype (the
+    schema does not depend on the values), categoricals with the placeholder category."""
+    if real and isinstance(real[0].dtype, pd.CategoricalDtype):
+        return _index.categorical(np.full(n, -1, np.int8), [])
+    if not real:  # only pieces of frames written before the one schema (null[pyarrow])
+        return pd.array(pa.nulls(n, pa.string()), dtype=TEXT_DTYPE)
+    return _na_like(real[0], n)
+
+
+def _as_categorical(arr, n: int) -> pd.Categorical:
+    if arr is None or _is_null_dtype(arr.dtype):
+        return pd.Categorical.from_codes(np.full(n, -1, np.int8),
+                                         categories=pd.Index([], dtype=STR_DTYPE))
+    if isinstance(arr.dtype, pd.CategoricalDtype):
+        return arr
+    values = pd.Index(pd.array(arr, dtype=TEXT_DTYPE).dropna().unique().to_numpy(dtype=object),
+                      dtype=STR_DTYPE)
+    return pd.Categorical(np.asarray(arr.astype(object)), categories=values)
+
+
+def _combine(parts: list[pd.DataFrame], typed: bool = True, keep_categories: bool = False) -> pd.DataFrame:
+    """Stack frames made at different times into what one build_frame call would give.
+
+    Categorical columns get the categories a fresh read would give them (the values present,
+    sorted); a column left with no value at all gets the all-missing form build_frame gives.
+    ``keep_categories=True`` keeps every category of the parts instead, as a selection of a
+    full read has the categories of the whole archive.
+    """
+    parts = [p for p in parts if p is not None]
+    columns: list[str] = []
+    for p in parts:
+        columns.extend(c for c in p.columns if c not in columns)
+    index = parts[0].index
+    for p in parts[1:]:
+        index = index.append(p.index)
+    n = len(index)
+    # column arrays without their MultiIndex: Series over a RangeIndex are cheap to take
+    flat = []
+    for p in parts:
+        q = p.reset_index(drop=True)
+        flat.append({c: q[c].array for c in q.columns})
+    data = {}
+    for c in columns:
+        pieces = [f.get(c) for f in flat]
+        real = [a for a in pieces if a is not None and not _is_null_dtype(a.dtype)]
+        has_cats = keep_categories and any(
+            isinstance(a.dtype, pd.CategoricalDtype) and any(x != "" for x in a.categories)
+            for a in real)
+        if not real or (all(bool(a.isna().all()) for a in real) and not has_cats):
+            data[c] = _all_missing(n, real)
+        elif any(isinstance(a.dtype, pd.CategoricalDtype) for a in real):
+            cats = [_as_categorical(a, len(p)) for a, p in zip(pieces, parts, strict=True)]
+            merged = union_categoricals(cats, sort_categories=True, ignore_order=True)
+            if not keep_categories:
+                merged = merged.remove_unused_categories()
+            data[c] = _index.canonical_categorical(merged)
+        else:
+            filled = [a if a is not None and not _is_null_dtype(a.dtype) else _na_like(real[0], len(p))
+                      for a, p in zip(pieces, parts, strict=True)]
+            data[c] = type(filled[0])._concat_same_type(filled) if len(filled) > 1 else filled[0]
+    return pd.DataFrame(data, index=index, columns=columns) if columns else pd.DataFrame(index=index)
+
+
+def merge_rows(old: pd.DataFrame, new: pd.DataFrame | None, affected_series: Iterable[str],
+               deleted: Iterable[str], *, typed: bool = True, keep_only_rows: bool = False,
+               keep_categories: bool = False) -> pd.DataFrame:
+    """The refreshed frame from the old one and the rows read again (pure: frames in, frame out).
+
+    Parameters
+    ----------
+    old : pandas.DataFrame
+        The frame being refreshed.
+    new : pandas.DataFrame or None
+        The rows of ``affected_series`` as they are now (built like ``read_orthanc`` builds
+        them), or None when none of them exists any more.
+    affected_series : iterable of str
+        Series ids whose rows are replaced by those of ``new``.
+    deleted : iterable of str
+        Instance ids no longer on the server.
+    typed : bool, default True
+        Whether the frames are typed (``read_orthanc(typed=...)``).
+    keep_only_rows : bool, default False
+        Keep only instances ``old`` has, in ``old``'s order (a frame cut by plain pandas);
+        otherwise rows are in the order ``read_orthanc`` gives.
+    keep_categories : bool, default False
+        Keep every category of the parts (a selection has the categories of the whole
+        archive) instead of the values present.
+
+    Returns
+    -------
+    pandas.DataFrame
+        What one ``build_frame`` of the rows would give: same columns, dtypes, categories.
+
+    Examples
+    --------
+    >>> merge_rows(old, new, {"series-id"}, set())                    # doctest: +SKIP
+    """
+    old_ids = old.index.get_level_values("instance")
+    affected_rows = old.index.get_level_values("series").isin(list(affected_series))
+    gone_rows = old_ids.isin(list(deleted))
+    kept = old[~affected_rows & ~gone_rows]
+    if new is not None and keep_only_rows:
+        new = new[new.index.get_level_values("instance").isin(list(set(old_ids.tolist())))]
+    parts = [kept]
+    if new is not None and len(new):
+        parts.append(new)
+    out = _combine(parts, typed, keep_categories=keep_categories)
+    out.index = out.index.remove_unused_levels()
+    if keep_only_rows:
+        position = pd.Series(np.arange(len(old)), index=old_ids.astype(str))
+        position = position[~position.index.duplicated()]
+        order = position.reindex(out.index.get_level_values("instance").astype(str)).to_numpy()
+        out = out.iloc[np.argsort(order, kind="stable")]
+    elif len(out):
+        out = sort_frame(out)
+    return out
+
+
+def _relabel(out: pd.DataFrame, old: pd.DataFrame, labels: dict, keep_categories: bool) -> pd.DataFrame:
+    """``out`` with ``orthanc_labels`` derived from the server's labels now (:func:`label_map`).
+
+    A selection keeps the categories of the whole archive, as ``select`` on a fresh read
+    does: the old ones whose labels are all still in use, besides the values present.
+    """
+    extra: list[str] = []
+    old_col = old[_index.LABELS_COLUMN] if _index.LABELS_COLUMN in old.columns else None
+    if keep_categories and old_col is not None and isinstance(old_col.dtype, pd.CategoricalDtype):
+        in_use = {lab for found in labels.values() for ids in found.values() for lab in ids}
+        extra = [c for c in old_col.cat.categories
+                 if set(c.split(_index.LABELS_SEPARATOR)) <= in_use]
+    out[_index.LABELS_COLUMN] = labels_from_map(out.index, labels, extra)
+    return out
+
+
+def _has_callable(entry: dict) -> bool:
+    """Whether a recorded select() entry holds a function (which cannot be replayed)."""
+    if "callable" in entry:
+        return True
+    return any(isinstance(v, dict) and "callable" in v for v in (entry.get("select") or {}).values())
+
+
+def _new_attrs(info: dict, seq: int, stats: dict, criteria: list) -> dict:
+    attrs = dict(info)
+    attrs.update(
+        last_change=int(seq),
+        read_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        counts={ROUTES[level]: int(stats[STAT_KEYS[level]]) for level in LEVELS},
+        criteria=list(criteria),
+    )
+    return attrs
+
+
+def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -> pd.DataFrame:
+    """The frame as a fresh :func:`~orthanc_pandas.read_orthanc` (+ the same selects) gives it.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A frame from ``read_orthanc``, possibly narrowed by ``df.orthanc.select`` or by pandas.
+    client : OrthancClient
+    max_attempts : int, default 3
+        Tries while the archive keeps changing during the refresh.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A new frame with new provenance (``last_change``, ``read_at``, ``counts``).
+
+    Warns
+    -----
+    RefreshWarning
+        When ``df`` was cut by plain pandas operations (fewer rows than the archive had and no
+        recorded criteria) or its criteria cannot be replayed (a callable): only the rows it
+        has are refreshed (new values, deleted rows dropped); new instances cannot be seen.
+
+    Raises
+    ------
+    OrthancPandasError
+        When ``df.attrs`` does not record the change sequence it was read at.
+    ServerMismatchError
+        When ``client`` is not the server the frame was read from (another URL), or a full
+        frame cannot be brought level with the server by its change log (database replaced
+        or reset under the same URL): following changes would silently mix two archives.
+    FrameFormatError
+        When the frame was written by an orthanc-pandas with another frame format.
+
+    Examples
+    --------
+    >>> df = op.read_orthanc(url)                                       # doctest: +SKIP
+    >>> # ... uploads and deletions happen ...
+    >>> df = df.orthanc.refresh()                                       # doctest: +SKIP
+    """
+    info, criteria, full, keep_only_rows = _plan(df, client)
+    typed = _is_typed(df)
+    old_list = df.index.get_level_values("instance").tolist()  # C-fast on Arrow-backed ids
+    series_of = dict(zip(old_list, df.index.get_level_values("series").tolist(), strict=True))
+    seq0, stats, affected, deleted, new = _changed_rows(
+        client, int(info["last_change"]), series_of, typed=typed,
+        keep_only_rows=keep_only_rows, max_attempts=max_attempts)
+    # labelling writes no change entry: read every label now (cost ~ the labelled resources)
+    labels = label_map(client) if client.capabilities().labels else None
+    keep_categories = bool(criteria) and not keep_only_rows
+    if not affected and not deleted:  # nothing changed for these rows: same frame, new attrs
+        out = df.copy()
+    else:
+        out = merge_rows(df, new, affected, deleted, typed=typed, keep_only_rows=keep_only_rows,
+                         keep_categories=keep_categories)
+    if full and len(out) != int(stats["CountInstances"]):
+        # a full frame must hold what the server holds; if not, the change log could not be
+        # followed (a database replaced or reset under the same URL) and rows would be lost
+        raise ServerMismatchError(
+            f"refresh() could not follow the changes of {client.url} since sequence "
+            f"{info['last_change']}: the refreshed frame would hold {len(out)} instances, the "
+            f"server holds {stats['CountInstances']}. Its database was replaced or reset since "
+            "this frame was read (or it is another server). Read it again with "
+            "orthanc_pandas.read_orthanc(url).")
+    if labels is not None:
+        out = _relabel(out.copy(deep=False), df, labels, keep_categories=keep_categories)
+    out.attrs = {k: v for k, v in df.attrs.items() if k != "orthanc"}
+    out.attrs["orthanc"] = _new_attrs(info, seq0, stats, [])
+    if criteria and not keep_only_rows and (affected or deleted):
+        # replay the selection on the merged rows (unchanged rows were selected last time)
+        for entry in criteria:
+            crit, case_sensitive = decode_criteria(entry)
+            out = select(out, crit, lambda: client, case_sensitive=case_sensitive)
+    out.attrs["orthanc"] = {**out.attrs.get("orthanc", {}), "criteria": criteria}
+    return out
+
+
+def _plan(df: pd.DataFrame, client: OrthancClient) -> tuple[dict, list, bool, bool]:
+    """Check that ``df`` can be refreshed from ``client``; ``(provenance, criteria, whether it
+    is a full frame, whether only its own rows can be refreshed)`` (the latter warns)."""
+    info = dict(df.attrs.get("orthanc") or {})
+    if info.get("last_change") is None:
+        raise OrthancPandasError(
+            "refresh() needs the change sequence the frame was read at (df.attrs['orthanc']"
+            "['last_change']), and this frame has none (attrs lost, e.g. after pd.concat). "
+            "Read it again with orthanc_pandas.read_orthanc(url).")
+    check_format(df.attrs)
+    if info.get("url") and info["url"] != client.url:
+        # the change sequence and the deletions are only meaningful on the server read from
+        raise ServerMismatchError(
+            f"This frame was read from {info['url']}; refreshing it against {client.url} would "
+            "mix two archives. Read that server with orthanc_pandas.read_orthanc(url) instead (if "
+            "it is the same server under another address, set df.attrs['orthanc']['url'] first).")
+    criteria = list(info.get("criteria") or [])
+    counts = info.get("counts") or {}
+    replayable = not any(_has_callable(e) for e in criteria)
+    ids = df.index.get_level_values("instance")
+    full = not criteria and len(df) == counts.get("instances") and ids.is_unique
+    keep_only_rows = not full and not (criteria and replayable)
+    if keep_only_rows:
+        why = ("its selection criteria include a callable, which cannot be replayed"
+               if criteria else
+               f"it has {len(df)} rows, the archive had {counts.get('instances')}, and no "
+               "recorded select() criteria explain the difference (cut by plain pandas?)")
+        warn(
+            f"refresh() updates only the rows this frame has: {why}. New instances that would "
+            "match cannot be seen. Use df.orthanc.select(...) on a full read to make a frame "
+            "that refresh() can keep complete.", RefreshWarning)
+    return info, criteria, full, keep_only_rows
+
+
+def _changed_rows(client: OrthancClient, since: int, series_of: dict, *, typed: bool,
+                  keep_only_rows: bool, max_attempts: int):
+    """What changed since ``since`` for the frame whose instances are the keys of
+    ``series_of``: ``(sequence, statistics, affected series, deleted instances, fresh rows of
+    the affected series or None)``, taken while the change sequence stood still."""
+    old_set = set(series_of)
+    for _attempt in range(max_attempts):
+        seq0 = client.last_change()  # (it may go back: deleting drops a resource's entries)
+        changed = changed_resources(client.iter_changes(since, content_only=True))
+        stats = client.statistics()
+        server_ids = set(client.list_ids("instances"))
+        deleted = old_set - server_ids
+        affected = set(changed["series"]) | {series_of[i] for i in deleted}
+        affected |= {series_of[i] for i in changed["instance"] if i in series_of}
+        # study / patient entries: the series under them now
+        for level in ("study", "patient"):
+            for rid in changed[level]:
+                found = _get_or_none(client, f"/{ROUTES[level]}/{rid}/series")
+                affected |= {s["ID"] for s in found or []}
+        new = fetch_series(client, affected, typed) if affected else None
+        if not keep_only_rows:
+            # new instances in series not yet known (changes may name only the instance)
+            covered = set(new.index.get_level_values("instance").tolist()) if new is not None else set()
+            unknown = [i for i in changed["instance"]
+                       if i not in series_of and i in server_ids and i not in covered]
+            more = {r["ParentSeries"] for r in _pmap(
+                lambda i: _get_or_none(client, f"/instances/{i}") or {"ParentSeries": None},
+                unknown) if r.get("ParentSeries")} - affected
+            if more:
+                extra = fetch_series(client, more, typed)
+                new = extra if new is None else _combine([new, extra], typed)
+                affected |= more
+        if client.last_change() == seq0:
+            return seq0, stats, affected, deleted, new
+    raise ServerChangedError(
+        f"The archive at {client.url} kept changing during {max_attempts} refresh attempts; "
+        "retry when uploads have settled.")
