@@ -13,6 +13,7 @@ names are the ones below, plus the modules :mod:`orthanc_pandas.errors`,
 
 from orthanc_pandas import _accessors  # noqa: F401  (registers df.orthanc and vol.orthanc)
 from orthanc_pandas._http.client import OrthancClient, connect
+from orthanc_pandas._imaging.assemble import from_datasets as volume_from_datasets
 from orthanc_pandas._ops.files import upload
 from orthanc_pandas._ops.gateway import echo, query
 from orthanc_pandas._ops.read import read_orthanc
@@ -22,4 +23,4 @@ from orthanc_pandas.errors import __all__ as _errors_all
 from orthanc_pandas.simple_orthanc import Orthanc
 
 __all__ = ["__version__", "read_orthanc", "upload", "connect", "OrthancClient", "query", "echo",
-           "Orthanc", *_errors_all]
+           "Orthanc", "volume_from_datasets", *_errors_all]
