@@ -215,7 +215,7 @@ def test_map_series_without_a_dask_scheduler_runs_on_a_local_thread_pool(volumes
     assert calls == [len(expected)]
     pd.testing.assert_frame_equal(again, res)
     # without Dask installed at all (a base install): the same local threads, the same frame
-    monkeypatch.setitem(sys.modules, "orthanc_pandas.dask", None)  # import raises ImportError
+    monkeypatch.setitem(sys.modules, "dask", None)  # import raises ImportError
     threads.clear()
     pd.testing.assert_frame_equal(df.orthanc.map_series(stats), res)
     assert threads and all(t.startswith("orthanc-map-series") for t in threads)
@@ -226,10 +226,9 @@ def test_map_series_without_a_dask_scheduler_runs_on_a_local_thread_pool(volumes
 def test_map_series_on_a_cluster_equals_a_loop_and_keeps_failures_apart(volumes_server, cluster):
     df = op.read_orthanc(volumes_server.url)
     res = df.orthanc.map_series(_stats, dask_client=cluster)
-    # client= is the Orthanc client, as in every other call; a Dask client there still works
-    with pytest.warns(FutureWarning, match="dask_client="):
-        old = df.orthanc.map_series(_stats, client=cluster)
-    pd.testing.assert_frame_equal(old, res)
+    # client= is the Orthanc client, as in every other call; a Dask client there is refused
+    with pytest.raises(TypeError, match="dask_client="):
+        df.orthanc.map_series(_stats, client=cluster)
     pd.testing.assert_frame_equal(df.orthanc.map_series(_stats, dask_client=cluster,
                                                         client=volumes_server.url), res)
     expected = _loop(df, _stats)
