@@ -11,7 +11,7 @@ each series' instance ids) once, on the calling machine, checked against ``/chan
 dtype and its categories (the ``meta``, so no partition is computed for the schema), and
 cuts the archive into partitions of whole studies in the pandas frame's order. Each partition
 then fetches ``GET /studies/{id}/instances`` for its studies (one request per study) and
-joins them to its slice of the parent tables with :func:`orthanc_pandas.index.build_frame`,
+joins them to its slice of the parent tables with :func:`orthanc_pandas._frame.schema.build_frame`,
 the same code as the pandas reader; a second, fused step gives every partition the archive's
 dtypes and categories, read once from one shared task.
 
@@ -26,7 +26,7 @@ Guarantees
 * ``ddf.compute()`` equals ``orthanc_pandas.read_orthanc(url)`` read at the same moment: same
   index, rows in the same order, same values, same columns and dtypes (``pd.testing.
   assert_frame_equal`` exact): a column's dtype depends on its tag only (see
-  :mod:`orthanc_pandas.index`), so a tag that no instance has is the same all-missing column
+  :mod:`orthanc_pandas._frame.schema`), so a tag that no instance has is the same all-missing column
   of its own dtype in both, and the meta needs no instance to know it.
 * ``compute()`` gives the archive as it was when the graph was built (change sequence
   ``attrs["orthanc"]["last_change"]``) or raises :class:`~orthanc_pandas.errors.ServerChangedError`:
@@ -146,7 +146,7 @@ def read_orthanc(url: str | OrthancClient, *, auth=None, partition_size: int = D
     max_attempts : int, default 3
         Reads of the parent levels tried while the archive keeps changing.
     **client_kwargs
-        ``verify``, ``timeout``, ... for :class:`~orthanc_pandas.client.OrthancClient`.
+        ``verify``, ``timeout``, ... for :class:`~orthanc_pandas._http.client.OrthancClient`.
 
     Returns
     -------
@@ -411,7 +411,7 @@ def _select_partition(part: pd.DataFrame, criteria: dict, case_sensitive: bool) 
 def select(ddf: dd.DataFrame, case_sensitive: bool = False, **criteria) -> dd.DataFrame:
     """The rows matching every criterion, lazily, partition by partition.
 
-    The criteria are those of :meth:`orthanc_pandas.accessor.OrthancAccessor.select` on
+    The criteria are those of :meth:`orthanc_pandas._accessors.frame.OrthancAccessor.select` on
     columns of the frame (main tags and ``orthanc_*`` columns); a tag that is not a column
     would need a request per series in every partition and is refused: add it first with
     ``ddf.map_partitions(lambda p: p.orthanc.with_tags(...))``. The result records the

@@ -19,8 +19,11 @@ from orthanc_pandas.errors import OrthancPandasWarning
 #: module -> why its examples are not run here (fix the example, then remove it from here)
 NOT_RUN: dict[str, str] = {}
 #: pure modules whose examples are their documentation: each must have some that run
-PURE = ["index", "matching", "capabilities", "changes", "tags", "volume", "synthetic", "_threads"]
-MODULES = sorted(f"orthanc_pandas.{m.name}" for m in pkgutil.iter_modules(orthanc_pandas.__path__))
+PURE = ["_frame.schema", "_frame.matching", "_frame.levels", "_frame.tags", "_http.capabilities",
+        "_http.changes", "_imaging.geometry", "_imaging.assemble", "_imaging.decode",
+        "testing.synthetic", "_util.fanout"]
+MODULES = sorted(m.name for m in pkgutil.walk_packages(orthanc_pandas.__path__, "orthanc_pandas.")
+                 if not m.ispkg or m.name == "orthanc_pandas.testing")
 
 
 @pytest.mark.parametrize("name", [pytest.param(m, marks=pytest.mark.skip(reason=NOT_RUN[m]))

@@ -178,7 +178,7 @@ class OrthancAccessor:
                   client: OrthancClient | str | None = None) -> pd.DataFrame:
         """This frame with a typed column for each tag, fetched in bulk.
 
-        In bulk, by the fastest route the server offers (``orthanc_pandas.fetch_tags``): one
+        In bulk, by the fastest route the server offers (``orthanc_pandas._ops.fetch_tags``): one
         request per series of the rows (``instances-tags`` on 1.10, ``requested-tags`` on
         1.11+), one per instance only for series of which the frame holds a few rows; tags
         that already are columns are not fetched. Long values are fetched in
@@ -270,7 +270,7 @@ class OrthancAccessor:
                 client: OrthancClient | str | None = None) -> list:
         """The pydicom header of every row, in row order, without pixel data (lossless).
 
-        See :func:`orthanc_pandas.headers.headers`.
+        See :func:`orthanc_pandas._ops.headers.headers`.
 
         Examples
         --------
@@ -294,7 +294,7 @@ class OrthancAccessor:
                  client: OrthancClient | str | None = None) -> pd.Series:
         """Save the stored file of every row; the paths in row order.
 
-        See :func:`orthanc_pandas.transfer.download`.
+        See :func:`orthanc_pandas._ops.files.download`.
 
         Examples
         --------
@@ -307,7 +307,7 @@ class OrthancAccessor:
     def to_zip(self, path, *, client=None):
         """Write Orthanc's ZIP archive of the rows' series to ``path``.
 
-        See :func:`orthanc_pandas.transfer.to_zip`.
+        See :func:`orthanc_pandas._ops.files.to_zip`.
 
         Examples
         --------
@@ -320,7 +320,7 @@ class OrthancAccessor:
                client=None) -> pd.DataFrame:
         """Delete the rows' resources at ``level`` - a dry run unless ``confirm=True``.
 
-        See :func:`orthanc_pandas.transfer.delete`.
+        See :func:`orthanc_pandas._ops.files.delete`.
 
         Examples
         --------
@@ -333,7 +333,7 @@ class OrthancAccessor:
     def retrieve(self, target: str | None = None, *, method: str = "move", level: str | None = None,
                  max_workers: int = 2, timeout: float | None = 600, progress=None,
                  errors: str = "raise", client=None) -> pd.DataFrame:
-        """Pull the rows of a :func:`~orthanc_pandas.gateway.query` answer from the remote.
+        """Pull the rows of a :func:`~orthanc_pandas._ops.gateway.query` answer from the remote.
 
         One asynchronous Orthanc job per study/series/instance of the rows (C-MOVE, or C-GET
         with ``method="get"`` where the server has it), ``max_workers`` at a time, with a
@@ -359,7 +359,7 @@ class OrthancAccessor:
 
         Examples
         --------
-        >>> answers = orthanc_pandas.gateway.query(url, "PACS", AccessionNumber=["A1", "A2"])  # doctest: +SKIP
+        >>> answers = orthanc_pandas._ops.gateway.query(url, "PACS", AccessionNumber=["A1", "A2"])  # doctest: +SKIP
         >>> report = answers.orthanc.retrieve()                                              # doctest: +SKIP
         >>> report.status.value_counts()                                                     # doctest: +SKIP
         """
@@ -452,7 +452,7 @@ class OrthancAccessor:
     def refresh(self, *, client=None) -> pd.DataFrame:
         """The frame as it would be read now, from the changes since it was read.
 
-        See :func:`orthanc_pandas.refresh.refresh`.
+        See :func:`orthanc_pandas._ops.refresh.refresh`.
 
         Examples
         --------
@@ -468,7 +468,7 @@ class OrthancAccessor:
 
         Every distinct patient, study, series or instance the rows belong to gets each label.
         The frame is not changed: ``df.orthanc.refresh()`` shows the labels in
-        ``orthanc_labels``. See :func:`orthanc_pandas.labels.add_labels`.
+        ``orthanc_labels``. See :func:`orthanc_pandas._ops.labels.add_labels`.
 
         Parameters
         ----------
@@ -509,7 +509,7 @@ class OrthancAccessor:
 
         Parameters, report and errors as :meth:`add_labels`; the statuses are ``"removed"``,
         ``"not there"`` and ``"failed"``. Only ``level`` is touched: the same label on another
-        level stays. See :func:`orthanc_pandas.labels.remove_labels`.
+        level stays. See :func:`orthanc_pandas._ops.labels.remove_labels`.
 
         Examples
         --------
@@ -617,8 +617,8 @@ class OrthancAccessor:
         ``(segment, z, y, x)`` for a SEG (coord ``segment`` = SegmentLabel), ``(roi, z, y, x)``
         for an RTSTRUCT (coord ``roi`` = ROIName); ``like`` is a volume from :meth:`volume`.
         A mask in another frame of reference or off the grid raises
-        :class:`~orthanc_pandas.masks.MaskGeometryError`. On a ``df.orthanc.series()`` row,
-        the series' instances are read from the server. See :mod:`orthanc_pandas.masks`.
+        :class:`~orthanc_pandas._imaging.masks.MaskGeometryError`. On a ``df.orthanc.series()`` row,
+        the series' instances are read from the server. See :mod:`orthanc_pandas._imaging.masks`.
 
         Examples
         --------
@@ -674,7 +674,7 @@ class OrthancAccessor:
             Rows, Columns, SamplesPerPixel and FrameOfReferenceUID, fetched with
             :meth:`with_tags` when missing (one request per series; no pixels).
         **tolerances
-            Keyword arguments of :func:`orthanc_pandas.volume.slice_geometry`
+            Keyword arguments of :func:`orthanc_pandas._imaging.geometry.slice_geometry`
             (``spacing_rtol=``, ``tilt_tol=`` ...).
 
         Examples

@@ -1,8 +1,9 @@
-"""Instance frame -> one row per series, study or patient; geometry checks from the index alone.
+"""Instance frame -> one row per series, study or patient. Pure pandas/numpy, no HTTP.
 
-Pure pandas/numpy on the instance frame, except where the caller asks for tags the index does
-not hold (``geometry=True``: PixelSpacing, Rows, Columns... through ``with_tags``, and the
-headers - never the pixels - of multi-frame instances). See ``docs/series.md``.
+The parts that need the server (the way back to instances, tags at a level, the geometry
+report that fetches PixelSpacing, Rows, Columns... or multi-frame headers) are in
+``orthanc_pandas._ops.levels``; the geometry checks themselves in
+``orthanc_pandas._imaging.geometry``. See ``docs/series.md``.
 
 Level frames
 ------------

@@ -45,7 +45,7 @@ The column schema
   ``category`` column like the other text columns of parent levels (few distinct values),
   also when no resource has a label, which is always the case on servers without labels
   (Orthanc < 1.12). ``orthanc_file_size`` and ``orthanc_series_expected_instances`` are
-  ``Int64``, ``orthanc_series_status`` a ``category``. See :mod:`orthanc_pandas.labels`.
+  ``Int64``, ``orthanc_series_status`` a ``category``. See :mod:`orthanc_pandas._ops.labels`.
 
 A value that does not parse (a date like ``2020-13-45``) becomes missing with a
 :class:`~orthanc_pandas.errors.ParseWarning` naming the column and the count; ``typed=False``

@@ -538,7 +538,7 @@ class OrthancClient:
         """The ``/changes`` entries after ``since`` (up to ``until``), page after page.
 
         ``content_only`` keeps only what can alter an index frame
-        (:func:`~orthanc_pandas.changes.is_content_change`); servers with extended changes
+        (:func:`~orthanc_pandas._http.changes.is_content_change`); servers with extended changes
         filter by type on their side, so churn like DICOMweb's cache writes is not even sent.
         """
         seq = int(since)
@@ -556,7 +556,7 @@ class OrthancClient:
             seq = last
 
     def capabilities(self) -> Capabilities:
-        """What the server offers (from ``/system``, read once): see :mod:`orthanc_pandas.capabilities`."""
+        """What the server offers (from ``/system``, read once): see :mod:`orthanc_pandas._http.capabilities`."""
         if self._capabilities is None:
             self._capabilities = Capabilities.from_system(self.system())
         return self._capabilities

@@ -150,7 +150,7 @@ def from_datasets(datasets: Sequence, *, instances: Sequence[str] | None = None,
 
     Examples
     --------
-    >>> from orthanc_pandas.synthetic import make_series
+    >>> from orthanc_pandas.testing.synthetic import make_series
     >>> da = from_datasets(make_series(5, 16, 12, slope=2, intercept=-100))
     >>> da.dims, da.shape, str(da.dtype), da.attrs["units"]
     (('z', 'y', 'x'), (5, 16, 12), 'float32', 'HU')

@@ -32,7 +32,7 @@ def decode_pixels(ds) -> np.ndarray:
 
     Examples
     --------
-    >>> from orthanc_pandas.synthetic import make_series
+    >>> from orthanc_pandas.testing.synthetic import make_series
     >>> decode_pixels(make_series(1, 4, 6)[0]).shape
     (4, 6)
     """

@@ -243,7 +243,7 @@ def slice_headers(ds, instance: str = "") -> list[SliceHeader]:
 
     Examples
     --------
-    >>> from orthanc_pandas.synthetic import make_series
+    >>> from orthanc_pandas.testing.synthetic import make_series
     >>> h = slice_headers(make_series(1, 4, 6)[0])[0]
     >>> h.rows, h.columns, h.position
     (4, 6, (-100.0, -110.0, 0.0))
@@ -590,7 +590,7 @@ def slice_geometry(headers: Sequence[SliceHeader], *, allow_irregular: bool = Fa
 
     Examples
     --------
-    >>> from orthanc_pandas.synthetic import make_series
+    >>> from orthanc_pandas.testing.synthetic import make_series
     >>> hs = [slice_headers(ds)[0] for ds in make_series(3, 4, 4, slice_spacing=2.0)][::-1]
     >>> g = slice_geometry(hs)
     >>> g.order.tolist(), g.z.tolist(), g.spacing
@@ -660,7 +660,7 @@ def _tuples(values: np.ndarray) -> list:
 
 
 def index_headers(rows: pd.DataFrame):
-    """One :class:`~orthanc_pandas.volume.SliceHeader` per row, from index columns."""
+    """One :class:`~orthanc_pandas._imaging.geometry.SliceHeader` per row, from index columns."""
 
     n = len(rows)
     ipp, iop, ps = _column_floats(rows, _IPP), _column_floats(rows, _IOP), _column_floats(rows, _PS)

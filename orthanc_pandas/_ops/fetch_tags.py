@@ -103,7 +103,7 @@ def from_files_only(info: TagInfo, caps: Capabilities) -> bool:
     --------
     >>> caps = Capabilities.from_system({"MainDicomTags": {"Study": "0008,0080",
     ...                                                    "Instance": "0018,0050;0020,4000"}})
-    >>> from orthanc_pandas.tags import resolve_tag
+    >>> from orthanc_pandas._frame.tags import resolve_tag
     >>> [from_files_only(resolve_tag(n), caps) for n in
     ...  ("SliceThickness", "InstitutionName", "ImageComments", "ModalitiesInStudy", "KVP")]
     [False, True, True, True, False]
@@ -269,7 +269,7 @@ def fetch_series_tags(client: OrthancClient, series_ids: Iterable[str], tags: Se
 
     Examples
     --------
-    >>> from orthanc_pandas.tags import resolve_tag
+    >>> from orthanc_pandas._frame.tags import resolve_tag
     >>> raw = fetch_series_tags(client, ["b0c4...-..."], [resolve_tag("SliceThickness")])  # doctest: +SKIP
     >>> next(iter(raw.values()))                                                          # doctest: +SKIP
     {'0018,0050': '2.5'}

@@ -378,7 +378,7 @@ def retrieve(df: pd.DataFrame, client: OrthancClient | None = None, *, target: s
              timeout: float | None = 600, progress=None, errors: str = "raise") -> pd.DataFrame:
     """Retrieve the resources of query answers from the remote, one Orthanc job each.
 
-    See :meth:`orthanc_pandas.accessor.OrthancAccessor.retrieve`.
+    See :meth:`orthanc_pandas._accessors.frame.OrthancAccessor.retrieve`.
     """
     info = _query_info(df)
     modality = info["modality"]
@@ -475,7 +475,7 @@ def send(df: pd.DataFrame, client: OrthancClient, destination: str, *, level: st
          errors: str = "raise") -> pd.DataFrame:
     """C-STORE (to a modality) or HTTP store (to an Orthanc peer) of the rows' resources.
 
-    See :meth:`orthanc_pandas.accessor.OrthancAccessor.send`.
+    See :meth:`orthanc_pandas._accessors.frame.OrthancAccessor.send`.
     """
     if level not in _ROUTES:
         raise ValueError(f"level must be one of {tuple(_ROUTES)}, got {level!r}.")

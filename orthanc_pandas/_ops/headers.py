@@ -61,7 +61,7 @@ def parse_header_prefix(buf: bytes, complete: bool) -> pydicom.Dataset | None:
 
     Examples
     --------
-    >>> from orthanc_pandas.synthetic import make_series, to_bytes
+    >>> from orthanc_pandas.testing.synthetic import make_series, to_bytes
     >>> data = to_bytes(make_series(1, 16, 16)[0])
     >>> parse_header_prefix(data[:200], complete=False) is None
     True

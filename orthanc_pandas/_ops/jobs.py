@@ -197,7 +197,7 @@ def modify_resources(df: pd.DataFrame, client: OrthancClient, action: str = "ano
                      timeout: float | None = None, progress=None, errors: str = "raise") -> pd.DataFrame:
     """Anonymize or modify the rows' resources at ``level`` as Orthanc jobs; the mapping frame.
 
-    See :meth:`orthanc_pandas.accessor.OrthancAccessor.anonymize` for the parameters.
+    See :meth:`orthanc_pandas._accessors.frame.OrthancAccessor.anonymize` for the parameters.
 
     Returns
     -------

@@ -3,7 +3,7 @@
 A label is a short tag (letters, digits, ``_`` and ``-``, at most 64 characters) that Orthanc
 attaches to one patient, study, series or instance. Labels do not propagate: labelling a study
 does not label its series. The index frame combines them per instance in the ``orthanc_labels``
-column (see :mod:`orthanc_pandas.index`): the labels of the instance, its series, its study and
+column (see :mod:`orthanc_pandas._frame.schema`): the labels of the instance, its series, its study and
 its patient, sorted and joined by ``","``.
 
 :func:`has_labels` is pure (it reads only that column). :func:`add_labels` and

@@ -68,7 +68,7 @@ def level_with_tags(frame: pd.DataFrame, level: str, rows: pd.DataFrame, tags, g
 
     ``rows`` are instance rows of the frame's resources (all of them, or with ``sample`` one
     per resource is kept); tags that are not columns of ``rows`` are fetched for them with
-    :func:`orthanc_pandas.selection.with_tags` (``fetch``: its keyword arguments). Tags that
+    :func:`orthanc_pandas._ops.selection.with_tags` (``fetch``: its keyword arguments). Tags that
     already are columns of ``frame`` are left as they are. Without ``sample``, a tag whose
     instances disagree within a resource raises :class:`InconsistentTagError`.
     """
@@ -96,7 +96,7 @@ def geometry_report(df: pd.DataFrame, get_client: Callable | None = None, *,
                     fetch: bool = True, **tolerances) -> pd.DataFrame:
     """Per series of the instance frame ``df``: whether ``volume()`` would succeed, and why not.
 
-    The checks are :func:`orthanc_pandas.volume.slice_geometry`'s own, run on slice headers
+    The checks are :func:`orthanc_pandas._imaging.geometry.slice_geometry`'s own, run on slice headers
     made from the index columns (ImagePositionPatient, ImageOrientationPatient,
     InstanceNumber, SOPInstanceUID) plus :data:`GEOMETRY_TAGS` (fetched with ``with_tags``
     when they are not columns and ``fetch`` is true). Multi-frame instances carry their frame

@@ -59,7 +59,7 @@ def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: b
         Progress bar over the resources read. Default: shown in terminals and notebooks for
         large servers.
     typed : bool, default True
-        Convert tags to typed columns (see :mod:`orthanc_pandas.index`); ``False`` keeps the
+        Convert tags to typed columns (see :mod:`orthanc_pandas._frame.schema`); ``False`` keeps the
         raw strings.
     page_size : int, default 5000
         Resources per request.
@@ -69,7 +69,7 @@ def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: b
         How instances are listed: extended ``/tools/find`` (``"find"``, chosen by ``auto``
         where ``/system`` announces ``HasExtendedFind``) or ``GET /instances?expand``.
     **client_kwargs
-        ``verify``, ``timeout``, ... passed to :class:`~orthanc_pandas.client.OrthancClient`.
+        ``verify``, ``timeout``, ... passed to :class:`~orthanc_pandas._http.client.OrthancClient`.
 
     Returns
     -------
@@ -121,7 +121,7 @@ def read_consistent(client: OrthancClient, read, build, *, max_attempts: int = 3
 
     ``read(statistics) -> (raw, counts)`` reads the lists; the change sequence and
     ``/statistics`` taken around it must agree with ``counts``. ``build(raw, last_change,
-    counts)`` makes the result; an :class:`~orthanc_pandas.index.InconsistentIndexError` from
+    counts)`` makes the result; an :class:`~orthanc_pandas._frame.schema.InconsistentIndexError` from
     it (an orphan: the server changed between two lists) also means "read again". After
     ``max_attempts`` reads a :class:`~orthanc_pandas.errors.ServerChangedError` is raised.
     """
@@ -249,7 +249,7 @@ def _read_level(table: LevelTable, pages, bar, done: dict[str, LevelTable]) -> N
 
 def content_changes(client: OrthancClient, since: int, until: int | None = None) -> list[dict]:
     """The ``/changes`` entries after ``since`` (up to ``until``) that can alter the index
-    (see :mod:`orthanc_pandas.changes`: DICOMweb's cache writes, stability and metadata are not)."""
+    (see :mod:`orthanc_pandas._http.changes`: DICOMweb's cache writes, stability and metadata are not)."""
     return list(client.iter_changes(since, until, content_only=True))
 
 

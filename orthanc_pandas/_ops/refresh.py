@@ -8,14 +8,14 @@ The cost grows with the changes, not with the archive:
 3. Every *affected series* (one that gained, lost or re-stored an instance, or was created) is
    fetched again whole: ``/series/{id}``, ``/series/{id}/instances`` and its study and patient.
    Its rows are rebuilt with the same code as :func:`~orthanc_pandas.read_orthanc`
-   (:class:`~orthanc_pandas.index.LevelTable` and :func:`~orthanc_pandas.index.build_frame`);
+   (:class:`~orthanc_pandas._frame.schema.LevelTable` and :func:`~orthanc_pandas._frame.schema.build_frame`);
    rows of other series are kept as they are. A parent's tags only change when it is
    re-created, which in Orthanc means all its old instances were deleted first, so keeping the
    untouched series is exact.
 4. Labels (Orthanc >= 1.12) are set and removed without any ``/changes`` entry, so
    ``orthanc_labels`` is derived anew for every row on each refresh: ``GET /tools/labels``,
    then per level one ``POST /tools/find`` for the resources carrying any of them (paged on
-   servers with extended find; see :func:`~orthanc_pandas.labels.label_map`). The cost grows
+   servers with extended find; see :func:`~orthanc_pandas._ops.labels.label_map`). The cost grows
    with the labelled resources, not with the archive.
 5. The recorded ``select`` criteria are replayed, so the result is what a fresh
    ``read_orthanc`` followed by the same selects gives.
@@ -63,7 +63,7 @@ def changed_resources(changes: Iterable[dict]) -> dict[str, set[str]]:
     """Group ``/changes`` entries by resource type (pure).
 
     Neutral entries (stability, metadata, DICOMweb's series cache, jobs: see
-    :mod:`orthanc_pandas.changes`) are ignored: they change nothing in the frame.
+    :mod:`orthanc_pandas._http.changes`) are ignored: they change nothing in the frame.
 
     Examples
     --------

@@ -107,7 +107,7 @@ def connect_workers(dask_client, url: str, *, auth=None, **client_kwargs) -> Non
     auth : (str, str)
         Credentials; ``None`` lets each worker resolve its own (environment, ``~/.netrc``).
     **client_kwargs
-        ``verify``, ``timeout``, ... for :class:`~orthanc_pandas.client.OrthancClient`.
+        ``verify``, ``timeout``, ... for :class:`~orthanc_pandas._http.client.OrthancClient`.
 
     Examples
     --------
@@ -180,7 +180,7 @@ def map_series(df: pd.DataFrame, func: Callable, *, dask_client=None,
     auth : (str, str), optional
         Credentials to register on the workers of ``dask_client`` first (via ``Client.run``).
     **volume_kwargs
-        Passed to :meth:`~orthanc_pandas.accessor.OrthancAccessor.volume` (``rescale``,
+        Passed to :meth:`~orthanc_pandas._accessors.frame.OrthancAccessor.volume` (``rescale``,
         ``allow_irregular``, ``dtype``, ``max_workers``).
 
     Returns

@@ -58,7 +58,7 @@ def fetch_datasets(client: OrthancClient, instance_ids: Sequence[str], *,
     -------
     list of pydicom.Dataset, or (datasets, arrays) when ``decode=True``
         In the order of ``instance_ids``; ``arrays[i]`` as
-        :func:`orthanc_pandas.volume.decode_pixels` gives it.
+        :func:`orthanc_pandas._imaging.decode.decode_pixels` gives it.
 
     Examples
     --------
@@ -131,12 +131,12 @@ def series_volume(rows: pd.DataFrame, client: OrthancClient, *, rescale: bool = 
     """The pixels of ``rows`` (one series) as an :class:`xarray.DataArray` with geometry.
 
     The parameters, result and errors are those of
-    :meth:`orthanc_pandas.accessor.OrthancAccessor.volume`, which calls this with the
+    :meth:`orthanc_pandas._accessors.frame.OrthancAccessor.volume`, which calls this with the
     frame's client.
 
     Examples
     --------
-    >>> from orthanc_pandas.client import connect                         # doctest: +SKIP
+    >>> from orthanc_pandas._http.client import connect                         # doctest: +SKIP
     >>> vol = series_volume(df[df.SeriesInstanceUID == "1.2.3"],
     ...                     connect("http://127.0.0.1:8042"))             # doctest: +SKIP
     """

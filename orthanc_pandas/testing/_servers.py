@@ -564,7 +564,7 @@ class LocalOrthanc:
 
     # -- convenience ----------------------------------------------------------------------
     def client(self, **kwargs) -> OrthancClient:
-        """An :class:`~orthanc_pandas.client.OrthancClient` for this server (with its first user)."""
+        """An :class:`~orthanc_pandas._http.client.OrthancClient` for this server (with its first user)."""
         if kwargs:
             return OrthancClient(self.url, auth=self._auth(), **kwargs)
         if self._client is None:
@@ -637,7 +637,7 @@ def link(*servers: LocalOrthanc, peers: bool = True) -> None:
     >>> a, b = LocalOrthanc(aet="A"), LocalOrthanc(aet="B")      # doctest: +SKIP
     >>> link(a, b)                                              # doctest: +SKIP
     >>> with a, b:                                              # doctest: +SKIP
-    ...     orthanc_pandas.gateway.echo(a.url, "B")
+    ...     orthanc_pandas._ops.gateway.echo(a.url, "B")
     True
     """
     for s in servers:

@@ -5,7 +5,7 @@ demo (a CT phantom). Everything is made in memory with pydicom; nothing is downl
 
 Examples
 --------
->>> from orthanc_pandas.synthetic import make_series, to_bytes
+>>> from orthanc_pandas.testing.synthetic import make_series, to_bytes
 >>> slices = make_series(n_slices=4, rows=8, cols=8)
 >>> len(slices), slices[0].Modality
 (4, 'CT')
