@@ -339,7 +339,7 @@ def test_index_verdict_is_what_volume_does_on_every_corpus_series(corpus, corpus
 
 def test_geometry_needs_a_server_only_for_missing_tags(frame):
     dead = frame.orthanc.with_tags("PixelSpacing", "Rows", "Columns", "SamplesPerPixel",
-                                   "FrameOfReferenceUID")
+                                   "FrameOfReferenceUID", "ImageType")
     dead = dead[dead.NumberOfFrames.fillna(1) <= 1]  # multi-frame headers come from the server
     dead.attrs = {"orthanc": {**frame.attrs["orthanc"], "url": "http://127.0.0.1:9"}}
     s = _by_description(dead.orthanc.series(geometry=True))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from orthanc_pandas._frame.contract import check_index_frame, frame_level, frame_url
-from orthanc_pandas._frame.levels import GEOMETRY_TAGS, level_frame
+from orthanc_pandas._frame.levels import REPORT_TAGS, level_frame
 from orthanc_pandas._frame.schema import INDEX_NAMES
 from orthanc_pandas._http.client import OrthancClient
 from orthanc_pandas._ops import series_map
@@ -687,7 +687,7 @@ class OrthancAccessor:
 
         df = self._df
         if geometry:
-            missing = [t for t in GEOMETRY_TAGS if not ({t, f"{t}_0"} & set(df.columns))]
+            missing = [t for t in REPORT_TAGS if not ({t, f"{t}_0"} & set(df.columns))]
             if missing:
                 df = self.with_tags(*missing, progress=progress, max_workers=max_workers,
                                     client=client)

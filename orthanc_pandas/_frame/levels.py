@@ -51,6 +51,8 @@ AGGREGATES: dict[str, tuple[str, ...]] = {
 
 #: Tags ``geometry=True`` fetches when they are not columns (one request per series for all).
 GEOMETRY_TAGS = ("PixelSpacing", "Rows", "Columns", "SamplesPerPixel", "FrameOfReferenceUID")
+#: what the geometry report reads besides: ImageType says whether an image is a Siemens mosaic
+REPORT_TAGS = (*GEOMETRY_TAGS, "ImageType")
 
 
 _VECTOR = re.compile(r"^(.*)_(\d+)$")

@@ -13,6 +13,7 @@ from orthanc_pandas._imaging.geometry import (
     is_palette,
     number_of_frames,
 )
+from orthanc_pandas._imaging.mosaic import is_mosaic, mosaic_layout, split_mosaic
 from orthanc_pandas.errors import (
     PixelDataError,
 )
@@ -23,7 +24,8 @@ def decode_pixels(ds) -> np.ndarray:
     """The pixels of a dataset exactly as ``ds.pixel_array`` gives them, without caching them.
 
     YBR_FULL/YBR_FULL_422 become RGB, as pydicom does by default. Shapes: ``(rows, cols)``,
-    ``(rows, cols, 3)``, ``(frames, rows, cols)`` or ``(frames, rows, cols, 3)``.
+    ``(rows, cols, 3)``, ``(frames, rows, cols)`` or ``(frames, rows, cols, 3)``; a Siemens
+    mosaic comes back as its ``(slices, rows, cols)``.
 
     Raises
     ------
@@ -53,7 +55,6 @@ def decode_pixels(ds) -> np.ndarray:
             from pydicom.pixels import apply_color_lut
 
             arr = apply_color_lut(arr, ds)
-        return arr
     except Exception as exc:  # pydicom raises several types; give one with a remedy
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         tsname = getattr(ts, "name", ts)
@@ -61,6 +62,9 @@ def decode_pixels(ds) -> np.ndarray:
             f"Could not decode the pixels of instance {uid} (transfer syntax {tsname}): "
             f"{type(exc).__name__}: {exc}. Compressed syntaxes need pydicom's plugins: "
             "pip install 'orthanc-pandas[pixels]'.") from exc
+    if is_mosaic(ds):
+        return split_mosaic(arr, mosaic_layout(ds))
+    return arr
 
 
 _NATIVE_LE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")

@@ -15,6 +15,7 @@ import pandas as pd
 from pydicom.datadict import keyword_dict
 from pydicom.dataelem import RawDataElement
 
+from orthanc_pandas._imaging.mosaic import is_mosaic, mosaic_layout
 from orthanc_pandas._util.warn import warn
 from orthanc_pandas.errors import (
     DuplicateSliceError,
@@ -231,6 +232,9 @@ def _int(value) -> int | None:
 
 
 def number_of_frames(ds) -> int:
+    """Frames as decoded: NumberOfFrames, or the slices tiled in a Siemens mosaic."""
+    if is_mosaic(ds):
+        return mosaic_layout(ds).count
     n = _int(ds.get("NumberOfFrames", 1))
     return n if n and n > 0 else 1
 
@@ -239,7 +243,8 @@ def slice_headers(ds, instance: str = "") -> list[SliceHeader]:
     """The :class:`SliceHeader` of each slice in a dataset.
 
     One per frame when the file carries per-frame positions (enhanced CT/MR/PT
-    ``PerFrameFunctionalGroupsSequence`` with ``PlanePositionSequence``), else one.
+    ``PerFrameFunctionalGroupsSequence`` with ``PlanePositionSequence``), one per tile of a
+    Siemens mosaic (see :mod:`orthanc_pandas._imaging.mosaic`), else one.
 
     Examples
     --------
@@ -255,6 +260,13 @@ def slice_headers(ds, instance: str = "") -> list[SliceHeader]:
                   slice_spacing=float_tuple(header_value(ds, "SpacingBetweenSlices") or header_value(ds, "SliceThickness"), 1))
     if common["slice_spacing"] is not None:
         common["slice_spacing"] = common["slice_spacing"][0] or None
+    if is_mosaic(ds):
+        layout = mosaic_layout(ds)
+        common.update(rows=layout.rows, columns=layout.columns)
+        return [SliceHeader(**common, position=tuple(float(v) for v in pos),
+                            orientation=float_tuple(header_value(ds, "ImageOrientationPatient"), 6),
+                            pixel_spacing=float_tuple(header_value(ds, "PixelSpacing"), 2), frame=k)
+                for k, pos in enumerate(layout.positions)]
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     nframes = number_of_frames(ds)
     if per_frame and len(per_frame) == nframes:

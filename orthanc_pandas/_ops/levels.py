@@ -10,7 +10,7 @@ import pandas as pd
 
 from orthanc_pandas._frame.contract import check_index_frame
 from orthanc_pandas._frame.levels import (
-    GEOMETRY_TAGS,
+    REPORT_TAGS,
     group_codes,
     level_values,
     raise_conflicts,
@@ -100,8 +100,9 @@ def geometry_report(df: pd.DataFrame, get_client: Callable | None = None, *,
     made from the index columns (ImagePositionPatient, ImageOrientationPatient,
     InstanceNumber, SOPInstanceUID) plus :data:`GEOMETRY_TAGS` (fetched with ``with_tags``
     when they are not columns and ``fetch`` is true). Multi-frame instances carry their frame
-    positions in sequences the index lacks: for them the header (no pixels) is downloaded and
-    read as ``volume()`` reads it. ``tolerances`` are ``slice_geometry``'s keyword arguments.
+    positions in sequences the index lacks, and Siemens mosaics (ImageType MOSAIC) their slice
+    count and direction in a private header: for them the header (no pixels) is downloaded
+    and read as ``volume()`` reads it. ``tolerances`` are ``slice_geometry``'s keyword arguments.
 
     Returns
     -------
@@ -110,7 +111,7 @@ def geometry_report(df: pd.DataFrame, get_client: Callable | None = None, *,
         ``volume_problem`` (string, missing when ok).
     """
 
-    missing = [t for t in GEOMETRY_TAGS
+    missing = [t for t in REPORT_TAGS
                if not ({t, f"{t}_0"} & set(df.columns))]
     if missing and fetch and len(df):
 
@@ -120,7 +121,11 @@ def geometry_report(df: pd.DataFrame, get_client: Callable | None = None, *,
     first, group, _ = group_codes(df, "series")
     frames = df["NumberOfFrames"].to_numpy(np.float64, na_value=np.nan) \
         if "NumberOfFrames" in df.columns else np.full(len(df), np.nan)
-    multi = np.bincount(group, weights=(frames > 1).astype(float), minlength=len(first)) > 0
+    # mosaics (ImageType MOSAIC) tile their slices in one image: their headers say where
+    mosaic = df["ImageType"].astype(object).fillna("").str.upper().str.contains(r"\bMOSAIC\b").to_numpy(bool) \
+        if "ImageType" in df.columns else np.zeros(len(df), bool)
+    multi = np.bincount(group, weights=((frames > 1) | mosaic).astype(float),
+                        minlength=len(first)) > 0
     members = np.split(np.argsort(group, kind="stable"), np.cumsum(np.bincount(group))[:-1]) \
         if len(df) else []
     single = np.flatnonzero(~multi[group])

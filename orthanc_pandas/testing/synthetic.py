@@ -15,10 +15,13 @@ True
 
 from __future__ import annotations
 
-__all__ = ["make_series", "make_multiframe", "make_seg", "to_bytes", "phantom", "generate_archive",
+__all__ = ["make_series", "make_multiframe", "make_mosaic", "make_seg", "to_bytes", "phantom", "generate_archive",
            "uid"]
 
+import copy
 import io
+import math
+import struct
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 
@@ -169,6 +172,91 @@ def make_series(n_slices: int = 10, rows: int = 64, cols: int = 64, *, modality:
             setattr(ds, kw, value)
         out.append(ds)
     return out
+
+
+def _csa2(tags: dict[str, tuple[str, list[str]]]) -> bytes:
+    """A Siemens CSA2 header ("SV10") holding ``name -> (VR, values)``, as scanners write it."""
+    out = [b"SV10", b"\x04\x03\x02\x01", struct.pack("<2I", len(tags), 77)]
+    for name, (vr, values) in tags.items():
+        out.append(struct.pack("<64si4s3i", name.encode(), len(values), vr.encode(), 0,
+                               len(values), 77))
+        for v in values:
+            raw = v.encode() + b"\0"
+            out.append(struct.pack("<4i", len(raw), len(raw), 77, len(raw)))
+            out.append(raw + b"\0" * (-len(raw) % 4))
+    return b"".join(out)
+
+
+def make_mosaic(n_slices: int = 5, rows: int = 16, cols: int = 16, *,
+                orientation: Sequence[float] = (1, 0, 0, 0, 1, 0),
+                normal_sign: float = 1.0, n_volumes: int = 1, csa: bool = True,
+                **series_kwargs) -> Dataset | list[Dataset]:
+    """A Siemens mosaic: the slices of :func:`make_series` tiled into one image.
+
+    The slices (``rows x cols`` each, placed as :func:`make_series` places them, at
+    ``slice_spacing`` along ``normal_sign`` times the row x column normal) are tiled row by row
+    into a square grid of ``ceil(sqrt(n_slices))`` tiles a side; ImagePositionPatient is the
+    corner of the whole tiled image, as Siemens writes it. The slice count and the slice normal
+    are in a CSA2 image header (0029,1010) and the count also in (0019,100A); ``csa=False``
+    leaves the CSA header out.
+
+    Returns
+    -------
+    pydicom.Dataset, or a list of ``n_volumes`` of them (one per time point: the same geometry,
+    pixel values shifted by the volume number), with ``slices`` (the untiled datasets of the
+    first volume) attached as ``ds.slices`` for checks.
+
+    Examples
+    --------
+    >>> ds = make_mosaic(5, 4, 6)
+    >>> ds.Rows, ds.Columns, list(ds.ImageType)
+    (12, 18, ['ORIGINAL', 'PRIMARY', 'M', 'ND', 'MOSAIC'])
+    """
+    series_kwargs.setdefault("modality", "MR")
+    series_kwargs.setdefault("slope", 1.0)
+    series_kwargs.setdefault("intercept", 0.0)
+    series_kwargs.setdefault("dtype", np.uint16)
+    spacing = series_kwargs.pop("slice_spacing", 2.5)
+    origin = np.asarray(series_kwargs.pop("origin", (-100.0, -110.0, 0.0)), float)
+    iop = np.asarray(orientation, float)
+    normal = normal_sign * np.cross(iop[:3], iop[3:])
+    positions = [origin + k * spacing * normal for k in range(n_slices)]
+    slices = make_series(n_slices, rows, cols, orientation=orientation, positions=positions,
+                         **series_kwargs)
+    grid = math.ceil(math.sqrt(n_slices))
+    ps = [float(v) for v in slices[0].PixelSpacing]
+    # the tiled image's corner: the first slice's corner moved back by the padding tiles
+    corner = origin - iop[3:] * ps[0] * (grid - 1) * rows / 2 - iop[:3] * ps[1] * (grid - 1) * cols / 2
+    csa_header = _csa2({"NumberOfImagesInMosaic": ("US", [str(n_slices)]),
+                        "SliceNormalVector": ("FD", [f"{v:.8f}" for v in normal])})
+    out = []
+    for t in range(n_volumes):
+        tiles = np.zeros((grid * rows, grid * cols), dtype=slices[0].pixel_array.dtype)
+        for k, sl in enumerate(slices):
+            r, c = divmod(k, grid)
+            tiles[r * rows:(r + 1) * rows, c * cols:(c + 1) * cols] = sl.pixel_array + t
+        ds = copy.deepcopy(slices[0])
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"]
+        ds.ImagePositionPatient = [_ds(v) for v in corner]
+        ds.SpacingBetweenSlices = _ds(spacing)
+        ds.InstanceNumber = t + 1
+        ds.AcquisitionNumber = t + 1
+        if n_volumes > 1 or t:
+            ds.SOPInstanceUID = uid("sop-mosaic", ds.SeriesInstanceUID, t)
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        for kw in ("SliceLocation",):
+            if kw in ds:
+                del ds[kw]
+        ds.add_new(0x00190010, "LO", "SIEMENS MR HEADER")
+        ds.add_new(0x0019100A, "US", n_slices)
+        if csa:
+            ds.add_new(0x00290010, "LO", "SIEMENS CSA HEADER")
+            ds.add_new(0x00291008, "CS", "IMAGE NUM 4")
+            ds.add_new(0x00291010, "OB", csa_header)
+        _set_pixels(ds, tiles)
+        out.append(ds)
+    out[0].slices = slices
+    return out[0] if n_volumes == 1 else out
 
 
 def make_multiframe(n_frames: int = 5, rows: int = 16, cols: int = 16, *,
