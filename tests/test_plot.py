@@ -27,7 +27,8 @@ from orthanc_pandas._imaging.display import (  # noqa: E402
     plane_layout,
     plot_title,
 )
-from orthanc_pandas.testing.synthetic import make_series  # noqa: E402
+from orthanc_pandas._imaging.masks import seg_mask  # noqa: E402
+from orthanc_pandas.testing.synthetic import make_seg, make_series  # noqa: E402
 
 AIR, MARK = -1000.0, 1000.0  # HU: black and white in every CT window below bone
 UID_RE = re.compile(r"\d+(\.\d+){3,}")
@@ -289,6 +290,8 @@ def test_mask_contours_with_a_legend_of_labels():
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["marker", "air"]
     assert ax.collections  # the contours
+    one = vol.orthanc.plot(mask=seg.sel(segment="marker")).axes[0].get_legend()
+    assert [t.get_text() for t in one.get_texts()] == ["marker"]
     fig = vol.orthanc.plot(index=_through_marker(vol, "axial"), mask=body.rename("tumour"),
                            mask_style="fill")
     assert len(fig.axes[0].images) == 2
@@ -328,3 +331,23 @@ def test_missing_matplotlib_says_which_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r"orthanc-pandas\[plot\]"):
         _volume().orthanc.plot()
+
+
+def test_a_dicom_seg_draws_its_segment_where_the_marker_is():
+    pytest.importorskip("highdicom")
+    datasets = _series(corner=CORNERS["superior anterior right"])
+    vol = op.volume_from_datasets(datasets)
+    marker = np.stack([ds.pixel_array > 1024 for ds in datasets])[None]
+    seg = seg_mask(make_seg(datasets, marker, ["marker"]), vol)   # (segment, z, y, x)
+    fig = vol.orthanc.plot(index=_through_marker(vol, "axial"), mask=seg, letters=False)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["marker"]
+    ax.get_legend().remove()
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
+    box = ax.images[0].get_window_extent()
+    h = rgba.shape[0]
+    sub = rgba[int(h - box.y1):int(h - box.y0), int(box.x0):int(box.x1)]
+    blue = (sub[..., 2] - sub[..., 0] > 80)  # tab10's first colour, the contour
+    ys, xs = np.nonzero(blue)
+    assert blue.any() and ys.mean() / sub.shape[0] < 0.5 and xs.mean() / sub.shape[1] < 0.5

@@ -72,6 +72,9 @@ _LETTERS = (("L", "R"), ("P", "A"), ("S", "I"))
 #: A direction component this large (cosine) earns its letter: 0.2 is ~11.5 degrees off axis.
 LETTER_MIN_COSINE = 0.2
 
+#: Coordinates that name a mask's structures (SEG, RTSTRUCT, label maps).
+_LABEL_COORDS = ("segment", "roi", "label")
+
 _UID = re.compile(r"^\s*\d+(\.\d+){3,}\s*$")
 _DIMS = ("z", "y", "x")
 
@@ -437,7 +440,7 @@ def plot_title(da: xr.DataArray, layout: PlaneLayout | None = None, index: int |
     if layout is not None and index is not None:
         parts.append(slice_label(da, layout, index))
     if window is not None:
-        parts.append(f"W{window[1]:g} L{window[0]:g}")
+        parts.append(f"W{window[1]:.4g} L{window[0]:.4g}")
     return " · ".join(parts)
 
 
@@ -450,7 +453,7 @@ def slice_label(da: xr.DataArray, layout: PlaneLayout, index: int) -> str:
         units = da[dim].attrs.get("units", "mm")
         unit = f" {units}" if units not in ("1", "") else ""
         where = f" {dim} = {float(da[dim].values[k]):.1f}{unit}"
-    return f"{layout.plane}{where} ({k + 1}/{n})"
+    return f"{layout.plane}{where}" + (f" ({k + 1}/{n})" if n > 1 else "")
 
 
 # --------------------------------------------------------------------------- drawing
@@ -504,7 +507,10 @@ def mask_layers(mask: xr.DataArray, like: xr.DataArray) -> list[tuple[str, xr.Da
                 for i, n in enumerate(names)]
     vol = as_volume(mask)
     if vol.dtype == bool:
-        return [(str(mask.name) if mask.name is not None else "mask", vol)]
+        # seg.sel(segment="liver") keeps its label as a scalar coord
+        named = [str(mask[c].item()) for c in _LABEL_COORDS if c in mask.coords and mask[c].ndim == 0]
+        name = named[0] if named else str(mask.name) if mask.name is not None else "mask"
+        return [(name, vol)]
     values = np.unique(vol.values[np.isfinite(vol.values)] if vol.dtype.kind == "f" else vol.values)
     return [(f"label {v:g}", vol == v) for v in values if v != 0]
 
