@@ -570,9 +570,8 @@ _LETTER_STYLE = {"color": "#ffcc00", "fontsize": 11, "fontweight": "bold"}
 
 def _draw(ax, da, layout, index, window, layers, mask_style, overlay, overlay_window,
           overlay_cmap, overlay_alpha, letters):
-    """Draw one plane into ``ax`` (cleared first)."""
+    """Draw one plane into ``ax``."""
     matplotlib = _matplotlib()
-    ax.clear()
     extent = plane_extent(da, layout)
     img = extract_plane(da, layout, index)
     gray = apply_window(img.values, *window)
@@ -651,7 +650,8 @@ def plot_volume(da: xr.DataArray, *, plane: str | None = None, index=None, view:
                             overlay_alpha, letters, figsize)
     if ax is None:
         fig, axes = matplotlib.pyplot.subplots(
-            1, len(views), figsize=figsize or (5.0 * len(views), 5.0), squeeze=False)
+            1, len(views), figsize=figsize or (5.0 * len(views), 5.0), squeeze=False,
+            layout="constrained")
         axes = list(axes[0])
     else:
         fig, axes = ax.figure, [ax]
@@ -685,7 +685,7 @@ def _interactive(vol, views, win, layers, mask_style, ov, ov_win, overlay_cmap, 
     from matplotlib.figure import Figure
 
     # A Figure outside pyplot: the notebook shows it only through the output widget, once.
-    fig = Figure(figsize=figsize or (5.0 * len(views), 5.0))
+    fig = Figure(figsize=figsize or (5.0 * len(views), 5.0), layout="constrained")
     axes = list(fig.subplots(1, len(views), squeeze=False)[0])
     out = widgets.Output()
     sliders = [widgets.IntSlider(value=k % vol.sizes[lay.normal_dim], min=0,
@@ -694,6 +694,8 @@ def _interactive(vol, views, win, layers, mask_style, ov, ov_win, overlay_cmap, 
 
     def redraw(_change=None):
         now = [(lay, s.value) for (lay, _), s in zip(views, sliders, strict=True)]
+        for a in axes:
+            a.clear()
         _render(fig, axes, vol, now, win, layers, mask_style, ov, ov_win, overlay_cmap,
                 overlay_alpha, letters)
         with out:
