@@ -231,6 +231,9 @@ def test_a_single_slice_plots_in_its_own_plane():
     down, across = _marker_place(fig)
     assert down < 0.5 and across < 0.5
     assert f"z = {float(vol.z[k]):.1f} mm" in fig.axes[0].get_title()
+    body = (vol > 0).rename("marker")  # a whole-volume mask on one slice: that slice of it
+    legend = vol.isel(z=k).orthanc.plot(mask=body).axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["marker"]
     with pytest.raises(ValueError, match="its own plane"):
         vol.isel(z=k).orthanc.plot(plane="coronal")
 

@@ -521,6 +521,22 @@ _ONTO_GRID = {"mask=": "build it on the volume's grid (seg_rows.orthanc.mask(lik
                           "and frame of reference)"}
 
 
+def on_slice(other, like: xr.DataArray):
+    """A whole-volume mask or overlay cut to the one slice ``like`` is (by its ``z``).
+
+    ``vol.isel(z=k).orthanc.plot(mask=seg)`` then shows slice ``k`` of ``seg``; anything
+    else is returned as it is.
+    """
+    if not isinstance(other, xr.DataArray) or like.sizes.get("z", 0) != 1 or \
+            "z" not in like.coords or other.sizes.get("z", 1) == 1 or "z" not in other.coords:
+        return other
+    try:
+        return other.sel(z=like["z"].values, method="nearest", tolerance=1e-3)
+    except KeyError:
+        raise ValueError(f"The slice is at z = {float(like['z'].values[0]):g} mm; the mask or "
+                         "overlay has no slice there.") from None
+
+
 def _check_grid(other: xr.DataArray, like: xr.DataArray, what: str) -> xr.DataArray:
     other = as_volume(other)
     if dict(other.sizes) != dict(like.sizes):
@@ -636,10 +652,10 @@ def plot_volume(da: xr.DataArray, *, plane: str | None = None, index=None, view:
         raise ValueError(f"mask_style must be 'contour' or 'fill'; got {mask_style!r}.")
     vol = as_volume(da)
     win = choose_window(vol, window, percentiles=percentiles)
-    layers = mask_layers(mask, vol) if mask is not None else []
+    layers = mask_layers(on_slice(mask, vol), vol) if mask is not None else []
     ov = ov_win = None
     if overlay is not None:
-        ov = _check_grid(overlay, vol, "overlay=")
+        ov = _check_grid(on_slice(overlay, vol), vol, "overlay=")
         ov_win = choose_window(ov, overlay_window, percentiles=percentiles)
     views = _indices(vol, view, plane, index)
     if ax is not None and len(views) > 1:
