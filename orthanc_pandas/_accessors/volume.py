@@ -9,6 +9,9 @@ indices in dims order ``(z, y, x, 1)`` to LPS millimetres) and the array itself,
 * ``vol.orthanc.to_nifti(path)``: a NIfTI-1 file in RAS (nibabel, same extra).
 * ``vol.orthanc.to_netcdf(path)``: netCDF with netCDF-safe attrs; works in a base install
   (h5netcdf is a dependency).
+* ``vol.orthanc.plot()``: a slice the right way up (radiological), windowed, in mm, with
+  optional mask contours; three planes with ``view="three"`` (``pip install
+  'orthanc-pandas[plot]'``). See ``docs/volumes.md``, "Looking at a volume".
 
 Importing :mod:`orthanc_pandas` registers the accessor. See ``docs/interop.md``.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from orthanc_pandas._imaging.display import PERCENTILES, plot_volume
 from orthanc_pandas._imaging.interop import (
     ORTHONORMAL_ATOL,
     extra_missing,
@@ -170,3 +174,90 @@ class VolumeAccessor:
         if da.name is None:
             da.name = "volume"
         return da.to_netcdf(path, **kwargs)
+
+    def plot(self, *, plane: str | None = None, index=None, view: str = "single", window=None,
+             percentiles: tuple[float, float] = PERCENTILES, mask=None,
+             mask_style: str = "contour", overlay=None, overlay_window=None,
+             overlay_cmap: str = "hot", overlay_alpha: float = 0.5, letters: bool = True,
+             ax=None, figsize=None, interactive: bool = False):
+        """Show a slice as a radiologist would: right way up, gray, windowed, mm axes.
+
+        Radiological convention, decided from ``attrs["direction"]`` (the LPS axes of ``z``,
+        ``y``, ``x``), whatever plane the series was acquired in:
+
+        * axial: anterior at the top, the patient's right on the screen's left (for the
+          usual axial acquisition this is ``pixel_array``: row 0 at the top);
+        * coronal: superior at the top, the patient's right on the screen's left;
+        * sagittal: superior at the top, anterior on the screen's left.
+
+        Orientation letters mark the four edges. The axes are the volume's own ``x``/``y``/``z``
+        coordinates in mm with ``aspect="equal"``, so the pixel spacing shows true; the title
+        is the series description, modality, plane, slice position and window (never a UID).
+
+        Parameters
+        ----------
+        plane : {"axial", "coronal", "sagittal"}, optional
+            Which plane; default the acquired one (the plane of the slices). A plane cuts the
+            array dim closest to its normal: for an axial stack, axial takes a ``z`` index,
+            coronal a ``y`` index and sagittal an ``x`` index.
+        index : int, optional
+            The slice along that dim (default the middle one); with ``view="three"`` a dict
+            such as ``{"axial": 40, "sagittal": 256}``.
+        view : {"single", "three"}
+            One plane, or axial, coronal and sagittal side by side (1 x 3 axes).
+        window : None, str or (center, width)
+            ``"soft tissue"`` (W400 L40), ``"lung"`` (W1500 L-600), ``"bone"`` (W1800 L400),
+            ``"brain"`` (W80 L40) for volumes in HU; ``"auto"`` for the ``percentiles``; or
+            ``(center, width)``. Default: for CT in HU the file's window, else soft tissue;
+            for MR, PET and anything else the 1st-99th percentiles of the volume.
+        percentiles : (low, high)
+            Percentiles of the automatic window.
+        mask : DataArray or array, optional
+            On the volume's grid: boolean ``(z, y, x)`` (one structure), integer labels
+            (one structure per nonzero value), or ``(segment|roi, z, y, x)`` as
+            ``seg_rows.orthanc.mask(like=vol)`` gives (named by that coordinate). Drawn in
+            colours with a legend.
+        mask_style : {"contour", "fill"}
+            Outlines, or translucent fills.
+        overlay : DataArray, optional
+            A second volume on the same grid (a PET resampled onto the CT), drawn with
+            ``overlay_cmap`` at ``overlay_alpha`` above its window's low end; its window is
+            ``overlay_window`` (same choices as ``window``; default by its own modality).
+        letters : bool
+            Orientation letters at the image edges.
+        ax : matplotlib Axes, optional
+            Draw into it (one plane only).
+        figsize : (width, height), optional
+        interactive : bool
+            In Jupyter: a slider per plane that moves through the slices (ipywidgets).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            The figure (one axes per plane; ``fig.axes[0].images[0]`` holds the windowed
+            gray levels in ``[0, 1]`` as displayed, row 0 at the top). End a notebook cell
+            with ``;`` so that it is not shown twice. With ``interactive=True``: an
+            ``ipywidgets.VBox`` of the sliders and the image, whose ``.figure`` is the Figure.
+
+        Raises
+        ------
+        ImportError
+            matplotlib (or, for ``interactive``, ipywidgets) is missing:
+            ``pip install 'orthanc-pandas[plot]'``.
+        ValueError
+            An unknown plane, view or window; a HU preset on values that are not HU; a mask or
+            overlay that is not on the volume's grid.
+
+        Examples
+        --------
+        >>> vol.orthanc.plot();                                       # doctest: +SKIP
+        >>> vol.orthanc.plot(plane="coronal", window="bone");         # doctest: +SKIP
+        >>> vol.orthanc.plot(view="three", mask=seg_rows.orthanc.mask(like=vol));  # doctest: +SKIP
+        >>> vol.isel(z=40).orthanc.plot(window="lung");               # doctest: +SKIP
+        >>> vol.orthanc.plot(interactive=True)                        # doctest: +SKIP
+        """
+        return plot_volume(self._da, plane=plane, index=index, view=view, window=window,
+                           percentiles=percentiles, mask=mask, mask_style=mask_style,
+                           overlay=overlay, overlay_window=overlay_window,
+                           overlay_cmap=overlay_cmap, overlay_alpha=overlay_alpha,
+                           letters=letters, ax=ax, figsize=figsize, interactive=interactive)

@@ -1,1 +1,1 @@
-"""Pure imaging code: geometry, decoding, assembly into volumes, masks, interop. No HTTP."""
+"""Pure imaging code: geometry, decoding, assembly into volumes, masks, interop, display. No HTTP."""
