@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 
 import pandas as pd
@@ -104,6 +105,15 @@ def test_criteria_forms_and_clear_errors(net):
     expected = ref.orthanc.select(StudyDate="20100201-", PatientName="Synthetic*")
     assert set(dated.index.get_level_values("study")) == set(expected.index.get_level_values("study"))
     assert 0 < len(dated) < ref.orthanc.study_count
+    # every date form select takes gives what select gives on the remote's own index
+    for form in [("2010-02-01", None), "2010-02-01-", (datetime.date(2010, 2, 1), None),
+                 (pd.Timestamp("2010-02-01"), pd.Timestamp("2100-01-01"))]:
+        got = op.query(url, "PACS", "study", StudyDate=form, PatientName="Synthetic*")
+        want = ref.orthanc.select(StudyDate=form, PatientName="Synthetic*")
+        assert set(got.index.get_level_values("study")) == \
+            set(want.index.get_level_values("study")) == set(dated.index.get_level_values("study")), form
+    with pytest.raises(op.SelectionError, match="not a date"):
+        op.query(url, "PACS", "study", StudyDate=("01/02/2010", None))
     with pytest.raises(op.SelectionError, match="function"):
         op.query(url, "PACS", "series", SeriesNumber=lambda c: c > 1)
     with pytest.raises(op.SelectionError, match="ranges only for dates"):

@@ -188,6 +188,20 @@ def _to_timestamp(value, what: str) -> pd.Timestamp:
     raise SelectionError(f"{what}: {value!r} is not a date; use 'YYYYMMDD' or datetime.date.")
 
 
+def dicom_date(value, what: str) -> str:
+    """A date in any form ``select`` takes -> DICOM DA text, or a :class:`SelectionError`.
+
+    Examples
+    --------
+    >>> dicom_date("2023-01-31", "StudyDate"), dicom_date("20230131", "StudyDate")
+    ('20230131', '20230131')
+    >>> import datetime
+    >>> dicom_date(datetime.date(2023, 1, 31), "StudyDate")
+    '20230131'
+    """
+    return _to_timestamp(value, what).strftime("%Y%m%d")
+
+
 def _to_float(value, what: str) -> float:
     if is_number(value):
         return float(value)

@@ -55,6 +55,7 @@ keeps every tag as the raw string instead.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
@@ -78,24 +79,35 @@ ROUTES = {"patient": "patients", "study": "studies", "series": "series", "instan
 PARENT_KEY = {"study": "ParentPatient", "series": "ParentStudy", "instance": "ParentSeries"}
 
 
-#: Main DICOM tags of Orthanc 1.10 per level (newer servers may report more; they are kept too).
+#: Main DICOM tags per level: the union over every Orthanc version supported (1.10 to 1.13), so
+#: that every server gives the same columns (missing where it does not index a tag; see
+#: :data:`NEWER_MAIN_TAGS`). Tags a server is configured to index beyond these
+#: (``ExtraMainDicomTags``) are kept too, after them.
 MAIN_TAGS: dict[str, tuple[str, ...]] = {
     "patient": ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "OtherPatientIDs"),
     "study": ("StudyDate", "StudyTime", "StudyID", "StudyDescription", "AccessionNumber",
               "StudyInstanceUID", "RequestedProcedureDescription", "InstitutionName",
-              "RequestingPhysician", "ReferringPhysicianName"),
+              "RequestingPhysician", "ReferringPhysicianName", "TimezoneOffsetFromUTC"),
     "series": ("SeriesDate", "SeriesTime", "Modality", "Manufacturer", "StationName",
                "SeriesDescription", "BodyPartExamined", "SequenceName", "ProtocolName",
                "SeriesNumber", "CardiacNumberOfImages", "ImagesInAcquisition",
                "NumberOfTemporalPositions", "NumberOfSlices", "NumberOfTimeSlices",
                "SeriesInstanceUID", "SeriesType", "OperatorsName",
                "PerformedProcedureStepDescription", "AcquisitionDeviceProcessingDescription",
-               "ContrastBolusAgent"),
+               "ContrastBolusAgent", "PerformedProcedureStepStartDate",
+               "PerformedProcedureStepStartTime", "RequestAttributesSequence"),
     "instance": ("InstanceCreationDate", "InstanceCreationTime", "AcquisitionNumber",
                  "ImageIndex", "InstanceNumber", "NumberOfFrames", "TemporalPositionIdentifier",
                  "SOPInstanceUID", "ImagePositionPatient", "ImageOrientationPatient",
                  "ImageComments"),
 }
+
+
+#: Main tags that Orthanc 1.10 does not index and 1.12/1.13 do (measured on 1.10.1, 1.12.7 and
+#: 1.13.0 with pydicom's test files): on 1.10 these columns are always missing. 1.13 also
+#: reports TimezoneOffsetFromUTC among a series' tags; the column holds the study's value.
+NEWER_MAIN_TAGS = ("TimezoneOffsetFromUTC", "PerformedProcedureStepStartDate",
+                   "PerformedProcedureStepStartTime", "RequestAttributesSequence")
 
 
 #: Orthanc bookkeeping fields kept per level: JSON key -> (column, kind)
@@ -352,7 +364,11 @@ def _joined_labels(labels) -> str | None:
 def _as_text(v):
     if v is None or isinstance(v, str):
         return v
-    if isinstance(v, list):  # sequences in newer servers' ExtraMainDicomTags
+    if isinstance(v, list) and any(isinstance(item, dict) for item in v):
+        # a sequence (RequestAttributesSequence on 1.12+, or ExtraMainDicomTags): Orthanc's
+        # JSON of its items, as JSON text that json.loads and DuckDB's JSON functions read
+        return json.dumps(v, ensure_ascii=False, separators=(",", ":")) if v else None
+    if isinstance(v, list):  # a multi-valued tag given as a list
         return "\\".join(map(str, v))
     return str(v)
 
@@ -435,7 +451,9 @@ def build_frame(tables: Mapping[str, LevelTable | Mapping[str, pa.Array]], *, ty
         lvl = arrays[level]
         codes = per_instance[level]
         seen = [k[4:] for k in lvl if k.startswith("tag:")]
-        ordered = [k for k in MAIN_TAGS[level]] + [k for k in seen if k not in MAIN_TAGS[level]]
+        # a tag of another level's main tags is that level's column (1.13 repeats
+        # TimezoneOffsetFromUTC among a series' tags); extras of this server come after
+        ordered = [k for k in MAIN_TAGS[level]] + [k for k in seen if tag_level(k) is None]
         for kw in ordered:
             if level != "instance" and kw in instance_tags:
                 continue  # the instance level reports it too; merged below

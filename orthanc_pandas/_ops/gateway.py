@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import itertools
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +26,7 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 from orthanc_pandas._frame.matching import (
     DA_RANGE,
+    dicom_date,
     dicom_text,
     encode_criteria,
     is_datelike,
@@ -84,6 +86,9 @@ def orthanc_id(*identifiers: str) -> str:
     return "-".join(digest[i:i + 8] for i in range(0, 40, 8))
 
 
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
 def _criterion_text(keyword: str, value) -> str:
     """One C-FIND matching key from a ``select``-style criterion, or a SelectionError."""
     vr = tag_vr(keyword)
@@ -101,14 +106,23 @@ def _criterion_text(keyword: str, value) -> str:
                 f"{keyword} ({vr or 'text'}): DICOM C-FIND has ranges only for dates and times "
                 f"(DA, TM, DT), not {value!r}. Query without it and filter the answers with "
                 f"df.orthanc.select({keyword}={value!r}).")
-        low, high = ("" if b is None else dicom_text(b, vr) for b in value)
+        if vr == "DA":  # every form select takes: DICOM or ISO text, date, datetime, Timestamp
+            low, high = ("" if b is None else dicom_date(b, f"{keyword} range") for b in value)
+        else:
+            low, high = ("" if b is None else dicom_text(b, vr) for b in value)
         return f"{low}-{high}"
-    if isinstance(value, str):
-        if vr == "DA" and "-" in value and not DA_RANGE.match(value):
+    if isinstance(value, str) and vr == "DA":
+        # a remote archive answers nothing to a date it cannot parse: never send one
+        match = DA_RANGE.match(value.strip())
+        if match:
+            low, high = match.group("low"), match.group("high")
+            return "-".join("" if b is None else dicom_date(b, keyword) for b in (low, high))
+        if "-" in value.strip() and not _ISO_DATE.match(value.strip()):
             raise SelectionError(f"{keyword}={value!r} is neither a date nor a date range "
-                                 "(20200101, 20200101-20201231, 20200101-, -20201231).")
-        if vr == "DA" and DA_RANGE.match(value):
-            return value.replace("-", "") if value.count("-") > 2 else value
+                                 "(20200101 or 2020-01-01; 20200101-20201231, 20200101-, -20201231; "
+                                 "or a (low, high) tuple of dates).")
+        return dicom_date(value, keyword)
+    if isinstance(value, str):
         return value
     if is_datelike(value) or isinstance(value, _dt.date):
         return dicom_text(value, vr)
