@@ -131,7 +131,7 @@ def series_volume(rows: pd.DataFrame, client: OrthancClient, *, rescale: bool = 
     """The pixels of ``rows`` (one series) as an :class:`xarray.DataArray` with geometry.
 
     The parameters, result and errors are those of
-    :meth:`orthanc_pandas.accessor.OrthancAccessor.volume`, which calls this with the
+    :meth:`orthanc_pandas._accessors.frame.InstanceAccessor.volume`, which calls this with the
     frame's client.
 
     Examples
