@@ -157,6 +157,7 @@ def inspect_empty():
     lambda df: df.orthanc.modify(max_workers=0),
     lambda df: df.orthanc.send("PEER", max_workers=0),
     lambda df: df.orthanc.headers(errors="ignore"),
+    lambda df: df.orthanc.with_tags("KVP", max_workers=0),
     lambda df: df.orthanc.anonymize(errors="warn"),
 ])
 def test_bad_max_workers_or_errors_raise_before_any_request(call):

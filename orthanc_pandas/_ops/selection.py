@@ -19,6 +19,7 @@ from orthanc_pandas._frame.tags import TagInfo, column_names, resolve_tag
 from orthanc_pandas._http.client import OrthancClient
 from orthanc_pandas._ops.fetch_tags import DEFAULT_WORKERS, fetch_tag_columns, fetch_tag_names
 from orthanc_pandas._ops.labels import has_labels
+from orthanc_pandas._util.bulk import check_bulk_args
 from orthanc_pandas.errors import SelectionError
 
 GetClient = Callable[[], OrthancClient]
@@ -58,6 +59,7 @@ def _vr_of(name: str) -> str:
 def with_tags(df: pd.DataFrame, tags, get_client: GetClient, *, max_workers: int | None = DEFAULT_WORKERS,
               progress=None) -> pd.DataFrame:
     """``df`` with typed columns for ``tags`` that are not columns yet (see the accessor)."""
+    check_bulk_args(max_workers)  # 0 is not "the default" here either
     missing: list[TagInfo] = []
     for t in tags:
         _cols, _vr, info = frame_columns(df, t)
