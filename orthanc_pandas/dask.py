@@ -50,12 +50,14 @@ import copy
 import hashlib
 import logging
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from orthanc_pandas._frame.matching import merge_criteria
 from orthanc_pandas._frame.schema import (
     INDEX_NAMES,
     LABELS_COLUMN,
@@ -408,10 +410,11 @@ def _select_partition(part: pd.DataFrame, criteria: dict, case_sensitive: bool) 
     return _select(part, criteria, lambda: _frame_client(part), case_sensitive=case_sensitive)
 
 
-def select(ddf: dd.DataFrame, case_sensitive: bool = False, **criteria) -> dd.DataFrame:
+def select(ddf: dd.DataFrame, criteria: Mapping | None = None, /, *, case_sensitive: bool = False,
+           **criteria_kwargs) -> dd.DataFrame:
     """The rows matching every criterion, lazily, partition by partition.
 
-    The criteria are those of :meth:`orthanc_pandas._accessors.frame.OrthancAccessor.select` on
+    The criteria are those of :meth:`orthanc_pandas._accessors.frame.InstanceAccessor.select` on
     columns of the frame (main tags and ``orthanc_*`` columns); a tag that is not a column
     would need a request per series in every partition and is refused: add it first with
     ``ddf.map_partitions(lambda p: p.orthanc.with_tags(...))``. The result records the
@@ -425,6 +428,7 @@ def select(ddf: dd.DataFrame, case_sensitive: bool = False, **criteria) -> dd.Da
     True
     """
 
+    criteria = merge_criteria(criteria, criteria_kwargs)
     meta = ddf._meta
     for key in criteria:
         if frame_columns(meta, key)[2] is not None:
@@ -468,14 +472,16 @@ class OrthancDaskAccessor:
         """The URL of the server the rows come from."""
         return str(self.info["url"])
 
-    def select(self, case_sensitive: bool = False, **criteria) -> dd.DataFrame:
+    def select(self, criteria: Mapping | None = None, /, *, case_sensitive: bool = False,
+               **criteria_kwargs) -> dd.DataFrame:
         """Lazy :func:`select`: the matching rows, partition by partition.
 
         Examples
         --------
         >>> ddf.orthanc.select(Modality=["CT", "MR"]).compute()           # doctest: +SKIP
+        >>> ddf.orthanc.select({"0008,0060": "MR"}).compute()             # doctest: +SKIP
         """
-        return select(self._ddf, case_sensitive=case_sensitive, **criteria)
+        return select(self._ddf, criteria, case_sensitive=case_sensitive, **criteria_kwargs)
 
 
 # -- one task per series -----------------------------------------------------------------------

@@ -38,6 +38,7 @@ __all__ = [
     "GantryTiltError",
     "PixelDataError",
     "DownloadFolderError",
+    "BulkError",
     "JobError",
     "DicomNetworkError",
     "OrthancPandasWarning",
@@ -191,7 +192,24 @@ class DownloadFolderError(OrthancPandasError, PermissionError):
     """The download folder cannot be created or written to."""
 
 
-class JobError(OrthancPandasError, RuntimeError):
+class BulkError(OrthancPandasError, RuntimeError):
+    """Some items of a bulk call failed; ``.report`` says which and why.
+
+    Raised by bulk calls (``upload``, ``delete``, ``add_labels``, ...) with ``errors="raise"``
+    after every item was tried; ``errors="report"`` returns the same report instead.
+
+    Attributes
+    ----------
+    report : pandas.DataFrame
+        The call's report, failed and successful rows alike, so a rerun can skip what is done.
+    """
+
+    def __init__(self, message: str, *, report=None):
+        super().__init__(message)
+        self.report = report
+
+
+class JobError(BulkError):
     """Some Orthanc jobs (retrieve, send, anonymize, modify) failed; ``.report`` says which and why.
 
     Attributes
@@ -200,10 +218,6 @@ class JobError(OrthancPandasError, RuntimeError):
         One row per requested resource with its ``status`` and ``reason``; resources that
         succeeded are in it too, so a rerun can skip them.
     """
-
-    def __init__(self, message: str, *, report=None):
-        super().__init__(message)
-        self.report = report
 
 
 class DicomNetworkError(OrthancPandasError, ConnectionError):

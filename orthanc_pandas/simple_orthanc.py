@@ -108,7 +108,7 @@ class Orthanc:
     def _apply(self) -> None:
         df = self._full
         if self._criteria:
-            df = df.orthanc.select(**self._criteria)
+            df = df.orthanc.select(self._criteria)
         if self._sort is not None:
             df = df.orthanc.sort_by(self._sort[0], ascending=self._sort[1])
         self._df = df
@@ -145,7 +145,7 @@ class Orthanc:
         if replaced or self._sort is not None:
             self._apply()
         else:  # only new tags: narrow the current selection, no need to start over
-            self._df = self._df.orthanc.select(**criteria)
+            self._df = self._df.orthanc.select(criteria)
         return self
 
     @property
@@ -192,16 +192,16 @@ class Orthanc:
 
     def _unique(self, tag: str) -> list:
         if self._sort is not None:  # values in the order of the sorted rows
-            values = self._df.orthanc.values(tag)
+            values = self._df.orthanc.tag_values(tag)
             return [_py(v) for v in pd.unique(values.dropna().to_numpy())]
-        return [_py(v) for v in self._df.orthanc.unique(tag)]
+        return [_py(v) for v in self._df.orthanc.unique_tag_values(tag)]
 
     def get_dicom_tag(self, tag: str, unique: bool = True) -> list:
         """Values of ``tag`` in the selection: the unique ones (the default, as in
         simple-orthanc), or with ``unique=False`` one per instance in row order."""
         if unique:
             return self._unique(tag)
-        return [_py(v) for v in self._df.orthanc.values(tag).to_numpy()]
+        return [_py(v) for v in self._df.orthanc.tag_values(tag).to_numpy()]
 
     def get_all_dicom_tags(self) -> list[str]:
         """Tag keywords available: all tags of the series when one series is selected, else the main tags."""
@@ -230,7 +230,7 @@ class Orthanc:
         """
         if index is not None:
             return self._df.iloc[[index]].orthanc.header()
-        return self._df.orthanc.headers(progress=self._progress)
+        return self._df.orthanc.headers(progress=self._progress).tolist()
 
     def get_volume(self, **kwargs):
         """The selected series as an ``xarray.DataArray`` with its geometry."""
@@ -260,24 +260,25 @@ class Orthanc:
         """Upload one file or a list of files; returns the per-file report. Call refresh() after."""
 
         paths = [file] if isinstance(file, str | os.PathLike) else list(file)
-        return upload(paths, self._client, check_dicom=test_dicom, progress=self._progress)
+        return upload(paths, self._client, check_dicom=test_dicom, progress=self._progress,
+                      errors="report")
 
     def upload_folder(self, folder: str | os.PathLike, test_dicom: bool = True, recursive: bool = False):
         """Upload every file of a folder (``recursive`` for subfolders); returns the report."""
 
         return upload(folder, self._client, recursive=recursive, check_dicom=test_dicom,
-                      progress=self._progress)
+                      progress=self._progress, errors="report")
 
     def _delete(self, level: str):
         # then refresh(), which clears the selection as simple-orthanc does after a deletion
-        report = self._df.orthanc.delete(level, confirm=True)
+        report = self._df.orthanc.delete(level=level, confirm=True)
         self.refresh()
         return report
 
     def delete_selected_patient(self):
         """Delete the selected patients ENTIRELY, including studies and series not selected.
 
-        This cannot be undone. Use ``df.orthanc.delete("patient")`` (without ``confirm``)
+        This cannot be undone. Use ``df.orthanc.delete(level="patient")`` (without ``confirm``)
         first to see everything that would go.
         """
         warn("Deleting whole patients: their studies and series outside the selection "

@@ -249,7 +249,7 @@ def test_upload_of_non_dicom_and_truncated_files_is_reported_not_raised(world, t
     with zipfile.ZipFile(tmp_path / "bad.zip", "w") as zf:
         zf.writestr("inner.txt", "nope")
     (tmp_path / "broken.zip").write_bytes(b"PK\x03\x04" + b"\0" * 40)
-    report = op.upload(tmp_path, world.b.client()).set_index("path")
+    report = op.upload(tmp_path, world.b.client(), errors="report").set_index("path")
     got = {Path(p).name: s for p, s in report.status.astype(str).items()}
     assert got == {
         "text.txt": "NotDicom", "empty.dcm": "NotDicom",

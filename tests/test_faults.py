@@ -177,7 +177,8 @@ def test_upload_to_a_server_dying_mid_batch_reports_what_was_stored(factory, tmp
         (folder / f"{k:03d}.dcm").write_bytes(b)
     client = op.OrthancClient(server.url)
     t = time.perf_counter()
-    report = op.upload(folder, client, progress=KillAfter(server, 10), max_workers=2)
+    report = op.upload(folder, client, progress=KillAfter(server, 10), max_workers=2,
+                       errors="report")
     elapsed = time.perf_counter() - t
     status = report.status.astype(str)
     assert len(report) == 30 and set(status) == {"Success", "Error"}
@@ -191,7 +192,7 @@ def test_upload_to_a_server_dying_mid_batch_reports_what_was_stored(factory, tmp
     # every file reported stored is on the server (a file whose answer was lost when the
     # server died may be stored too: the rerun reports it AlreadyStored)
     assert set(report.loc[status == "Success", "instance"]) <= stored
-    again = op.upload(folder, client)
+    again = op.upload(folder, client, errors="report")
     again_status = dict(zip(again.path, again.status.astype(str), strict=True))
     for path, st in zip(report.path, status, strict=True):
         if st == "Success":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 
+import pandas as pd
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
@@ -40,9 +41,9 @@ def test_headers_equal_pydicom_for_every_stored_corpus_file(corpus, corpus_frame
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # some corpus files are odd on purpose
         datasets = frame.orthanc.headers()
-    assert len(datasets) == len(frame)
+    assert isinstance(datasets, pd.Series) and datasets.index.equals(frame.index)
     checked = set()
-    for iid, ds in zip(frame.index.get_level_values("instance"), datasets, strict=False):
+    for (_p, _st, _se, iid), ds in datasets.items():
         ref = _reference(corpus.stored[iid])
         assert "PixelData" not in ds
         assert_same_dataset(ds, ref, corpus.stored[iid].name)
@@ -65,9 +66,60 @@ def test_header_one_row_and_error(corpus, corpus_frame):
 
 def test_headers_repeat_rows_in_order(corpus, corpus_frame):
     rows = corpus_frame.iloc[[5, 1, 5]]
-    a, b, c = rows.orthanc.headers(max_workers=2)
+    got = rows.orthanc.headers(max_workers=2)
+    assert got.index.equals(rows.index) and got.name == "header"
+    a, b, c = got
     assert a is c and a.SOPInstanceUID != b.SOPInstanceUID
     assert a.SOPInstanceUID == _reference(corpus.stored[rows.index[0][3]]).SOPInstanceUID
+
+
+def test_headers_are_indexed_like_the_rows_in_any_order(corpus, corpus_frame):
+    """Shuffled rows: each label gets the header of the file the server stores for it."""
+    rows = corpus_frame[corpus_frame.index.get_level_values("instance").isin(list(corpus.stored))]
+    rows = rows.sample(frac=1, random_state=7).iloc[:25]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = rows.orthanc.headers(max_workers=3)
+        assert got.index.equals(rows.index)
+        client = corpus_frame.orthanc.client()
+        for label, ds in got.items():
+            stored = client.get_bytes(f"/instances/{label[3]}/file")
+            truth = pydicom.dcmread(pydicom.filebase.DicomBytesIO(stored), stop_before_pixels=True,
+                                    force=True)
+            assert_same_dataset(ds, truth, label[3])
+    # a frame aligned on the result: pandas joins on the index, not on positions
+    joined = rows.assign(sop=got.map(lambda d: str(d.SOPInstanceUID)))
+    assert joined.sop.tolist() == rows.SOPInstanceUID.astype(str).tolist()
+
+
+def test_headers_of_a_level_frame_are_indexed_like_its_instance_rows(corpus_frame):
+    series = corpus_frame.orthanc.series()
+    pick = series.iloc[[0, 2]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = pick.orthanc.headers(corpus_frame)
+    rows = pick.orthanc.instances(corpus_frame)
+    assert got.index.equals(rows.index)
+    assert [str(d.SOPInstanceUID) for d in got] == rows.SOPInstanceUID.astype(str).tolist()
+
+
+def test_headers_errors_report_leaves_none_and_names_the_instance(empty_server):
+    import orthanc_pandas as op
+
+    empty_server.upload_bytes([to_bytes(d) for d in make_series(3, 8, 8, seed="hdr-gone")])
+    df = op.read_orthanc(empty_server.url)
+    gone = df.index[1][3]
+    op.OrthancClient(empty_server.url).delete(f"/instances/{gone}")
+    with pytest.raises(op.OrthancNotFoundError):
+        df.orthanc.headers()
+    got = df.orthanc.headers(errors="report")
+    assert got.index.equals(df.index)
+    assert got.iloc[1] is None and got.iloc[0] is not None and got.iloc[2] is not None
+    assert list(got.attrs["errors"]) == [gone] and "404" in got.attrs["errors"][gone]
+    with pytest.raises(ValueError, match="errors must be"):
+        df.orthanc.headers(errors="ignore")
+    with pytest.raises(ValueError, match="max_workers must be a positive integer"):
+        df.orthanc.headers(max_workers=0)
 
 
 def test_prefix_parse_never_accepts_a_truncated_header():

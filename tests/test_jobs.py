@@ -6,6 +6,7 @@ import io
 import os
 
 import numpy as np
+import pandas as pd
 import pydicom
 import pytest
 
@@ -84,8 +85,15 @@ def test_anonymize_dry_run_then_mapping_matches_the_new_files(archive):
     assert plan.attrs["dry_run"] and set(plan.status) == {"would anonymize"}
     assert sorted(plan.resource) == sorted(cohort.index.get_level_values("study").unique())
     assert server.client().statistics()["CountInstances"] == before
+    # the dry run fills the source ids down to the level from the frame
+    studies = cohort.index.to_frame(index=False).drop_duplicates("study").set_index("study")
+    assert plan.set_index("resource").patient.to_dict() == studies.patient.to_dict()
+    assert plan.series.isna().all() and plan.new_study.isna().all()
 
     mapping = cohort.orthanc.anonymize(replace={"PatientName": "CASE^ONE"}, confirm=True, progress=False)
+    # a dry run and a real run are the same report: columns, order and dtypes
+    assert list(plan.columns) == list(mapping.columns)
+    pd.testing.assert_series_equal(plan.dtypes, mapping.dtypes)
     assert set(mapping.status) == {"done"} and len(mapping) == len(cohort)
     assert set(mapping.instance) == set(cohort.index.get_level_values("instance"))
     for row in mapping.itertuples():
@@ -120,8 +128,16 @@ def test_a_failing_job_is_reported_and_the_rerun_finishes_the_rest(archive):
     assert list(failed.resource) == [studies[-1]] and failed.reason.iloc[0]
     assert set(report[report.status == "done"].resource) == set(studies) - {studies[-1]}
 
+    # a dry run with done= lists the rest to do and carries the rows done over, same dtypes
+    plan = df.orthanc.modify(replace={"InstitutionName": "Research"}, done=report)
+    assert set(plan[plan.status == "would modify"].resource) == {studies[-1]}
+    assert set(plan[plan.status == "done before"].resource) == set(studies) - {studies[-1]}
+    pd.testing.assert_series_equal(plan.dtypes, report.dtypes)
+    assert plan.attrs["dry_run"] is True
+
     again = df.orthanc.modify(replace={"InstitutionName": "Research"}, confirm=True, done=report,
                               progress=False)
+    pd.testing.assert_series_equal(plan.dtypes, again.dtypes)
     assert set(again[again.status == "done"].resource) == {studies[-1]}
     assert set(again[again.status == "done before"].resource) == set(studies) - {studies[-1]}
     assert len(again) == len(df)  # one row per source instance, each done exactly once

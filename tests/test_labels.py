@@ -23,7 +23,7 @@ from orthanc_pandas._frame.schema import (
 )
 from orthanc_pandas._ops.labels import check_labels, has_labels, label_map, labels_from_map
 from orthanc_pandas._ops.refresh import refresh
-from orthanc_pandas.errors import SelectionError, ServerCapabilityError
+from orthanc_pandas.errors import BulkError, SelectionError, ServerCapabilityError
 from orthanc_pandas.testing.synthetic import generate_archive
 
 BAD_LABELS = ["two words", "a,b", "x" * 65, "", "é", "semi;colon", 7]
@@ -100,14 +100,28 @@ def test_has_labels_all_any_none():
         has_labels(df.drop(columns=[LABELS_COLUMN]), "a")
 
 
-def test_with_labels_keeps_attrs_as_a_new_dict():
+def test_select_by_labels_records_them_in_a_new_attrs_dict():
     df = _frame(_json_archive({"series": {"se2": ["x"]}}))
     df.attrs["orthanc"] = {"url": "http://h:1", "criteria": []}
-    sub = df.orthanc.with_labels("x")
+    sub = df.orthanc.select(labels="x")
     assert sorted(sub.index.get_level_values("instance")) == ["i2", "i3"]
-    assert sub.attrs == df.attrs
+    assert sub.attrs["orthanc"]["url"] == "http://h:1"
+    assert sub.attrs["orthanc"]["criteria"] == [
+        {"select": {}, "case_sensitive": False, "labels": {"labels": ["x"], "how": "all"}}]
+    assert df.attrs["orthanc"]["criteria"] == []
     sub.attrs["orthanc"]["url"] = "changed"
     assert df.attrs["orthanc"]["url"] == "http://h:1"
+    # labels combine with tag criteria, and labels_how is checked
+    assert len(df.orthanc.select(labels="x", labels_how="none")) == len(df) - 2
+    with pytest.raises(SelectionError, match="how must be one of"):
+        df.orthanc.select(labels="x", labels_how="some")
+    with pytest.raises(SelectionError, match="Invalid Orthanc label"):
+        df.orthanc.select(labels=["x", "not ok"])
+
+
+def test_with_labels_is_gone_and_select_labels_is_the_row_filter():
+    df = _frame(_json_archive({"series": {"se2": ["x"]}}))
+    assert not hasattr(df.orthanc, "with_labels")
 
 
 @pytest.mark.parametrize("bad", BAD_LABELS)
@@ -186,8 +200,8 @@ def test_without_labels_support_a_clear_error_and_a_missing_column(server):
             method("reviewed", client=client)
         assert client.version in str(info.value)
         assert isinstance(info.value, RuntimeError)
-    assert len(df.orthanc.with_labels("reviewed")) == 0
-    assert len(df.orthanc.with_labels("reviewed", how="none")) == len(df)
+    assert len(df.orthanc.select(labels="reviewed")) == 0
+    assert len(df.orthanc.select(labels="reviewed", labels_how="none")) == len(df)
     assert label_map(client) == {}
     # refresh keeps the column as a fresh read has it
     pd.testing.assert_frame_equal(df.orthanc.refresh(), op.read_orthanc(client))
@@ -230,15 +244,18 @@ def test_add_read_select_remove(server):
     for route in routes:
         pd.testing.assert_frame_equal(op.read_orthanc(client, route=route), fresh)
 
-    reviewed = fresh.orthanc.with_labels("reviewed")
+    reviewed = fresh.orthanc.select(labels="reviewed")
     expected = (fresh.index.get_level_values("study") == study) | (
         fresh.index.get_level_values("series") == other_series)
     assert reviewed.index.equals(fresh.index[expected])
-    assert reviewed.attrs == fresh.attrs
-    both = fresh.orthanc.with_labels("reviewed", "single", how="any")
+    assert reviewed.attrs["orthanc"]["url"] == fresh.attrs["orthanc"]["url"]
+    assert reviewed.attrs["orthanc"]["criteria"][-1]["labels"] == {"labels": ["reviewed"], "how": "all"}
+    # the same rows on a refresh: the label criterion is replayed
+    pd.testing.assert_frame_equal(reviewed.orthanc.refresh(), reviewed)
+    both = fresh.orthanc.select(labels=["reviewed", "single"], labels_how="any")
     assert one_instance in both.index.get_level_values("instance")
     assert len(both) == expected.sum() + (0 if expected[fresh.index.get_level_values("instance") == one_instance].any() else 1)
-    assert len(fresh.orthanc.with_labels("reviewed", how="none")) == len(fresh) - expected.sum()
+    assert len(fresh.orthanc.select(labels="reviewed", labels_how="none")) == len(fresh) - expected.sum()
 
     removed = reviewed.orthanc.remove_labels("reviewed", level="series")
     statuses = dict(zip(removed.resource, removed.status.astype(str), strict=True))
@@ -265,7 +282,7 @@ def test_parquet_round_trip_with_labels(server, tmp_path):
     df.to_parquet(path)
     back = pd.read_parquet(path)
     pd.testing.assert_frame_equal(back, df)
-    assert back.orthanc.with_labels("first").shape[0] == (3 if client.capabilities().labels else 0)
+    assert back.orthanc.select(labels="first").shape[0] == (3 if client.capabilities().labels else 0)
 
 
 def test_a_resource_gone_meanwhile_is_a_failed_row(server):
@@ -274,7 +291,12 @@ def test_a_resource_gone_meanwhile_is_a_failed_row(server):
     df = op.read_orthanc(client)
     gone = df.index.get_level_values("series")[0]
     client.delete(f"/series/{gone}")
-    report = df.orthanc.add_labels("late", level="series")
+    with pytest.raises(BulkError, match=r"1 of \d+ label change\(s\) failed") as info:
+        df.orthanc.add_labels("late", level="series")
+    report = info.value.report  # every other series was labelled before the error was raised
+    again = df.orthanc.add_labels("late", level="series", errors="report")
+    assert again[again.resource != gone].status.astype(str).eq("already there").all()
+    assert again[again.resource == gone].status.astype(str).tolist() == ["failed"]
     failed = report[report.status == "failed"]
     assert failed.resource.tolist() == [gone]
     assert "404" in failed.message.iloc[0]
@@ -295,15 +317,15 @@ def test_refresh_shows_labels_set_by_another_client(server):
     fresh = op.read_orthanc(client)
     pd.testing.assert_frame_equal(refreshed, fresh)
     assert _labels_by_instance(refreshed) == _server_truth(client, refreshed)
-    assert refreshed.orthanc.with_labels("from-elsewhere").shape[0] == 6
+    assert refreshed.orthanc.select(labels="from-elsewhere").shape[0] == 6
 
     # removed elsewhere, plus an upload (the affected-series path of refresh)
     other.request("DELETE", f"/studies/{first[1]}/labels/from-elsewhere")
     server.upload_bytes(generate_archive(1, 1, 1, 2, rows=4, cols=4, seed="labels-more"))
     again = refreshed.orthanc.refresh()
     pd.testing.assert_frame_equal(again, op.read_orthanc(client))
-    assert again.orthanc.with_labels("from-elsewhere").shape[0] == 0
-    assert again.orthanc.with_labels("one").index.get_level_values("instance").tolist() == [last[3]]
+    assert again.orthanc.select(labels="from-elsewhere").shape[0] == 0
+    assert again.orthanc.select(labels="one").index.get_level_values("instance").tolist() == [last[3]]
 
     # a selection: the replayed criteria see the new labels too
     sel = again.orthanc.select(PatientID=again.PatientID.iloc[0])
@@ -339,7 +361,7 @@ def test_refresh_relabel_cost_grows_with_labels_not_rows(server, monkeypatch):
     original = client.request
     monkeypatch.setattr(client, "request", lambda m, p, **kw: calls.append((m, p)) or original(m, p, **kw))
     out = refresh(df, client)
-    assert out.orthanc.with_labels("x").shape[0] == 12
+    assert out.orthanc.select(labels="x").shape[0] == 12
     per_resource = [p for _m, p in calls if p.count("/") >= 2 and p.split("/")[1] in ROUTES.values()]
     assert per_resource == []  # no request per patient, study, series or instance
     assert len(calls) < 25

@@ -149,13 +149,13 @@ def test_the_counter_sees_more_connections_when_the_pool_allows_them(load_server
 
 
 @pytest.mark.parametrize("max_workers, bound", [(1, 1), (2, 2), (None, DEFAULT_WORKERS)])
-def test_worker_counts_bound_connections_of_one_call(load_server, max_workers, bound):
+def test_worker_counts_bound_connections_of_one_call(load_server, max_workers, bound, tmp_path):
     server, df, _ = load_server
     client = op.OrthancClient(server.url, pool_size=16)
     frame = series_frames(df)[-1]  # the longest series
     with ConnectionCounter(server.port) as counter:
         for _ in range(3):
             frame.orthanc.volume(client=client, max_workers=max_workers)
-            frame.orthanc.download(client=client, max_workers=max_workers or DEFAULT_WORKERS)
+            frame.orthanc.download(tmp_path, client=client, max_workers=max_workers)
     client.close()
     assert 1 <= counter.peak <= bound, counter.peak

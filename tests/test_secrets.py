@@ -92,7 +92,7 @@ def test_password_in_no_output_of_the_whole_api(server, tmp_path, caplog, capsys
             blobs.append(path.read_bytes())
             back = pd.read_parquet(path)
             texts.append(json.dumps(back.attrs))
-        texts += [repr(vol), json.dumps(vol.attrs, default=str), repr(hdrs[0])]
+        texts += [repr(vol), json.dumps(vol.attrs, default=str), repr(hdrs.iloc[0])]
         blobs.append(zipped.read_bytes())
 
         # the simple-orthanc facade
@@ -139,7 +139,7 @@ def test_password_in_no_output_of_the_whole_api(server, tmp_path, caplog, capsys
         server.kill()  # and a server that is gone
         keep(op.OrthancConnectionError, lambda: sel.orthanc.volume(client=client))
         keep(op.OrthancConnectionError, lambda: op.read_orthanc(client))
-        down = op.upload(list(paths)[:2], client)
+        down = op.upload(list(paths)[:2], client, errors="report")
         texts += [down.to_string()]
         assert set(down.status.astype(str)) == {"Error"}
 

@@ -311,7 +311,7 @@ def test_select_empty_result_is_a_valid_frame(corpus_frame):
     assert len(none) == 0 and list(none.columns) == list(corpus_frame.columns)
     assert none.orthanc.counts == {"patients": 0, "studies": 0, "series": 0, "instances": 0}
     assert len(none.orthanc.select(SliceThickness=(0, 2))) == 0  # no request needed, no error
-    assert none.orthanc.unique("Modality") == []
+    assert none.orthanc.unique_tag_values("Modality") == []
 
 
 def test_select_unknown_name_suggests_keywords(corpus_frame):
@@ -390,21 +390,29 @@ def test_with_tags_long_values_and_sequences(orthanc_factory):
                                                 "CodeMeaning": "Brain"}]
     assert out["0019,1010"].dropna().tolist() == ["private value"]
     assert pd.isna(by_uid[slices[1].SOPInstanceUID]._asdict()["AnatomicRegionSequence"])
-    history = df.orthanc.values("AdditionalPatientHistory")
+    history = df.orthanc.tag_values("AdditionalPatientHistory")
     assert history.tolist() == ["x" * 300] * 3
-    private = df.orthanc.select(**{"(0019,1010)": "PRIVATE*"})  # fetched, case-insensitive
+    private = df.orthanc.select({"(0019,1010)": "PRIVATE*"})  # fetched, case-insensitive
     assert private["SOPInstanceUID"].tolist() == [slices[0].SOPInstanceUID]
+    # the dict and the keywords combine; case_sensitive stays a keyword
+    both = df.orthanc.select({"(0019,1010)": "private*"}, AdditionalPatientHistory="x*")
+    assert both.index.equals(private.index)
+    assert df.orthanc.select({"(0019,1010)": "PRIVATE*"}, case_sensitive=True).empty
+    with pytest.raises(TypeError, match="case_sensitive=True"):
+        df.orthanc.select(True, Modality="ct")
 
 
-def test_values_unique_tags_sort_by(corpus_frame, file_values):
-    mods = corpus_frame.orthanc.unique("Modality")
+def test_tag_values_unique_tag_values_tags_sort_by(corpus_frame, file_values):
+    mods = corpus_frame.orthanc.unique_tag_values("Modality")
     assert mods == sorted(set(corpus_frame["Modality"].dropna().astype(str)))
-    ipp = corpus_frame.orthanc.values("ImagePositionPatient")
+    ipp = corpus_frame.orthanc.tag_values("ImagePositionPatient")
     assert ipp.index.equals(corpus_frame.index)
     one = ipp.dropna().iloc[0]
     assert isinstance(one, tuple) and len(one) == 3
-    thick = corpus_frame.orthanc.values("SliceThickness")
+    thick = corpus_frame.orthanc.tag_values("SliceThickness")
     assert thick.index.equals(corpus_frame.index) and thick.notna().sum() > 5
+    for gone in ("values", "unique"):  # pandas names with another meaning are not reused
+        assert not hasattr(corpus_frame.orthanc, gone)
     names = corpus_frame.orthanc.tags()
     assert {"PatientName", "SliceThickness", "PixelSpacing", "Rows"} <= set(names)
     assert all(isinstance(n, str) for n in names)

@@ -15,7 +15,7 @@ import pydicom
 import pytest
 
 import orthanc_pandas as op
-from orthanc_pandas._accessors.frame import LevelAccessor, OrthancAccessor
+from orthanc_pandas._accessors.frame import INSTANCE_ONLY, InstanceAccessor, LevelAccessor
 from orthanc_pandas.errors import (
     GeometryError,
     GeometryWarning,
@@ -175,7 +175,7 @@ def test_instances_from_a_frame_and_from_the_server_are_the_same_rows(frame):
     fetched = pick.orthanc.instances()
     assert sorted(fetched.index) == sorted(truth.index)
     pd.testing.assert_series_equal(fetched.SOPInstanceUID.sort_index(), truth.SOPInstanceUID.sort_index())
-    assert type(fetched.orthanc) is OrthancAccessor and "level" not in fetched.attrs["orthanc"]
+    assert type(fetched.orthanc) is InstanceAccessor and "level" not in fetched.attrs["orthanc"]
     studies = frame.orthanc.studies()
     assert sorted(studies.orthanc.instances().index) == sorted(frame.index)
     patients = frame.orthanc.patients()
@@ -269,9 +269,9 @@ def test_warnings_point_at_the_callers_line(frame):
 
 def test_level_accessor_refuses_instance_operations_and_keeps_instance_frames_as_they_were(frame):
     s = frame.orthanc.series()
-    assert type(frame.orthanc) is OrthancAccessor
-    with pytest.raises(NotAnIndexError, match=r"instances\(df\)\.orthanc\.unique"):
-        s.orthanc.unique("SliceThickness")
+    assert type(frame.orthanc) is InstanceAccessor
+    with pytest.raises(NotAnIndexError, match=r"instances\(\)\.orthanc\.unique_tag_values"):
+        s.orthanc.unique_tag_values("SliceThickness")
     with pytest.raises(AttributeError):  # a level frame that lost its index is no frame
         s.reset_index().orthanc  # noqa: B018
     wrong = s.copy()
@@ -279,6 +279,45 @@ def test_level_accessor_refuses_instance_operations_and_keeps_instance_frames_as
     with pytest.raises(NotAnIndexError):
         wrong.orthanc  # noqa: B018
     assert len(s.orthanc.headers(frame)) == len(frame)
+
+
+def test_a_level_accessor_offers_only_what_works_on_a_level_frame(frame, tmp_path):
+    """No method that only raises: instance operations are absent, and say where they live."""
+    s = frame.orthanc.series()
+    level, inst = s.orthanc, frame.orthanc
+    assert type(level) is LevelAccessor and type(inst) is InstanceAccessor
+    assert not issubclass(LevelAccessor, InstanceAccessor) and not issubclass(InstanceAccessor, LevelAccessor)
+    public = {n for n in dir(level) if not n.startswith("_")}
+    instance_only = {"tag_values", "unique_tag_values", "tags", "sort_by", "header", "to_zip", "delete",
+                     "retrieve", "send", "anonymize", "modify", "refresh", "add_labels",
+                     "remove_labels", "map_series", "series", "studies", "patients"}
+    assert instance_only <= INSTANCE_ONLY and not public & INSTANCE_ONLY
+    for name in sorted(instance_only | {"with_labels", "values", "unique"}):
+        assert not hasattr(level, name), name
+    for name in sorted(instance_only):
+        assert hasattr(inst, name), name
+        with pytest.raises(AttributeError, match=fr"{name}\(\) works on instance frames.*"
+                                                  fr"frame\.orthanc\.instances\(\)\.orthanc\.{name}\("):
+            getattr(level, name)
+    with pytest.raises(AttributeError, match="no attribute 'no_such_thing'"):
+        level.no_such_thing  # noqa: B018
+    # everything the level accessor offers works on it (one small series row, real calls)
+    one = s[s.SeriesDescription == "axial"]
+    works = {
+        "client": lambda a: a.client(), "counts": lambda a: a.counts, "info": lambda a: a.info,
+        "url": lambda a: a.url, "level": lambda a: a.level,
+        "patient_count": lambda a: a.patient_count, "study_count": lambda a: a.study_count,
+        "series_count": lambda a: a.series_count, "instance_count": lambda a: a.instance_count,
+        "instances": lambda a: a.instances(frame), "select": lambda a: a.select(Modality="CT"),
+        "with_tags": lambda a: a.with_tags("ProtocolName", df=frame),
+        "volume": lambda a: a.volume(frame), "volumes": lambda a: dict(a.volumes(frame)),
+        "headers": lambda a: a.headers(frame), "download": lambda a: a.download(tmp_path, frame),
+        "mask": None,  # needs a SEG: tests/test_masks.py
+    }
+    assert set(works) == public
+    for call in works.values():
+        if call is not None:
+            call(one.orthanc)
 
 
 # -- geometry from the index against volume() ------------------------------------------------------

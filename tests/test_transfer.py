@@ -70,11 +70,15 @@ def test_download_tree_layout_and_rerun_skips(files_server, tmp_path):
             assert os.stat(p).st_mtime_ns == mtimes[p]
 
 
-def test_download_default_folder_and_unwritable(files_server, tmp_path):
+def test_download_needs_a_writable_folder(files_server, tmp_path):
     server, _ = files_server
     df = op.read_orthanc(server.url).iloc[:1]
-    path = Path(df.orthanc.download().iloc[0])
-    assert str(path).startswith(str(Path(__import__("tempfile").gettempdir())))
+    with pytest.raises(TypeError, match="folder"):
+        df.orthanc.download()
+    with pytest.raises(TypeError, match="folder"):
+        df.orthanc.series().orthanc.download()
+    with pytest.raises(TypeError, match="needs a folder"):
+        df.orthanc.download(None)
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     with pytest.raises(DownloadFolderError, match="Cannot create"):
@@ -152,7 +156,11 @@ def test_upload_mixed_folder_reports_every_path(empty_server, tmp_path):
         zf.writestr("a/two.dcm", blobs[3])
         zf.writestr("readme.md", "hello")
     (folder / "sub" / "deep.dcm").write_bytes(blobs[3])  # only seen with recursive=True
-    report = op.upload(folder, empty_server.url)
+    with pytest.raises(op.BulkError, match=r"1 of 8 file\(s\) were not stored") as info:
+        op.upload(folder, empty_server.url)
+    report = op.upload(folder, empty_server.url, errors="report")
+    pd.testing.assert_frame_equal(info.value.report[["path"]], report[["path"]])
+    report = info.value.report
     got = dict(zip(report.path, report.status.astype(str), strict=False))
     expected = {
         str(folder / "good1.dcm"): "Success",
@@ -172,7 +180,7 @@ def test_upload_mixed_folder_reports_every_path(empty_server, tmp_path):
     assert len(server_ids) == 4
     assert report.loc[report.status == "Failure", "message"].str.len().gt(0).all()
 
-    deeper = op.upload(folder, empty_server.url, recursive=True)
+    deeper = op.upload(folder, empty_server.url, recursive=True, errors="report")
     assert set(deeper.path) == set(report.path) | {str(folder / "sub" / "deep.dcm")}
     assert deeper.set_index("path").loc[str(folder / "sub" / "deep.dcm"), "status"] == "AlreadyStored"
 
@@ -185,7 +193,7 @@ def test_upload_single_file_missing_file_and_bad_zip(empty_server, tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("hello")
     report = op.upload([good, tmp_path / "missing.dcm", bad_zip, text], empty_server.client(),
-                       check_dicom=False)
+                       check_dicom=False, errors="report")
     assert list(report.path) == [str(good), str(tmp_path / "missing.dcm"), str(bad_zip), str(text)]
     assert list(report.status.astype(str)) == ["Success", "Error", "Error", "NotDicom"]
     single = op.upload(good, empty_server.url)
@@ -284,6 +292,39 @@ def test_delete_instances(delete_server):
     df = op.read_orthanc(delete_server.url)
     rows = df.iloc[[0, 4]]
     report = rows.orthanc.delete(confirm=True)
-    assert (report.status == "Deleted").all()
+    assert (report.status == "Deleted").all() and (report.reason == "").all()
     left = set(delete_server.client().list_ids("instances"))
     assert left == set(df.index.get_level_values("instance")) - set(rows.index.get_level_values("instance"))
+
+
+def test_download_errors_report_leaves_none_for_a_refused_file(empty_server, tmp_path):
+    blobs = [to_bytes(d) for d in make_series(3, 8, 8, seed="dl-gone")]
+    empty_server.upload_bytes(blobs)
+    df = op.read_orthanc(empty_server.url)
+    gone = df.index[2][3]
+    empty_server.client().delete(f"/instances/{gone}")
+    with pytest.raises(op.OrthancNotFoundError):
+        df.orthanc.download(tmp_path / "raise")
+    paths = df.orthanc.download(tmp_path / "report", errors="report")
+    assert paths.index.equals(df.index) and paths.name == "path"
+    assert paths.isna().tolist() == [False, False, True]
+    assert list(paths.attrs["errors"]) == [gone]
+    for (_p, _st, _se, iid), path in paths.dropna().items():
+        assert Path(path).read_bytes() == empty_server.client().get_bytes(f"/instances/{iid}/file")
+    with pytest.raises(ValueError, match="max_workers must be a positive integer"):
+        df.orthanc.download(tmp_path / "x", max_workers=0)
+    with pytest.raises(ValueError, match="max_workers must be a positive integer"):
+        df.orthanc.download(tmp_path / "x", max_workers=-2)
+
+
+def test_upload_and_delete_check_the_bulk_arguments(empty_server, tmp_path):
+    with pytest.raises(ValueError, match="errors must be 'raise' or 'report'"):
+        op.upload(tmp_path, empty_server.url, errors="ignore")
+    with pytest.raises(ValueError, match="max_workers must be a positive integer"):
+        op.upload(tmp_path, empty_server.url, max_workers=0)
+    empty_server.upload_bytes([to_bytes(make_series(1, 8, 8, seed="del-args")[0])])
+    df = op.read_orthanc(empty_server.url)
+    with pytest.raises(ValueError, match="max_workers must be a positive integer"):
+        df.orthanc.delete(max_workers=0)
+    with pytest.raises(TypeError):
+        df.orthanc.delete("series")  # level is a keyword, as in every bulk call

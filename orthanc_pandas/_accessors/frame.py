@@ -1,25 +1,36 @@
-"""``df.orthanc``: the thin, stateless accessor on Orthanc index frames.
+"""``df.orthanc``: the thin, stateless accessors on Orthanc frames.
 
-It validates the frame, finds the client, and calls the modules that do the work. pandas
-builds a new accessor object on every ``df.orthanc`` access, so nothing lives on it.
+One accessor name, two classes on a shared base: an instance frame (``read_orthanc``'s, and
+any row subset) gets :class:`InstanceAccessor`; a series, study or patient frame
+(``df.orthanc.series()`` ...) gets :class:`LevelAccessor`, which offers only what works on
+it (the rest raises an ``AttributeError`` that says to go through ``.instances()``).
+:func:`orthanc_accessor`, registered with pandas, picks the class from the frame.
+
+Each method validates the frame, finds the client, and calls the modules that do the work.
+pandas 3 builds a new accessor object on every ``df.orthanc`` access and pandas 2.x builds
+one on first access and caches it on the frame object, so nothing may live on an accessor
+but the frame itself: everything else (level, URL, client) is looked up on each call.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from orthanc_pandas._frame.contract import check_index_frame, frame_level, frame_url
 from orthanc_pandas._frame.levels import REPORT_TAGS, level_frame
-from orthanc_pandas._frame.schema import INDEX_NAMES
+from orthanc_pandas._frame.matching import merge_criteria
+from orthanc_pandas._frame.schema import INDEX_NAMES, LABELS_COLUMN
 from orthanc_pandas._http.client import OrthancClient
 from orthanc_pandas._ops import series_map
 from orthanc_pandas._ops.files import delete, download, to_zip
 from orthanc_pandas._ops.gateway import retrieve, send
 from orthanc_pandas._ops.headers import header, headers
 from orthanc_pandas._ops.jobs import modify_resources
-from orthanc_pandas._ops.labels import add_labels, has_labels, remove_labels
+from orthanc_pandas._ops.labels import add_labels, remove_labels
 from orthanc_pandas._ops.levels import geometry_report, instances_of, level_with_tags
 from orthanc_pandas._ops.masks import mask
 from orthanc_pandas._ops.read import check_format
@@ -35,7 +46,6 @@ from orthanc_pandas._ops.selection import (
 )
 from orthanc_pandas._ops.source import frame_client
 from orthanc_pandas._ops.volumes import LazyVolumes, series_volume
-from orthanc_pandas._util.fanout import DEFAULT_WORKERS
 from orthanc_pandas.errors import NotAnIndexError, SelectionError
 
 if TYPE_CHECKING:
@@ -43,32 +53,30 @@ if TYPE_CHECKING:
 
 
 def is_index_frame(df: pd.DataFrame) -> bool:
-    """Whether ``df`` has the ``(patient, study, series, instance)`` index of an Orthanc frame."""
-    return isinstance(df.index, pd.MultiIndex) and list(df.index.names) == INDEX_NAMES
-
-
-@pd.api.extensions.register_dataframe_accessor("orthanc")
-class OrthancAccessor:
-    """Orthanc operations on exactly the rows of an index frame.
+    """Whether ``df`` has the ``(patient, study, series, instance)`` index of an Orthanc frame.
 
     Examples
     --------
-    >>> df = orthanc_pandas.read_orthanc("http://127.0.0.1:8042")        # doctest: +SKIP
-    >>> df.orthanc.counts                                                # doctest: +SKIP
-    {'patients': 1, 'studies': 1, 'series': 2, 'instances': 120}
+    >>> import pandas as pd
+    >>> is_index_frame(pd.DataFrame({"a": [1]}))
+    False
+    """
+    return isinstance(df.index, pd.MultiIndex) and list(df.index.names) == INDEX_NAMES
+
+
+class BaseAccessor:
+    """What ``df.orthanc`` offers on every Orthanc frame, instance or level.
+
+    Not registered itself: :func:`orthanc_accessor` gives an :class:`InstanceAccessor` or a
+    :class:`LevelAccessor`, both built on this class.
+
+    Examples
+    --------
+    >>> df.orthanc.url, df.orthanc.series().orthanc.url                 # doctest: +SKIP
+    ('http://127.0.0.1:8042', 'http://127.0.0.1:8042')
     """
 
-    def __new__(cls, df: pd.DataFrame):
-        # a series/study/patient frame (df.orthanc.series() ...) gets the level accessor
-        if cls is OrthancAccessor and frame_level(df) != "instance":
-            return super().__new__(LevelAccessor)
-        return super().__new__(cls)
-
-    def __init__(self, df: pd.DataFrame):
-        check_index_frame(df)
-
-        check_format(df.attrs)  # a newer frame format could silently mean other rows
-        self._df = df
+    _df: pd.DataFrame
 
     # -- provenance and client -----------------------------------------------------------
     @property
@@ -81,24 +89,75 @@ class OrthancAccessor:
         """The URL of the server the rows come from."""
         return frame_url(self._df)
 
+    @property
+    def level(self) -> str:
+        """``"instance"``, ``"series"``, ``"study"`` or ``"patient"``: what one row stands for."""
+        return frame_level(self._df)
+
     def client(self, client: OrthancClient | str | None = None) -> OrthancClient:
         """The client for this frame's server.
 
         The one registered by :func:`~orthanc_pandas.read_orthanc` or
         :func:`~orthanc_pandas.connect` in this process, else a new one with credentials from
         ``ORTHANC_USERNAME``/``ORTHANC_PASSWORD`` or ``~/.netrc``. Never from ``df.attrs``.
+
+        Examples
+        --------
+        >>> df.orthanc.client().version                                  # doctest: +SKIP
+        '1.10.1'
         """
         return frame_client(self._df, client)
 
     # -- counts --------------------------------------------------------------------------
-    def _nunique(self, level: str) -> int:
-        return int(self._df.index.get_level_values(level).nunique())
-
     @property
     def counts(self) -> dict[str, int]:
         """Patients, studies, series and instances among the rows."""
         return {"patients": self.patient_count, "studies": self.study_count,
                 "series": self.series_count, "instances": self.instance_count}
+
+    @property
+    def patient_count(self) -> int:
+        """Distinct patients among the rows."""
+        raise NotImplementedError
+
+    @property
+    def study_count(self) -> int:
+        """Distinct studies among the rows."""
+        raise NotImplementedError
+
+    @property
+    def series_count(self) -> int:
+        """Distinct series among the rows."""
+        raise NotImplementedError
+
+    @property
+    def instance_count(self) -> int:
+        """Distinct instances among the rows."""
+        raise NotImplementedError
+
+
+class InstanceAccessor(BaseAccessor):
+    """``df.orthanc`` on an instance frame: Orthanc operations on exactly its rows.
+
+    The frame of :func:`~orthanc_pandas.read_orthanc` (index ``(patient, study, series,
+    instance)``) and any row subset of it. Everything a level frame's accessor offers, plus
+    the calls that need instance rows (tags, files, labels, jobs, refresh, level frames).
+
+    Examples
+    --------
+    >>> df = orthanc_pandas.read_orthanc("http://127.0.0.1:8042")        # doctest: +SKIP
+    >>> df.orthanc.counts                                                # doctest: +SKIP
+    {'patients': 1, 'studies': 1, 'series': 2, 'instances': 120}
+    """
+
+    def __init__(self, df: pd.DataFrame):
+        check_index_frame(df)
+        check_format(df.attrs)  # a newer frame format could silently mean other rows
+        self._df = df
+
+    # -- counts --------------------------------------------------------------------------
+    def _nunique(self, level: str) -> int:
+        return int(self._df.index.get_level_values(level).nunique())
 
     @property
     def patient_count(self) -> int:
@@ -121,8 +180,9 @@ class OrthancAccessor:
         return self._nunique("instance")
 
     # -- selection, tags, sorting (matching.py, tags.py) ---------------------------------
-    # (imports are local so that parallel branches adding sections do not conflict)
-    def select(self, case_sensitive: bool = False, **criteria) -> pd.DataFrame:
+    def select(self, criteria: Mapping | None = None, /, *, case_sensitive: bool = False,
+               labels: str | Sequence[str] | None = None, labels_how: str = "all",
+               **criteria_kwargs) -> pd.DataFrame:
         """The rows matching every criterion: a boolean mask on this frame.
 
         Main tags are columns, so matching them needs no server. A keyword that is a DICOM
@@ -133,11 +193,19 @@ class OrthancAccessor:
 
         Parameters
         ----------
+        criteria : dict, optional
+            ``{tag: criterion}``, positional only, like xarray's ``sel``: tag numbers need no
+            ``**{}`` (``select({"0019,10ab": "x"})``). Merged with ``criteria_kwargs``; a tag
+            in both raises ``TypeError``.
         case_sensitive : bool, default False
             Text equality and wildcards ignore case unless this is ``True``.
-        **criteria
-            ``keyword=criterion``; for a tag number use ``**{"0019,10ab": ...}``.
-            Criterion forms:
+        labels : str or list of str, optional
+            Keep the rows whose instance or a parent carries these Orthanc labels (read from
+            the ``orthanc_labels`` column, no request).
+        labels_how : {"all", "any", "none"}, default "all"
+            Rows with every label, with at least one, or with none of them.
+        **criteria_kwargs
+            ``keyword=criterion``. Criterion forms:
 
             * ``"CT"`` equality; ``"Doe*"``, ``"C?"`` DICOM wildcards; ``"CT\\\\MR"`` any of;
               ``"*"`` any value (not missing); ``""`` every row (missing values too);
@@ -156,11 +224,14 @@ class OrthancAccessor:
 
         Raises
         ------
+        TypeError
+            A first positional argument that is not a dict (``select(True, ...)``: did you
+            mean ``case_sensitive=True``?).
         UnknownTagError
             A keyword that is neither a column nor a DICOM tag (the message names the closest
             keywords).
         SelectionError
-            A criterion that does not fit the tag (e.g. a malformed date).
+            A criterion that does not fit the tag (e.g. a malformed date), or a malformed label.
 
         Examples
         --------
@@ -168,13 +239,17 @@ class OrthancAccessor:
         >>> thin = ct.orthanc.select(SliceThickness=(0, 2))   # fetched: one request per series  # doctest: +SKIP
         >>> does = df.orthanc.select(PatientName="doe*")         # case-insensitive              # doctest: +SKIP
         >>> df.orthanc.select(PatientName="DOE*", case_sensitive=True)                          # doctest: +SKIP
+        >>> df.orthanc.select({"0019,10ab": "x"}, Modality="MR")  # a tag number                 # doctest: +SKIP
+        >>> df.orthanc.select(labels=["reviewed", "qc"], labels_how="any")                      # doctest: +SKIP
         >>> df.orthanc.select(InstanceNumber=lambda c: c % 2 == 0)                              # doctest: +SKIP
         """
 
-        return select(self._df, criteria, self.client, case_sensitive=case_sensitive)
+        merged = merge_criteria(criteria, criteria_kwargs)
+        return select(self._df, merged, self.client, case_sensitive=case_sensitive,
+                      labels=labels, labels_how=labels_how)
 
     def with_tags(self, *tags, progress: bool | tqdm | None = None,
-                  max_workers: int | None = DEFAULT_WORKERS,
+                  max_workers: int | None = None,
                   client: OrthancClient | str | None = None) -> pd.DataFrame:
         """This frame with a typed column for each tag, fetched in bulk.
 
@@ -193,8 +268,8 @@ class OrthancAccessor:
             Keywords (``"SliceThickness"``) or tag numbers (``"0018,0050"``, ``"00180050"``).
         progress : bool or tqdm, optional
             Progress bar over the series.
-        max_workers : int, default 4
-            Concurrent requests (capped by the client's connection pool).
+        max_workers : int, optional
+            Concurrent requests (default 4, capped by the client's connection pool).
         client : OrthancClient or str, optional
             Defaults to the client of the frame's server.
 
@@ -211,7 +286,7 @@ class OrthancAccessor:
         return with_tags(self._df, tags, lambda: self.client(client), max_workers=max_workers,
                          progress=progress)
 
-    def values(self, tag, **fetch) -> pd.Series:
+    def tag_values(self, tag, **fetch) -> pd.Series:
         """One value of ``tag`` per row (fetched when it is not a column).
 
         A vector tag (``ImagePositionPatient``, ``PixelSpacing``...) gives a Series of float
@@ -220,21 +295,21 @@ class OrthancAccessor:
 
         Examples
         --------
-        >>> df.orthanc.values("SliceThickness")                       # doctest: +SKIP
-        >>> df.orthanc.values("ImagePositionPatient").iloc[0]         # doctest: +SKIP
+        >>> df.orthanc.tag_values("SliceThickness")                   # doctest: +SKIP
+        >>> df.orthanc.tag_values("ImagePositionPatient").iloc[0]     # doctest: +SKIP
         (-100.0, -110.0, 0.0)
         """
 
         return tag_values(self._df, tag, self.client, **fetch)
 
-    def unique(self, tag, **fetch) -> list:
+    def unique_tag_values(self, tag, **fetch) -> list:
         """The sorted distinct values of ``tag`` among the rows, without missing values.
 
         Examples
         --------
-        >>> df.orthanc.unique("PatientName")                          # doctest: +SKIP
+        >>> df.orthanc.unique_tag_values("PatientName")               # doctest: +SKIP
         ['Doe^John', 'Roe^Jane']
-        >>> df.orthanc.unique("Modality")                             # doctest: +SKIP
+        >>> df.orthanc.unique_tag_values("Modality")                  # doctest: +SKIP
         ['CT', 'MR']
         """
 
@@ -266,18 +341,27 @@ class OrthancAccessor:
         return sort_by(self._df, tag, self.client, ascending=ascending, **fetch)
 
     # -- headers and files (headers.py, transfer.py) ------------------------------------
-    def headers(self, *, progress: bool | tqdm | None = None, max_workers: int = DEFAULT_WORKERS,
-                client: OrthancClient | str | None = None) -> list:
-        """The pydicom header of every row, in row order, without pixel data (lossless).
+    def headers(self, *, progress: bool | tqdm | None = None, max_workers: int | None = None,
+                errors: str = "raise", client: OrthancClient | str | None = None) -> pd.Series:
+        """The pydicom header of every row, without pixel data (lossless), indexed like the rows.
 
-        See :func:`orthanc_pandas._ops.headers.headers`.
+        ``result.index`` is this frame's index, in the same order; see ``docs/conventions.md``
+        for ``progress``, ``max_workers`` (default 4), ``errors`` (``"report"``: ``None`` for a
+        refused instance, named in ``result.attrs["errors"]``) and ``client``.
+
+        Returns
+        -------
+        pandas.Series
+            ``pydicom.FileDataset`` objects, named ``header``.
 
         Examples
         --------
         >>> datasets = df[df.Modality == "CT"].orthanc.headers()          # doctest: +SKIP
+        >>> datasets.iloc[0].SliceThickness                               # doctest: +SKIP
         """
 
-        return headers(self._df, self.client(client), progress=progress, max_workers=max_workers)
+        return headers(self._df, self.client(client), progress=progress, max_workers=max_workers,
+                       errors=errors)
 
     def header(self, *, client=None):
         """The pydicom header of the one row of the frame (``SelectionError`` otherwise).
@@ -289,12 +373,19 @@ class OrthancAccessor:
 
         return header(self._df, self.client(client))
 
-    def download(self, folder=None, *, layout: str = "flat", verify: str = "size",
-                 progress: bool | tqdm | None = None, max_workers: int = DEFAULT_WORKERS,
-                 client: OrthancClient | str | None = None) -> pd.Series:
-        """Save the stored file of every row; the paths in row order.
+    def download(self, folder: str | os.PathLike, *, layout: str = "flat", verify: str = "size",
+                 progress: bool | tqdm | None = None, max_workers: int | None = None,
+                 errors: str = "raise", client: OrthancClient | str | None = None) -> pd.Series:
+        """Save the stored file of every row into ``folder``; the paths, indexed like the rows.
 
-        See :func:`orthanc_pandas._ops.files.download`.
+        ``folder`` is required. See :func:`orthanc_pandas._ops.files.download` for ``layout``
+        and ``verify``, and ``docs/conventions.md`` for the other arguments (``errors="report"``:
+        ``None`` as the path of a refused file, named in ``result.attrs["errors"]``).
+
+        Returns
+        -------
+        pandas.Series
+            String paths, named ``path``.
 
         Examples
         --------
@@ -302,7 +393,7 @@ class OrthancAccessor:
         """
 
         return download(self._df, self.client(client), folder, layout=layout, verify=verify,
-                        progress=progress, max_workers=max_workers)
+                        progress=progress, max_workers=max_workers, errors=errors)
 
     def to_zip(self, path, *, client=None):
         """Write Orthanc's ZIP archive of the rows' series to ``path``.
@@ -316,23 +407,32 @@ class OrthancAccessor:
 
         return to_zip(self._df, self.client(client), path)
 
-    def delete(self, level: str = "instance", *, confirm: bool = False, progress=None,
-               client=None) -> pd.DataFrame:
+    def delete(self, *, level: str = "instance", confirm: bool = False,
+               progress: bool | tqdm | None = None, max_workers: int | None = None,
+               errors: str = "raise", client: OrthancClient | str | None = None) -> pd.DataFrame:
         """Delete the rows' resources at ``level`` - a dry run unless ``confirm=True``.
 
-        See :func:`orthanc_pandas._ops.files.delete`.
+        ``level`` defaults to ``"instance"`` (exactly the rows). See
+        :func:`orthanc_pandas._ops.files.delete` and ``docs/conventions.md``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per instance that goes, with ``status`` and ``reason``.
 
         Examples
         --------
         >>> df[df.PatientID == "X"].orthanc.delete(level="patient")        # dry run  # doctest: +SKIP
         """
 
-        return delete(self._df, self.client(client), level, confirm=confirm, progress=progress)
+        return delete(self._df, self.client(client), level=level, confirm=confirm, progress=progress,
+                      max_workers=max_workers, errors=errors)
 
     # -- gateway and jobs (gateway.py, jobs.py) -----------------------------------------
     def retrieve(self, target: str | None = None, *, method: str = "move", level: str | None = None,
-                 max_workers: int = 2, timeout: float | None = 600, progress=None,
-                 errors: str = "raise", client=None) -> pd.DataFrame:
+                 max_workers: int | None = None, timeout: float | None = 600,
+                 progress: bool | tqdm | None = None, errors: str = "raise",
+                 client: OrthancClient | str | None = None) -> pd.DataFrame:
         """Pull the rows of a :func:`~orthanc_pandas._ops.gateway.query` answer from the remote.
 
         One asynchronous Orthanc job per study/series/instance of the rows (C-MOVE, or C-GET
@@ -345,7 +445,9 @@ class OrthancAccessor:
             AE title to move to; default this Orthanc (the gateway).
         method : {"move", "get"}
         level : {"study", "series", "instance"}, optional
-            Default the query's level.
+            Default (``None``): the query's level.
+        max_workers : int, optional
+            Jobs at a time (default 2).
         errors : {"raise", "report"}
             ``"raise"``: a :class:`~orthanc_pandas.errors.JobError` when any resource failed
             (the report is its ``.report``); ``"report"``: return the report regardless.
@@ -367,11 +469,13 @@ class OrthancAccessor:
         return retrieve(self._df, self.client(client), target=target, method=method, level=level,
                         max_workers=max_workers, timeout=timeout, progress=progress, errors=errors)
 
-    def send(self, destination: str, *, level: str = "study", max_workers: int = 2,
-             timeout: float | None = 600, progress=None, errors: str = "raise", client=None) -> pd.DataFrame:
+    def send(self, destination: str, *, level: str = "study", max_workers: int | None = None,
+             timeout: float | None = 600, progress: bool | tqdm | None = None, errors: str = "raise",
+             client: OrthancClient | str | None = None) -> pd.DataFrame:
         """Store the rows' resources to a DICOM modality (C-STORE) or an Orthanc peer, as jobs.
 
-        Returns a report frame: ``level``, ``resource``, ``status`` (``sent``/``failed``),
+        One job per resource at ``level`` (default ``"study"``), ``max_workers`` at a time
+        (default 2). Returns a report frame: ``level``, ``resource``, ``status`` (``sent``/``failed``),
         ``reason``, ``job``; with ``errors="raise"`` a failure raises
         :class:`~orthanc_pandas.errors.JobError` carrying it.
 
@@ -383,10 +487,11 @@ class OrthancAccessor:
         return send(self._df, self.client(client), destination, level=level, max_workers=max_workers,
                     timeout=timeout, progress=progress, errors=errors)
 
-    def anonymize(self, level: str = "study", *, keep=(), replace=None, remove=(), keep_source: bool = True,
-                  force: bool = False, confirm: bool = False, done: pd.DataFrame | None = None,
-                  max_workers: int = 2, timeout: float | None = None, progress=None,
-                  errors: str = "raise", client=None) -> pd.DataFrame:
+    def anonymize(self, *, level: str = "study", keep=(), replace=None, remove=(),
+                  keep_source: bool = True, force: bool = False, confirm: bool = False,
+                  done: pd.DataFrame | None = None, max_workers: int | None = None,
+                  timeout: float | None = None, progress: bool | tqdm | None = None,
+                  errors: str = "raise", client: OrthancClient | str | None = None) -> pd.DataFrame:
         """Anonymize the rows' studies/series with Orthanc's own anonymizer, as server jobs.
 
         A dry run unless ``confirm=True`` (like :meth:`delete`). One asynchronous job per
@@ -404,6 +509,8 @@ class OrthancAccessor:
         done : pandas.DataFrame, optional
             The mapping of an earlier run (or a :class:`JobError`'s ``.report``): resources
             it lists as done are not done again, their rows are carried over.
+        max_workers : int, optional
+            Jobs at a time (default 2).
         errors : {"raise", "report"}
             A failed job raises :class:`~orthanc_pandas.errors.JobError` (its ``.report`` is
             the mapping so far) or is only reported.
@@ -416,7 +523,8 @@ class OrthancAccessor:
             ``would anonymize``), ``reason``, the original ``patient``/``study``/``series``/
             ``instance`` ids and ``PatientID``/``StudyInstanceUID``/``SeriesInstanceUID``/
             ``SOPInstanceUID``, and the same with a ``new_`` prefix. Keep it safe: it
-            re-identifies the anonymized data.
+            re-identifies the anonymized data. A dry run has the same columns and dtypes
+            (``string``), one row per resource.
 
         Examples
         --------
@@ -429,10 +537,11 @@ class OrthancAccessor:
                                 confirm=confirm, done=done, max_workers=max_workers, timeout=timeout,
                                 progress=progress, errors=errors)
 
-    def modify(self, level: str = "study", *, replace=None, remove=(), keep=(), keep_source: bool = True,
-               force: bool = False, confirm: bool = False, done: pd.DataFrame | None = None,
-               max_workers: int = 2, timeout: float | None = None, progress=None,
-               errors: str = "raise", client=None) -> pd.DataFrame:
+    def modify(self, *, level: str = "study", replace=None, remove=(), keep=(),
+               keep_source: bool = True, force: bool = False, confirm: bool = False,
+               done: pd.DataFrame | None = None, max_workers: int | None = None,
+               timeout: float | None = None, progress: bool | tqdm | None = None,
+               errors: str = "raise", client: OrthancClient | str | None = None) -> pd.DataFrame:
         """Modify the rows' studies/series with Orthanc's ``/modify``, as server jobs.
 
         The same contract as :meth:`anonymize` (dry run by default, a mapping frame, ``done=``
@@ -462,8 +571,9 @@ class OrthancAccessor:
         return refresh(self._df, self.client(client))
 
     # -- labels (labels.py) --------------------------------------------------------------
-    def add_labels(self, *labels: str, level: str = "study", max_workers: int = DEFAULT_WORKERS,
-                   client=None) -> pd.DataFrame:
+    def add_labels(self, *labels: str, level: str = "study", max_workers: int | None = None,
+                   progress: bool | tqdm | None = None, errors: str = "raise",
+                   client: OrthancClient | str | None = None) -> pd.DataFrame:
         """Put Orthanc labels (Orthanc >= 1.12) on the rows' resources at ``level``.
 
         Every distinct patient, study, series or instance the rows belong to gets each label.
@@ -475,8 +585,13 @@ class OrthancAccessor:
         *labels : str
             1 to 64 letters, digits, ``_`` or ``-`` each; checked before anything is sent.
         level : {"patient", "study", "series", "instance"}, default "study"
-        max_workers : int, default 4
-            Concurrent requests.
+        max_workers : int, optional
+            Concurrent requests (default 4).
+        progress : bool or tqdm, optional
+            Progress bar over the resources.
+        errors : {"raise", "report"}, default "raise"
+            A resource the server refused is a ``"failed"`` row; ``"raise"`` then raises
+            :class:`~orthanc_pandas.errors.BulkError` (``.report``) after all were tried.
         client : OrthancClient or str, optional
             Defaults to the client of the frame's server.
 
@@ -501,10 +616,11 @@ class OrthancAccessor:
         """
 
         return add_labels(self._df, self.client(client), *labels, level=level,
-                          max_workers=max_workers)
+                          max_workers=max_workers, progress=progress, errors=errors)
 
-    def remove_labels(self, *labels: str, level: str = "study", max_workers: int = DEFAULT_WORKERS,
-                      client=None) -> pd.DataFrame:
+    def remove_labels(self, *labels: str, level: str = "study", max_workers: int | None = None,
+                      progress: bool | tqdm | None = None, errors: str = "raise",
+                      client: OrthancClient | str | None = None) -> pd.DataFrame:
         """Take Orthanc labels off the rows' resources at ``level``.
 
         Parameters, report and errors as :meth:`add_labels`; the statuses are ``"removed"``,
@@ -513,44 +629,12 @@ class OrthancAccessor:
 
         Examples
         --------
-        >>> df.orthanc.with_labels("reviewed").orthanc.remove_labels("reviewed")  # doctest: +SKIP
+        >>> df.orthanc.select(labels="reviewed").orthanc.remove_labels("reviewed")  # doctest: +SKIP
         """
 
         return remove_labels(self._df, self.client(client), *labels, level=level,
-                             max_workers=max_workers)
+                             max_workers=max_workers, progress=progress, errors=errors)
 
-    def with_labels(self, *labels: str, how: str = "all") -> pd.DataFrame:
-        """The rows carrying ``labels`` on the instance or any parent: a mask on this frame.
-
-        Reads only the ``orthanc_labels`` column (no server); the result keeps the attrs.
-
-        Parameters
-        ----------
-        *labels : str
-        how : {"all", "any", "none"}, default "all"
-            Rows with every label, with at least one, or with none of them.
-
-        Returns
-        -------
-        pandas.DataFrame
-
-        Examples
-        --------
-        >>> import pandas as pd
-        >>> idx = pd.MultiIndex.from_tuples([("p", "s", "se", "i1"), ("p", "s", "se", "i2")],
-        ...                                 names=["patient", "study", "series", "instance"])
-        >>> df = pd.DataFrame({"orthanc_labels": pd.Categorical(["done,qc", None])}, index=idx)
-        >>> df.orthanc.with_labels("done").index.get_level_values("instance").tolist()
-        ['i1']
-        >>> len(df.orthanc.with_labels("done", "todo", how="any")), len(df.orthanc.with_labels("qc", how="none"))
-        (1, 1)
-        """
-        import copy
-
-
-        out = self._df[has_labels(self._df, *labels, how=how)]
-        out.attrs = copy.deepcopy(self._df.attrs)  # a new dict, as select() gives
-        return out
 
     # -- volumes (volume.py) -------------------------------------------------------------
     def volume(self, *, rescale: bool = True, allow_irregular: bool = False, dtype="float32",
@@ -618,7 +702,7 @@ class OrthancAccessor:
         for an RTSTRUCT (coord ``roi`` = ROIName); ``like`` is a volume from :meth:`volume`.
         A mask in another frame of reference or off the grid raises
         :class:`~orthanc_pandas._imaging.masks.MaskGeometryError`. On a ``df.orthanc.series()`` row,
-        the series' instances are read from the server. See :mod:`orthanc_pandas._imaging.masks`.
+        the series' instances are read from the server (:meth:`LevelAccessor.mask`).
 
         Examples
         --------
@@ -626,10 +710,7 @@ class OrthancAccessor:
         >>> m = df[df.Modality == "SEG"].orthanc.mask(like=ct)               # doctest: +SKIP
         """
 
-        rows = self._df
-        if "instance" not in rows.index.names:  # a series()/studies() row: its instances
-            rows = self.instances(client=client)
-        return mask(rows, self.client(client), like, **tolerances)
+        return mask(self._df, self.client(client), like, **tolerances)
 
     def volumes(self, **kwargs):
         """A lazy mapping ``series id -> DataArray``, one volume per series of the rows.
@@ -653,7 +734,7 @@ class OrthancAccessor:
 
     # -- level frames (series_frame.py) -------------------------------------------------
     def series(self, *, geometry: bool = False, progress: bool | tqdm | None = None,
-               max_workers: int | None = DEFAULT_WORKERS, client: OrthancClient | str | None = None,
+               max_workers: int | None = None, client: OrthancClient | str | None = None,
                **tolerances) -> pd.DataFrame:
         """One row per series of the rows: its tags, its parents' tags and aggregates.
 
@@ -752,16 +833,17 @@ class OrthancAccessor:
                 f"{c['series']} series, {c['instances']} instances from {src}>")
 
 
-class LevelAccessor(OrthancAccessor):
+class LevelAccessor(BaseAccessor):
     """``.orthanc`` on a series, study or patient frame (``df.orthanc.series()`` ...).
 
-    Instance operations map onto the instance rows of the frame's resources: every row stands
-    for all its instances. :meth:`instances` gives those rows - from an instance frame you pass
-    (rows whose series/study/patient id is in this frame), else from the server - and
-    :meth:`volume`, :meth:`volumes`, :meth:`headers` and :meth:`download` work on them;
-    :meth:`select` is a mask on the level frame's own columns; :meth:`with_tags` adds tags
-    at the frame's level (checked to be the same in all instances of a row). Other instance operations say
-    to call :meth:`instances` first. See ``docs/series.md``.
+    Every row stands for all the instances of its resource. :meth:`instances` gives those
+    rows - from an instance frame you pass (rows whose series/study/patient id is in this
+    frame), else from the server - and :meth:`volume`, :meth:`volumes`, :meth:`mask`,
+    :meth:`headers` and :meth:`download` work on them; :meth:`select` is a mask on the level
+    frame's own columns; :meth:`with_tags` adds tags at the frame's level (checked to be the
+    same in all instances of a row). Nothing else is offered: an instance operation
+    (``tag_values``, ``delete``, ``add_labels`` ...) raises an ``AttributeError`` that says
+    to call it on ``.orthanc.instances()``. See ``docs/series.md``.
 
     Examples
     --------
@@ -771,14 +853,20 @@ class LevelAccessor(OrthancAccessor):
     """
 
     def __init__(self, df: pd.DataFrame):
-
+        if frame_level(df) == "instance":  # raises NotAnIndexError for a frame of neither kind
+            raise NotAnIndexError("LevelAccessor works on series, study and patient frames "
+                                  "(df.orthanc.series() ...); this is an instance frame.")
         check_format(df.attrs)
         self._df = df
 
-    @property
-    def level(self) -> str:
-        """``"series"``, ``"study"`` or ``"patient"``."""
-        return frame_level(self._df)
+    def __getattr__(self, name: str):
+        # called only for names the class lacks: say where an instance operation lives
+        if name in INSTANCE_ONLY:
+            raise NotAnIndexError(
+                f"{name}() works on instance frames; this is a {self.level} frame. Use "
+                f"frame.orthanc.instances().orthanc.{name}(...) (or instances(df) with the instance "
+                "frame at hand: no request).")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _count(self, level: str, column: str) -> int:
         if level in self._df.index.names:
@@ -790,18 +878,22 @@ class LevelAccessor(OrthancAccessor):
 
     @property
     def patient_count(self) -> int:
+        """Distinct patients among the rows."""
         return self._count("patient", "")
 
     @property
     def study_count(self) -> int:
+        """Studies of the rows (distinct ids, or the sum of ``study_count``)."""
         return self._count("study", "study_count")
 
     @property
     def series_count(self) -> int:
+        """Series of the rows (distinct ids, or the sum of ``series_count``)."""
         return self._count("series", "series_count")
 
     @property
     def instance_count(self) -> int:
+        """Instances of the rows (the sum of ``instance_count``)."""
         return self._count("instance", "instance_count")
 
     def instances(self, df: pd.DataFrame | None = None, *,
@@ -815,6 +907,8 @@ class LevelAccessor(OrthancAccessor):
             mask on ``df``, no request). Without it the rows are read from the server (one
             ``GET /series/{id}`` and ``GET /series/{id}/instances`` per series, plus the
             parents), in ``read_orthanc``'s order, with this frame's attrs.
+        client : OrthancClient or str, optional
+            Defaults to the client of the frame's server.
 
         Examples
         --------
@@ -826,38 +920,48 @@ class LevelAccessor(OrthancAccessor):
             return instances_of(self._df, self.level, df)
         return instances_of(self._df, self.level, client=self.client(client))
 
-    def select(self, case_sensitive: bool = False, **criteria) -> pd.DataFrame:
+    def select(self, criteria: Mapping | None = None, /, *, case_sensitive: bool = False,
+               labels: str | Sequence[str] | None = None, labels_how: str = "all",
+               **criteria_kwargs) -> pd.DataFrame:
         """The level rows matching every criterion, on columns only: a boolean mask.
 
-        The criteria are those of :meth:`OrthancAccessor.select` (``slice_spacing=(0, 2)``,
-        ``Modality=["CT", "MR"]``, ``StudyDate="2000-"``); a tag that is not a column is
-        refused (its value may differ between the instances of a row): select instances
-        first, ``df.orthanc.select(...).orthanc.series()``.
+        The criteria are those of :meth:`InstanceAccessor.select` (``slice_spacing=(0, 2)``,
+        ``Modality=["CT", "MR"]``, ``StudyDate="2000-"``, a positional dict for tag numbers);
+        a tag that is not a column is refused (its value may differ between the instances of a
+        row): select instances first, ``df.orthanc.select(...).orthanc.series()``. ``labels``
+        needs an ``orthanc_labels`` column in this frame.
 
         Examples
         --------
         >>> s = df.orthanc.series()                                          # doctest: +SKIP
         >>> s.orthanc.select(Modality="CT", slice_spacing=(None, 2))         # doctest: +SKIP
+        >>> s.orthanc.select({"Modality": "CT"})                             # doctest: +SKIP
         """
 
+        merged = merge_criteria(criteria, criteria_kwargs)
         method = {"series": "series", "study": "studies", "patient": "patients"}[self.level]
-        for key in criteria:
+        for key in merged:
             if frame_columns(self._df, key)[2] is not None:
                 raise SelectionError(
                     f"{key} is not a column of this {self.level} frame, and its value may differ "
                     f"between the instances of a row. Select instances first: "
                     f"df.orthanc.select({key}=...).orthanc.{method}().")
-        return select(self._df, criteria, self.client, case_sensitive=case_sensitive)
+        if labels is not None and LABELS_COLUMN not in self._df.columns:
+            raise SelectionError(
+                f"This {self.level} frame has no {LABELS_COLUMN!r} column. Select by labels on "
+                f"the instance frame first: df.orthanc.select(labels=...).orthanc.{method}().")
+        return select(self._df, merged, self.client, case_sensitive=case_sensitive,
+                      labels=labels, labels_how=labels_how)
 
     def with_tags(self, *tags, df: pd.DataFrame | None = None, sample: bool = False,
-                  progress: bool | tqdm | None = None, max_workers: int | None = DEFAULT_WORKERS,
+                  progress: bool | tqdm | None = None, max_workers: int | None = None,
                   client: OrthancClient | str | None = None) -> pd.DataFrame:
         """This frame with a typed column per tag: its value at this frame's level.
 
         A tag of the series (study, patient) is the same in all its instances, so each row
         gets the value its instances share. The values are read for the instances of the
         rows (:meth:`instances`; a tag that is a column of ``df`` is taken from it, the others
-        are fetched as :meth:`OrthancAccessor.with_tags` fetches them), and checked: a tag
+        are fetched as :meth:`InstanceAccessor.with_tags` fetches them), and checked: a tag
         whose instances disagree within a row raises :class:`InconsistentTagError` naming
         the tag and the rows, since no single value would be true. Tags that already are
         columns of this frame are left as they are; types follow the index schema.
@@ -873,7 +977,7 @@ class LevelAccessor(OrthancAccessor):
             Read one instance per row (its first) instead of all: one request per row, and
             the value is not checked against the other instances.
         progress, max_workers, client
-            As for :meth:`OrthancAccessor.with_tags`.
+            As for :meth:`InstanceAccessor.with_tags`.
 
         Examples
         --------
@@ -887,9 +991,14 @@ class LevelAccessor(OrthancAccessor):
                                sample=sample, max_workers=max_workers, progress=progress)
 
     def volume(self, df: pd.DataFrame | None = None, **kwargs):
-        """The volume of the one series row (see :meth:`OrthancAccessor.volume`).
+        """The volume of the one series row (see :meth:`InstanceAccessor.volume`).
 
         ``df``: an instance frame holding its rows (else they are read from the server).
+
+        Examples
+        --------
+        >>> s = df.orthanc.series()                                          # doctest: +SKIP
+        >>> vol = s.iloc[[0]].orthanc.volume(df)                             # doctest: +SKIP
         """
         if self.level != "series" or len(self._df) != 1:
             raise SelectionError(
@@ -900,29 +1009,85 @@ class LevelAccessor(OrthancAccessor):
         return self.instances(df, client=client).orthanc.volume(client=client, **kwargs)
 
     def volumes(self, df: pd.DataFrame | None = None, **kwargs):
-        """A lazy mapping ``series id -> DataArray`` over the frame's series (:meth:`instances`)."""
+        """A lazy mapping ``series id -> DataArray`` over the frame's series (:meth:`instances`).
+
+        Examples
+        --------
+        >>> vols = df.orthanc.series().orthanc.volumes(df)                   # doctest: +SKIP
+        """
         client = kwargs.pop("client", None)
         return self.instances(df, client=client).orthanc.volumes(client=client, **kwargs)
 
-    def headers(self, df: pd.DataFrame | None = None, **kwargs) -> list:
-        """The headers of the instances of the frame's resources (:meth:`instances`)."""
-        return self.instances(df, client=kwargs.get("client")).orthanc.headers(**kwargs)
+    def mask(self, like, df: pd.DataFrame | None = None, *,
+             client: OrthancClient | str | None = None, **tolerances):
+        """The rows' one SEG or RTSTRUCT instance as a mask on ``like``'s grid (:meth:`instances`).
 
-    def download(self, folder=None, df: pd.DataFrame | None = None, **kwargs) -> pd.Series:
-        """Save the files of the instances of the frame's resources (:meth:`instances`)."""
-        return self.instances(df, client=kwargs.get("client")).orthanc.download(folder, **kwargs)
+        Examples
+        --------
+        >>> seg = df.orthanc.series().query("Modality == 'SEG'")             # doctest: +SKIP
+        >>> m = seg.orthanc.mask(like=ct_volume, df=df)                      # doctest: +SKIP
+        """
+        return self.instances(df, client=client).orthanc.mask(like, client=client, **tolerances)
+
+    def headers(self, df: pd.DataFrame | None = None, *, progress: bool | tqdm | None = None,
+                max_workers: int | None = None, errors: str = "raise",
+                client: OrthancClient | str | None = None) -> pd.Series:
+        """The headers of the instances of the frame's resources, indexed like those instance rows.
+
+        See :meth:`InstanceAccessor.headers`; ``df`` as for :meth:`instances`.
+
+        Examples
+        --------
+        >>> hdrs = df.orthanc.series().iloc[[0]].orthanc.headers(df)         # doctest: +SKIP
+        """
+        return self.instances(df, client=client).orthanc.headers(
+            progress=progress, max_workers=max_workers, errors=errors, client=client)
+
+    def download(self, folder: str | os.PathLike, df: pd.DataFrame | None = None, *,
+                 layout: str = "flat", verify: str = "size", progress: bool | tqdm | None = None,
+                 max_workers: int | None = None, errors: str = "raise",
+                 client: OrthancClient | str | None = None) -> pd.Series:
+        """Save the files of the instances of the frame's resources (:meth:`instances`).
+
+        See :meth:`InstanceAccessor.download`; ``df`` as for :meth:`instances`.
+
+        Examples
+        --------
+        >>> paths = df.orthanc.studies().iloc[[0]].orthanc.download("study0", df)  # doctest: +SKIP
+        """
+        return self.instances(df, client=client).orthanc.download(
+            folder, layout=layout, verify=verify, progress=progress, max_workers=max_workers,
+            errors=errors, client=client)
 
     def __repr__(self) -> str:
         src = self._df.attrs.get("orthanc", {}).get("url", "unknown server")
         return f"<orthanc accessor: {len(self._df)} {self.level} rows from {src}>"
 
 
-def _instance_only(name: str):
-    def refuse(self, *args, **kwargs):
-        raise NotAnIndexError(
-            f".orthanc.{name}() works on instance rows; this is a {self.level} frame. Use "
-            f"frame.orthanc.instances(df).orthanc.{name}(...) (df: the instance frame, or "
-            "omit it to read the rows from the server).")
-    refuse.__name__ = name
-    refuse.__doc__ = f"Not on level frames: ``.orthanc.instances().orthanc.{name}()``."
-    return refuse
+def _public(cls) -> set[str]:
+    return {n for n in dir(cls) if not n.startswith("_")}
+
+
+#: What an instance frame's accessor offers and a level frame's does not.
+INSTANCE_ONLY = frozenset(_public(InstanceAccessor) - _public(LevelAccessor))
+
+
+def orthanc_accessor(df: pd.DataFrame) -> InstanceAccessor | LevelAccessor:
+    """``df.orthanc``: the accessor that fits the frame.
+
+    A series, study or patient frame (``attrs["orthanc"]["level"]`` and that level's index)
+    gets a :class:`LevelAccessor`, an instance frame an :class:`InstanceAccessor`; any other
+    frame raises :class:`~orthanc_pandas.errors.NotAnIndexError` (an ``AttributeError``, so
+    ``hasattr(df, "orthanc")`` is ``False``).
+
+    Examples
+    --------
+    >>> type(df.orthanc).__name__, type(df.orthanc.series().orthanc).__name__  # doctest: +SKIP
+    ('InstanceAccessor', 'LevelAccessor')
+    """
+    if frame_level(df) == "instance":
+        return InstanceAccessor(df)
+    return LevelAccessor(df)
+
+
+pd.api.extensions.register_dataframe_accessor("orthanc")(orthanc_accessor)

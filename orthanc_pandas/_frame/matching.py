@@ -592,3 +592,29 @@ def decode_criteria(entry: Mapping, *, callables: str = "raise") -> tuple[dict, 
             continue
         out[k] = decode_criterion(v)
     return out, bool(entry.get("case_sensitive", False))
+
+
+def merge_criteria(criteria: Mapping | None, criteria_kwargs: Mapping) -> dict:
+    """One dict of ``select`` criteria from the positional dict and the keyword arguments.
+
+    Examples
+    --------
+    >>> merge_criteria({"0008,0060": "CT"}, {"StudyDate": "2020-"})
+    {'0008,0060': 'CT', 'StudyDate': '2020-'}
+    >>> merge_criteria(True, {"Modality": "CT"})
+    Traceback (most recent call last):
+    ...
+    TypeError: select() takes at most one positional argument, a dict of criteria ({tag: criterion}); got True (bool). Did you mean case_sensitive=True?
+    """
+    if criteria is None:
+        return dict(criteria_kwargs)
+    if not isinstance(criteria, Mapping):
+        hint = (f" Did you mean case_sensitive={criteria!r}?" if isinstance(criteria, bool) else
+                " Give criteria as keywords (Modality='CT') or as one dict ({'0008,0060': 'CT'}).")
+        raise TypeError("select() takes at most one positional argument, a dict of criteria "
+                        f"({{tag: criterion}}); got {criteria!r} ({type(criteria).__name__})." + hint)
+    both = [k for k in criteria if k in criteria_kwargs]
+    if both:
+        raise TypeError(f"select() got {both[0]!r} both in the criteria dict and as a keyword; "
+                        "give each tag once.")
+    return {**criteria, **criteria_kwargs}

@@ -25,9 +25,11 @@ import pandas as pd
 
 from orthanc_pandas._frame.schema import ROUTES
 from orthanc_pandas._http.client import OrthancClient, get_client
+from orthanc_pandas._util.bulk import check_bulk_args
 from orthanc_pandas._util.fanout import map_in_order, stopped_answering, worker_count
 from orthanc_pandas._util.progress import progress_bar
 from orthanc_pandas.errors import (
+    BulkError,
     DownloadFolderError,
     OrthancConnectionError,
     OrthancHTTPError,
@@ -41,18 +43,6 @@ _LEVELS = ("instance", "series", "study", "patient")
 
 
 _CHUNK = 1 << 20
-
-
-def default_download_folder(url: str) -> Path:
-    """``<system temp dir>/orthanc-pandas/<host_port>``: where downloads go by default.
-
-    Examples
-    --------
-    >>> default_download_folder("http://127.0.0.1:8042").name
-    '127.0.0.1_8042'
-    """
-    host = url.split("://", 1)[-1].strip("/").replace(":", "_").replace("/", "_")
-    return Path(tempfile.gettempdir()) / "orthanc-pandas" / host
 
 
 def _writable_folder(folder: Path) -> Path:
@@ -128,9 +118,9 @@ def _fetch_to(client: OrthancClient, instance: str, path: Path) -> None:
         raise
 
 
-def download(df: pd.DataFrame, client: OrthancClient, folder: str | os.PathLike | None = None,
+def download(df: pd.DataFrame, client: OrthancClient, folder: str | os.PathLike,
              *, layout: str = "flat", verify: str = "size", progress=None,
-             max_workers: int = 4) -> pd.Series:
+             max_workers: int | None = None, errors: str = "raise") -> pd.Series:
     """Save the stored DICOM file of every row; return the paths in row order.
 
     Parameters
@@ -138,9 +128,9 @@ def download(df: pd.DataFrame, client: OrthancClient, folder: str | os.PathLike 
     df : pandas.DataFrame
         An Orthanc index frame (or a selection of one).
     client : OrthancClient
-    folder : path, optional
-        Where to write. Default: ``<system temp dir>/orthanc-pandas/<host_port>`` (never
-        deleted by this library).
+    folder : path
+        Where to write (created when missing). Required: the library never picks a place
+        that nobody would clean up.
     layout : {"flat", "tree"}, default "flat"
         ``flat``: ``folder/<instance id>.dcm``. ``tree``:
         ``folder/<patient id>/<study id>/<series id>/<instance id>.dcm`` (Orthanc ids: safe
@@ -152,13 +142,17 @@ def download(df: pd.DataFrame, client: OrthancClient, folder: str | os.PathLike 
         ``none`` skips any existing file.
     progress : bool or tqdm, optional
         Progress bar; by default shown in terminals and notebooks from 50 files.
-    max_workers : int, default 4
-        Concurrent downloads (never more than ``client.pool_size``).
+    max_workers : int, optional
+        Concurrent downloads (default 4, never more than ``client.pool_size``).
+    errors : {"raise", "report"}, default "raise"
+        What a file the server refuses (deleted meanwhile, ...) does: raise its error, or
+        leave ``None`` as its path and name it in ``result.attrs["errors"]`` (instance id ->
+        message). A server that stops answering always raises.
 
     Returns
     -------
     pandas.Series
-        String paths, indexed like ``df``, named ``path``.
+        String paths, with ``df``'s index (same order, same length), named ``path``.
 
     Examples
     --------
@@ -170,7 +164,10 @@ def download(df: pd.DataFrame, client: OrthancClient, folder: str | os.PathLike 
         raise ValueError(f"layout must be 'flat' or 'tree', got {layout!r}.")
     if verify not in ("size", "md5", "none"):
         raise ValueError(f"verify must be 'size', 'md5' or 'none', got {verify!r}.")
-    root = _writable_folder(Path(folder) if folder is not None else default_download_folder(client.url))
+    check_bulk_args(max_workers, errors)
+    if folder is None:
+        raise TypeError("download() needs a folder to write to, e.g. df.orthanc.download('files').")
+    root = _writable_folder(Path(folder))
     idx = list(df.index)
     targets = [_target(root, tuple(map(str, ids)), layout) for ids in idx]
     sizes = (df["orthanc_file_size"].tolist() if "orthanc_file_size" in df.columns
@@ -180,14 +177,21 @@ def download(df: pd.DataFrame, client: OrthancClient, folder: str | os.PathLike 
         jobs.setdefault(path, (str(ids[3]), size))
     workers = worker_count(max_workers, pool_size=client.pool_size, jobs=len(jobs) or 1)
     done = 0
+    failed: dict[str, str] = {}
     count_lock = threading.Lock()
     with progress_bar(progress, total=len(jobs), desc="Downloading", unit="file",
                       min_total=50) as bar:
         def one(item):
             nonlocal done
             path, (instance, size) = item
-            if not _complete(client, path, instance, size, verify):
-                _fetch_to(client, instance, path)
+            try:
+                if not _complete(client, path, instance, size, verify):
+                    _fetch_to(client, instance, path)
+            except OrthancHTTPError as exc:  # the server answered, about this file only
+                if errors == "raise":
+                    raise
+                with count_lock:
+                    failed[instance] = str(exc)
             with count_lock:
                 done += 1
             bar.update(1)
@@ -200,7 +204,11 @@ def download(df: pd.DataFrame, client: OrthancClient, folder: str | os.PathLike 
                 exc, "download", done, len(jobs), f"files were saved complete in {root}",
                 "no other file was written under its final name (no partial files). Rerun "
                 "download() to fetch the rest: complete files are skipped.") from None
-    return pd.Series([str(p) for p in targets], index=df.index, name="path", dtype=object)
+    out = pd.Series([None if str(ids[3]) in failed else str(p) for ids, p in zip(idx, targets, strict=True)],
+                    index=df.index, name="path", dtype=object)
+    if errors == "report":
+        out.attrs["errors"] = failed
+    return out
 
 
 def to_zip(df: pd.DataFrame, client: OrthancClient, path: str | os.PathLike) -> Path:
@@ -348,8 +356,9 @@ def classify_upload(answer=None, error: BaseException | None = None, *,
     return _upload_row("Error", f"{type(error).__name__}: {error}")
 
 
-def upload(paths, url_or_client: str | OrthancClient, *, recursive: bool = False,
-           check_dicom: bool = True, progress=None, max_workers: int = 4) -> pd.DataFrame:
+def upload(paths, client: str | OrthancClient, *, recursive: bool = False,
+           check_dicom: bool = True, progress=None, max_workers: int | None = None,
+           errors: str = "raise") -> pd.DataFrame:
     """Store DICOM files in Orthanc; report every input path.
 
     Parameters
@@ -357,7 +366,8 @@ def upload(paths, url_or_client: str | OrthancClient, *, recursive: bool = False
     paths : path or list of paths
         Files, folders (their files; subfolders too with ``recursive=True``) and ZIP archives.
         Each member of a ZIP is uploaded and reported on its own as ``"archive.zip!member"``.
-    url_or_client : str or OrthancClient
+    client : OrthancClient or str
+        The server, as a client or a URL.
     recursive : bool, default False
         Descend into subfolders.
     check_dicom : bool, default True
@@ -367,8 +377,12 @@ def upload(paths, url_or_client: str | OrthancClient, *, recursive: bool = False
         judge.
     progress : bool or tqdm, optional
         Progress bar; shown in terminals and notebooks from 50 files by default.
-    max_workers : int, default 4
-        Concurrent uploads.
+    max_workers : int, optional
+        Concurrent uploads (default 4).
+    errors : {"raise", "report"}, default "raise"
+        ``"raise"``: after every file was tried, a :class:`~orthanc_pandas.errors.BulkError`
+        when any is ``Failure`` or ``Error`` (its ``.report`` is the report below);
+        ``"report"``: return the report regardless. ``NotDicom`` is not a failure.
 
     Returns
     -------
@@ -387,7 +401,8 @@ def upload(paths, url_or_client: str | OrthancClient, *, recursive: bool = False
     >>> report.status.value_counts()                                                          # doctest: +SKIP
     >>> report[report.status.isin(["Failure", "Error"])]                                      # doctest: +SKIP
     """
-    client = get_client(url_or_client)
+    check_bulk_args(max_workers, errors)
+    client = get_client(client)
     files = _expand_inputs(paths, recursive)
     rows: list[dict] = []
     lock = threading.Lock()
@@ -441,6 +456,12 @@ def upload(paths, url_or_client: str | OrthancClient, *, recursive: bool = False
     report = pd.DataFrame([r for _, r in rows],
                           columns=["path", "status", "message", "instance", "series", "study", "patient"])
     report["status"] = pd.Categorical(report["status"], categories=list(UPLOAD_STATUSES))
+    bad = report[report.status.isin(["Failure", "Error"])]
+    if len(bad) and errors == "raise":
+        first = bad.iloc[0]
+        raise BulkError(f"{len(bad)} of {len(report)} file(s) were not stored (first: {first['path']}: "
+                        f"{first['status']}: {first['message']}). The report is the error's .report; "
+                        "pass errors='report' to get it without an error.", report=report)
     return report
 
 
@@ -492,8 +513,9 @@ def _plan(df: pd.DataFrame, client: OrthancClient, level: str) -> pd.DataFrame:
     return out
 
 
-def delete(df: pd.DataFrame, client: OrthancClient, level: str = "instance", *,
-           confirm: bool = False, progress=None) -> pd.DataFrame:
+def delete(df: pd.DataFrame, client: OrthancClient, *, level: str = "instance",
+           confirm: bool = False, progress=None, max_workers: int | None = None,
+           errors: str = "raise") -> pd.DataFrame:
     """Delete the rows' resources at ``level`` from Orthanc - only with ``confirm=True``.
 
     Parameters
@@ -508,15 +530,24 @@ def delete(df: pd.DataFrame, client: OrthancClient, level: str = "instance", *,
         ``False``: a dry run, nothing is deleted. ``True``: delete.
     progress : bool or tqdm, optional
         Progress bar over the resources deleted.
+    max_workers : int, optional
+        Checked like every bulk call's; deletions are sent one at a time whatever its value
+        (Orthanc serialises them in its index, so more threads would only wait).
+    errors : {"raise", "report"}, default "raise"
+        A deletion the server refuses (other than "already gone") is ``Failed`` with its
+        ``reason``; ``"raise"`` then raises :class:`~orthanc_pandas.errors.BulkError` after
+        the others were tried (its ``.report`` is the frame below). A server that stops
+        answering always raises.
 
     Returns
     -------
     pandas.DataFrame
         One row per instance that goes (per resource already gone), with columns ``level``,
         ``resource`` (the id deleted), ``patient``, ``study``, ``series``, ``instance``,
-        ``in_frame`` (whether that instance is a row of ``df``) and ``status``:
+        ``in_frame`` (whether that instance is a row of ``df``), ``status``:
         ``WouldDelete`` (dry run), ``Deleted``, ``AlreadyGone`` (not on the server any more;
-        reported, not raised). ``attrs["dry_run"]`` says which it was.
+        reported, not raised), ``Failed``, and ``reason`` (why it failed, else ``""``).
+        ``attrs["dry_run"]`` says which it was.
 
     Examples
     --------
@@ -525,22 +556,26 @@ def delete(df: pd.DataFrame, client: OrthancClient, level: str = "instance", *,
     >>> report = df[df.SeriesDescription == "scout"].orthanc.delete(level="series",
     ...                                                              confirm=True)   # doctest: +SKIP
     """
+    check_bulk_args(max_workers, errors)
     if level not in _LEVELS:
         raise ValueError(f"level must be one of {_LEVELS}, got {level!r}.")
     plan = _plan(df, client, level)
+    plan["reason"] = ""
     plan.attrs["dry_run"] = not confirm
     if not confirm:
         return plan
     todo = list(dict.fromkeys(plan.loc[plan.status == "WouldDelete", "resource"]))
     gone: set[str] = set()
+    refused: dict[str, str] = {}
     with progress_bar(progress, total=len(todo), desc="Deleting", unit=level, min_total=50) as bar:
         for k, rid in enumerate(todo):
             try:
                 client.delete(f"/{ROUTES[level]}/{rid}")
             except OrthancHTTPError as exc:
                 if exc.status != 404:
-                    raise
-                gone.add(rid)  # deleted meanwhile (e.g. with its last sibling): fine
+                    refused[rid] = str(exc)
+                else:
+                    gone.add(rid)  # deleted meanwhile (e.g. with its last sibling): fine
             except OrthancConnectionError as exc:
                 raise stopped_answering(
                     exc, "delete", k, len(todo), f"{level} deletions",
@@ -551,5 +586,12 @@ def delete(df: pd.DataFrame, client: OrthancClient, level: str = "instance", *,
     would = plan.status == "WouldDelete"
     plan.loc[would, "status"] = "Deleted"
     plan.loc[would & plan.resource.isin(gone), "status"] = "AlreadyGone"
+    failed = would & plan.resource.isin(refused)
+    plan.loc[failed, "status"] = "Failed"
+    plan.loc[failed, "reason"] = plan.loc[failed, "resource"].map(refused)
     plan.attrs["dry_run"] = False
+    if refused and errors == "raise":
+        rid, why = next(iter(refused.items()))
+        raise BulkError(f"{len(refused)} of {len(todo)} {level} deletion(s) were refused (first: {rid}: "
+                        f"{why}). The report is the error's .report.", report=plan)
     return plan

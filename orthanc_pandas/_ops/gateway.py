@@ -44,6 +44,7 @@ from orthanc_pandas._frame.schema import (
 from orthanc_pandas._http.client import OrthancClient, get_client
 from orthanc_pandas._ops.jobs import run_jobs
 from orthanc_pandas._ops.read import FORMAT_VERSION
+from orthanc_pandas._util.bulk import check_bulk_args, workers_or
 from orthanc_pandas._util.progress import progress_bar
 from orthanc_pandas.errors import (
     DicomNetworkError,
@@ -263,8 +264,8 @@ def _check_modality(client: OrthancClient, modality: str) -> None:
                              f"{sorted(known)}. Register it in DicomModalities (or PUT /modalities/{modality}).")
 
 
-def query(url_or_client, modality: str, level: str = "study", *, progress=None, max_workers: int = 4,
-          **criteria) -> pd.DataFrame:
+def query(url_or_client, modality: str, level: str = "study", *, progress=None,
+          max_workers: int | None = None, **criteria) -> pd.DataFrame:
     """C-FIND on a remote DICOM node through Orthanc; the answers as an index-typed frame.
 
     Parameters
@@ -277,8 +278,8 @@ def query(url_or_client, modality: str, level: str = "study", *, progress=None, 
         One row per study, series or instance of the remote that matches.
     progress : bool or tqdm, optional
         Progress bar over the queries.
-    max_workers : int, default 4
-        Queries in flight at once when a criterion is a list.
+    max_workers : int, optional
+        Queries in flight at once when a criterion is a list (default 4).
     **criteria
         ``keyword=criterion`` in the forms of ``df.orthanc.select`` that C-FIND allows:
         ``"CT"``, wildcards ``"Doe*"``, ``"C?"``, dates/times and their ranges
@@ -307,6 +308,8 @@ def query(url_or_client, modality: str, level: str = "study", *, progress=None, 
     """
     if level not in QUERY_LEVELS:
         raise ValueError(f"level must be one of {QUERY_LEVELS}, got {level!r}.")
+    check_bulk_args(max_workers)
+    max_workers = workers_or(max_workers, 4)
     client = _client(url_or_client)
     _check_modality(client, modality)
     queries = _expand_criteria(criteria)
@@ -388,12 +391,14 @@ def _has_cget(client: OrthancClient, modality: str) -> bool:
 
 
 def retrieve(df: pd.DataFrame, client: OrthancClient | None = None, *, target: str | None = None,
-             method: str = "move", level: str | None = None, max_workers: int = 2,
+             method: str = "move", level: str | None = None, max_workers: int | None = None,
              timeout: float | None = 600, progress=None, errors: str = "raise") -> pd.DataFrame:
     """Retrieve the resources of query answers from the remote, one Orthanc job each.
 
-    See :meth:`orthanc_pandas._accessors.frame.OrthancAccessor.retrieve`.
+    See :meth:`orthanc_pandas._accessors.frame.InstanceAccessor.retrieve`
+    (``max_workers=None``: 2 jobs at a time).
     """
+    check_bulk_args(max_workers, errors)
     info = _query_info(df)
     modality = info["modality"]
     level = level or info["level"]
@@ -402,8 +407,6 @@ def retrieve(df: pd.DataFrame, client: OrthancClient | None = None, *, target: s
                          f"{info['level']!r}; got {level!r}.")
     if method not in ("move", "get"):
         raise ValueError(f"method must be 'move' or 'get', got {method!r}.")
-    if errors not in ("raise", "report"):
-        raise ValueError(f"errors must be 'raise' or 'report', got {errors!r}.")
     client = client or get_client(df.attrs["orthanc"]["url"])
     _check_modality(client, modality)
     if method == "get":
@@ -436,7 +439,7 @@ def retrieve(df: pd.DataFrame, client: OrthancClient | None = None, *, target: s
         body = {"TargetAet": dest, "Synchronous": False, "Asynchronous": True}
         return _job_id(client.post_json(f"/queries/{found['ID']}/retrieve", body), "C-MOVE")
 
-    statuses = run_jobs(client, list(by_id), submit, max_workers=max_workers, timeout=timeout,
+    statuses = run_jobs(client, list(by_id), submit, max_workers=workers_or(max_workers, 2), timeout=timeout,
                         progress=progress, desc=f"C-{method.upper()}")
     rows = []
     for rid, st in statuses.items():
@@ -485,12 +488,14 @@ def _count_here(client: OrthancClient, level: str, rid: str) -> int:
 
 
 def send(df: pd.DataFrame, client: OrthancClient, destination: str, *, level: str = "study",
-         max_workers: int = 2, timeout: float | None = 600, progress=None,
+         max_workers: int | None = None, timeout: float | None = 600, progress=None,
          errors: str = "raise") -> pd.DataFrame:
     """C-STORE (to a modality) or HTTP store (to an Orthanc peer) of the rows' resources.
 
-    See :meth:`orthanc_pandas._accessors.frame.OrthancAccessor.send`.
+    See :meth:`orthanc_pandas._accessors.frame.InstanceAccessor.send`
+    (``max_workers=None``: 2 jobs at a time).
     """
+    check_bulk_args(max_workers, errors)
     if level not in _ROUTES:
         raise ValueError(f"level must be one of {tuple(_ROUTES)}, got {level!r}.")
     modalities = client.get_json("/modalities")
@@ -508,7 +513,7 @@ def send(df: pd.DataFrame, client: OrthancClient, destination: str, *, level: st
         return _job_id(client.post_json(route, {"Resources": [rid], "Asynchronous": True,
                                                 "Synchronous": False}), "store")
 
-    statuses = run_jobs(client, ids, submit, max_workers=max_workers, timeout=timeout,
+    statuses = run_jobs(client, ids, submit, max_workers=workers_or(max_workers, 2), timeout=timeout,
                         progress=progress, desc="send")
     report = pd.DataFrame([{"level": level, "resource": rid, "status": "sent" if st["ok"] else "failed",
                             "reason": st["reason"], "job": st["job"]} for rid, st in statuses.items()],

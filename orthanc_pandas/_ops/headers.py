@@ -18,9 +18,10 @@ import pandas as pd
 import pydicom
 
 from orthanc_pandas._http.client import OrthancClient
+from orthanc_pandas._util.bulk import check_bulk_args
 from orthanc_pandas._util.fanout import map_in_order, stopped_answering, worker_count
 from orthanc_pandas._util.progress import progress_bar
-from orthanc_pandas.errors import OrthancConnectionError, SelectionError
+from orthanc_pandas.errors import OrthancConnectionError, OrthancHTTPError, SelectionError
 
 _DEFLATED = b"1.2.840.10008.1.2.1.99"
 
@@ -124,8 +125,8 @@ def _instance_ids(df: pd.DataFrame) -> list[str]:
 
 
 def headers(df: pd.DataFrame, client: OrthancClient, progress=None,
-            max_workers: int = 4) -> list[pydicom.Dataset]:
-    """The DICOM header of every row, in row order, without pixel data.
+            max_workers: int | None = None, errors: str = "raise") -> pd.Series:
+    """The DICOM header of every row, indexed like the rows, without pixel data.
 
     Lossless: each dataset equals ``pydicom.dcmread(stored_file, stop_before_pixels=True)``
     (every element with its VR, private tags, sequences, character sets, ``file_meta``).
@@ -137,31 +138,45 @@ def headers(df: pd.DataFrame, client: OrthancClient, progress=None,
     client : OrthancClient
     progress : bool or tqdm, optional
         Progress bar; by default shown in terminals and notebooks from 50 rows.
-    max_workers : int, default 4
-        Concurrent requests (never more than ``client.pool_size``).
+    max_workers : int, optional
+        Concurrent requests (default 4, never more than ``client.pool_size``).
+    errors : {"raise", "report"}, default "raise"
+        What an instance the server refuses (deleted meanwhile, ...) does: raise its error, or
+        leave ``None`` on its rows and name it in ``result.attrs["errors"]`` (instance id ->
+        message). A server that stops answering always raises.
 
     Returns
     -------
-    list of pydicom.FileDataset
-        One per row; a row repeated in ``df`` gives the same dataset object twice.
+    pandas.Series
+        pydicom datasets, with ``df``'s index (same order, same length), named ``header``; a
+        row repeated in ``df`` gives the same dataset object twice.
 
     Examples
     --------
     >>> ct = df[df.Modality == "CT"]                                  # doctest: +SKIP
     >>> datasets = ct.orthanc.headers()                               # doctest: +SKIP
-    >>> datasets[0].SliceThickness                                     # doctest: +SKIP
+    >>> datasets.iloc[0].SliceThickness                               # doctest: +SKIP
     """
+    check_bulk_args(max_workers, errors)
     ids = _instance_ids(df)
     unique = list(dict.fromkeys(ids))
     found: dict[str, pydicom.Dataset] = {}
+    failed: dict[str, str] = {}
     workers = worker_count(max_workers, pool_size=client.pool_size, jobs=len(unique) or 1)
     lock = threading.Lock()
     with progress_bar(progress, total=len(unique), desc="Reading headers", unit="file",
                       min_total=50) as bar:
         def one(iid: str) -> None:
-            ds = read_header(client, iid)
-            with lock:
-                found[iid] = ds
+            try:
+                ds = read_header(client, iid)
+            except OrthancHTTPError as exc:  # the server answered, about this instance only
+                if errors == "raise":
+                    raise
+                with lock:
+                    failed[iid] = str(exc)
+            else:
+                with lock:
+                    found[iid] = ds
             bar.update(1)
 
         try:
@@ -169,7 +184,10 @@ def headers(df: pd.DataFrame, client: OrthancClient, progress=None,
         except OrthancConnectionError as exc:
             raise stopped_answering(exc, "headers", len(found), len(unique), "headers were read",
                                     "nothing was returned (no partial list).") from None
-    return [found[i] for i in ids]
+    out = pd.Series([found.get(i) for i in ids], index=df.index, name="header", dtype=object)
+    if errors == "report":
+        out.attrs["errors"] = failed
+    return out
 
 
 def header(df: pd.DataFrame, client: OrthancClient) -> pydicom.Dataset:
@@ -192,6 +210,6 @@ def header(df: pd.DataFrame, client: OrthancClient) -> pydicom.Dataset:
         raise SelectionError(
             f"header() needs exactly one row, this frame has {what}. Narrow it first, e.g. "
             "df[df.SOPInstanceUID == uid].orthanc.header() or df.iloc[[0]].orthanc.header(), "
-            "or use headers() for a list."
+            "or use headers() for a Series of them."
         )
     return read_header(client, _instance_ids(df)[0])

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from orthanc_pandas._http.client import OrthancClient
+from orthanc_pandas._util.bulk import check_bulk_args, workers_or
 from orthanc_pandas._util.fanout import map_in_order
 from orthanc_pandas._util.progress import progress_bar
 from orthanc_pandas.errors import JobError, OrthancPandasError
@@ -190,29 +191,51 @@ def _remove_partial_copies(client: OrthancClient, route: str, meta: str, statuse
         statuses[rid] = {**statuses[rid], "reason": statuses[rid]["reason"] + note}
 
 
+def _first_rows(df: pd.DataFrame, level: str) -> dict[str, dict]:
+    """Resource id at ``level`` -> its ids down to ``level`` and the UIDs the frame has for it."""
+    depth = ("patient", "study", "series", "instance").index(level) + 1
+    ids = ["patient", "study", "series", "instance"][:depth]
+    uids = [u for u in MAPPING_COLUMNS[4:4 + depth] if u in df.columns]
+    table = df.index.to_frame(index=False)[ids]
+    for u in uids:
+        table[u] = df[u].astype(object).to_numpy()
+    table = table.drop_duplicates(subset=[level])
+    return {str(row[level]): {k: (None if pd.isna(v) else str(v)) for k, v in row.items()}
+            for row in table.to_dict("records") if isinstance(row[level], str) and row[level]}
+
+
+def _report_shape(out: pd.DataFrame) -> pd.DataFrame:
+    """The report's columns in order, all ``string``: a dry run and a real run look alike."""
+    columns = ["level", "resource", "new_resource", "job", "status", "reason", *MAPPING_COLUMNS]
+    return out.reindex(columns=columns).astype("string")
+
+
 def modify_resources(df: pd.DataFrame, client: OrthancClient, action: str = "anonymize", *,
                      level: str = "study", keep: Iterable[str] = (), replace: Mapping[str, str] | None = None,
                      remove: Iterable[str] = (), keep_source: bool = True, force: bool = False,
-                     confirm: bool = False, done: pd.DataFrame | None = None, max_workers: int = 2,
-                     timeout: float | None = None, progress=None, errors: str = "raise") -> pd.DataFrame:
+                     confirm: bool = False, done: pd.DataFrame | None = None,
+                     max_workers: int | None = None, timeout: float | None = None, progress=None,
+                     errors: str = "raise") -> pd.DataFrame:
     """Anonymize or modify the rows' resources at ``level`` as Orthanc jobs; the mapping frame.
 
-    See :meth:`orthanc_pandas._accessors.frame.OrthancAccessor.anonymize` for the parameters.
+    See :meth:`orthanc_pandas._accessors.frame.InstanceAccessor.anonymize` for the parameters
+    (``max_workers=None``: 2 jobs at a time).
 
     Returns
     -------
     pandas.DataFrame
-        One row per instance of each resource: ``level``, ``resource`` (source id at
-        ``level``), ``new_resource``, ``job``, ``status`` (``would anonymize``/``would modify``
-        on a dry run, ``done``, ``done before`` (in ``done=``, not redone), ``failed``),
-        ``reason``, then the source ids and UIDs and their ``new_`` counterparts.
+        One row per instance of each resource (one per resource on a dry run): ``level``,
+        ``resource`` (source id at ``level``), ``new_resource``, ``job``, ``status``
+        (``would anonymize``/``would modify`` on a dry run, ``done``, ``done before`` (in
+        ``done=``, not redone), ``failed``), ``reason``, then the source ids and UIDs and
+        their ``new_`` counterparts. The same columns, all ``string``, on a dry run and a
+        real one (a dry run fills the ids down to ``level`` from the frame).
     """
     if action not in ("anonymize", "modify"):
         raise ValueError(f"action must be 'anonymize' or 'modify', got {action!r}.")
     if level not in _ROUTES:
         raise ValueError(f"level must be one of {tuple(_ROUTES)}, got {level!r}.")
-    if errors not in ("raise", "report"):
-        raise ValueError(f"errors must be 'raise' or 'report', got {errors!r}.")
+    check_bulk_args(max_workers, errors)
     resources = _level_resources(df, level)
     finished: dict[str, pd.DataFrame] = {}
     if done is not None and len(done):
@@ -229,10 +252,11 @@ def modify_resources(df: pd.DataFrame, client: OrthancClient, action: str = "ano
     route = _ROUTES[level]
     todo = [r for r in resources if r not in finished]
     if not confirm:
-        plan = pd.DataFrame({"level": level, "resource": todo, "new_resource": None, "job": None,
-                             "status": f"would {action}", "reason": ""})
-        parts = [plan, *finished.values()]
-        out = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else plan
+        first = _first_rows(df, level)
+        plan = pd.DataFrame([{"level": level, "resource": rid, "status": f"would {action}", "reason": "",
+                              **first.get(rid, {})} for rid in todo])
+        parts = [p for p in (plan, *finished.values()) if len(p)]
+        out = _report_shape(pd.concat(parts, ignore_index=True) if parts else plan)
         out.attrs["dry_run"] = True
         return out
 
@@ -243,7 +267,7 @@ def modify_resources(df: pd.DataFrame, client: OrthancClient, action: str = "ano
         return client.post_json(f"/{route}/{rid}/{action}", body)["ID"]
 
     existing = set(client.get_json(f"/{route}"))
-    statuses = run_jobs(client, todo, submit, max_workers=max_workers, timeout=timeout,
+    statuses = run_jobs(client, todo, submit, max_workers=workers_or(max_workers, 2), timeout=timeout,
                         progress=progress, desc=action)
     meta = "AnonymizedFrom" if action == "anonymize" else "ModifiedFrom"
     _remove_partial_copies(client, route, meta, statuses, sources, existing)
@@ -274,13 +298,7 @@ def modify_resources(df: pd.DataFrame, client: OrthancClient, action: str = "ano
                          **{k: old.get(k) for k in MAPPING_COLUMNS[:8]},
                          **{"new_" + k: v for k, v in new_row.items()}})
         frames.append(pd.DataFrame(rows))
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["level", "resource", "new_resource", "job", "status", "reason"])
-    for c in MAPPING_COLUMNS:
-        if c not in out:
-            out[c] = None
-    out = out[["level", "resource", "new_resource", "job", "status", "reason", *MAPPING_COLUMNS]]
-    out = out.astype({c: "string" for c in out.columns})
+    out = _report_shape(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
     out.attrs["dry_run"] = False
     failed = out[out.status == "failed"]
     if len(failed) and errors == "raise":

@@ -30,8 +30,10 @@ from orthanc_pandas._frame.schema import (
     labels_column,
 )
 from orthanc_pandas._http.client import OrthancClient
+from orthanc_pandas._util.bulk import check_bulk_args
 from orthanc_pandas._util.fanout import map_in_order, worker_count
-from orthanc_pandas.errors import OrthancHTTPError, SelectionError, ServerCapabilityError
+from orthanc_pandas._util.progress import progress_bar
+from orthanc_pandas.errors import BulkError, OrthancHTTPError, SelectionError, ServerCapabilityError
 
 #: what Orthanc accepts as a label (it answers HTTP 400 otherwise)
 LABEL_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -91,7 +93,7 @@ def _resources(df: pd.DataFrame, level: str) -> list[str]:
 
 
 def add_labels(df: pd.DataFrame, client: OrthancClient, *labels: str, level: str = "study",
-               max_workers: int = 4) -> pd.DataFrame:
+               max_workers: int | None = None, progress=None, errors: str = "raise") -> pd.DataFrame:
     """Put ``labels`` on each distinct resource of ``level`` among the rows of ``df``.
 
     Parameters
@@ -104,8 +106,14 @@ def add_labels(df: pd.DataFrame, client: OrthancClient, *labels: str, level: str
     level : {"patient", "study", "series", "instance"}, default "study"
         Which resources get the labels: those any row belongs to at that level. Labels do not
         propagate to children, but ``orthanc_labels`` shows them on every instance below.
-    max_workers : int, default 4
-        Concurrent requests (capped by the client's connection pool).
+    max_workers : int, optional
+        Concurrent requests (default 4, capped by the client's connection pool).
+    progress : bool or tqdm, optional
+        Progress bar over the resources; by default shown when interactive from 50.
+    errors : {"raise", "report"}, default "raise"
+        A resource the server refuses gets ``"failed"`` rows; ``"raise"`` then raises
+        :class:`~orthanc_pandas.errors.BulkError` once every resource was tried (its
+        ``.report`` is the report below). A server that stops answering always raises.
 
     Returns
     -------
@@ -118,6 +126,8 @@ def add_labels(df: pd.DataFrame, client: OrthancClient, *labels: str, level: str
     ------
     SelectionError
         A malformed label or an unknown level (nothing is sent).
+    BulkError
+        With ``errors="raise"``, when a resource failed.
     ServerCapabilityError
         The server has no labels (Orthanc < 1.12).
 
@@ -126,11 +136,12 @@ def add_labels(df: pd.DataFrame, client: OrthancClient, *labels: str, level: str
     >>> report = add_labels(df[df.Modality == "CT"], client, "reviewed")      # doctest: +SKIP
     >>> report.status.value_counts()                                          # doctest: +SKIP
     """
-    return _apply(df, client, labels, level, "add", max_workers)
+    return _apply(df, client, labels, level, "add", max_workers, progress, errors)
 
 
 def remove_labels(df: pd.DataFrame, client: OrthancClient, *labels: str, level: str = "study",
-                  max_workers: int = 4) -> pd.DataFrame:
+                  max_workers: int | None = None, progress=None,
+                  errors: str = "raise") -> pd.DataFrame:
     """Take ``labels`` off each distinct resource of ``level`` among the rows of ``df``.
 
     The parameters, report and errors are those of :func:`add_labels`; the statuses are
@@ -141,17 +152,23 @@ def remove_labels(df: pd.DataFrame, client: OrthancClient, *labels: str, level: 
     --------
     >>> remove_labels(df, client, "reviewed", level="study")                  # doctest: +SKIP
     """
-    return _apply(df, client, labels, level, "remove", max_workers)
+    return _apply(df, client, labels, level, "remove", max_workers, progress, errors)
 
 
 def _apply(df: pd.DataFrame, client: OrthancClient, labels: Sequence[str], level: str,
-           action: str, max_workers: int) -> pd.DataFrame:
+           action: str, max_workers: int | None, progress, errors: str) -> pd.DataFrame:
+    check_bulk_args(max_workers, errors)
     labels = check_labels(labels)
     _check_level(level)
     require_labels(client)
     route = ROUTES[level]
 
     def one(rid: str) -> list[tuple]:
+        rows = change(rid)
+        bar.update(1)
+        return rows
+
+    def change(rid: str) -> list[tuple]:
         try:
             present = set(client.get_json(f"/{route}/{rid}/labels"))
         except OrthancHTTPError as exc:  # deleted meanwhile, refused...: report, go on
@@ -169,12 +186,21 @@ def _apply(df: pd.DataFrame, client: OrthancClient, labels: Sequence[str], level
                 rows.append((level, rid, label, "added" if action == "add" else "removed", ""))
         return rows
 
-    workers = worker_count(max_workers or 1, pool_size=client.pool_size)
+    workers = worker_count(max_workers, pool_size=client.pool_size)
+    resources = _resources(df, level)
     # a lost connection is raised (map_in_order stops at once); an HTTP error is a "failed" row
-    done = map_in_order(one, _resources(df, level), workers, name="orthanc-labels")
+    with progress_bar(progress, total=len(resources), desc=f"{action.capitalize()} labels",
+                      unit=level, min_total=50) as bar:
+        done = map_in_order(one, resources, workers, name="orthanc-labels")
     rows = [r for rs in done for r in rs]
     report = pd.DataFrame(rows, columns=["level", "resource", "label", "status", "message"])
     report["status"] = pd.Categorical(report["status"], categories=list(STATUSES))
+    failed = report[report.status == "failed"]
+    if len(failed) and errors == "raise":
+        first = failed.iloc[0]
+        raise BulkError(f"{len(failed)} of {len(report)} label change(s) failed (first: "
+                        f"{first['resource']}: {first['message']}). The report is the error's "
+                        ".report; pass errors='report' to get it without an error.", report=report)
     return report
 
 

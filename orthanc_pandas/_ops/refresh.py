@@ -362,7 +362,9 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
         # replay the selection on the merged rows (unchanged rows were selected last time)
         for entry in criteria:
             crit, case_sensitive = decode_criteria(entry)
-            out = select(out, crit, lambda: client, case_sensitive=case_sensitive)
+            by_labels = entry.get("labels") or {}
+            out = select(out, crit, lambda: client, case_sensitive=case_sensitive,
+                         labels=by_labels.get("labels"), labels_how=by_labels.get("how", "all"))
     out.attrs["orthanc"] = {**out.attrs.get("orthanc", {}), "criteria": criteria}
     return out
 

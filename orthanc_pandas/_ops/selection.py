@@ -18,6 +18,8 @@ from orthanc_pandas._frame.schema import TEXT_DTYPE, tag_vr, vector_columns
 from orthanc_pandas._frame.tags import TagInfo, column_names, resolve_tag
 from orthanc_pandas._http.client import OrthancClient
 from orthanc_pandas._ops.fetch_tags import DEFAULT_WORKERS, fetch_tag_columns, fetch_tag_names
+from orthanc_pandas._ops.labels import has_labels
+from orthanc_pandas._util.bulk import check_bulk_args
 from orthanc_pandas.errors import SelectionError
 
 GetClient = Callable[[], OrthancClient]
@@ -57,6 +59,7 @@ def _vr_of(name: str) -> str:
 def with_tags(df: pd.DataFrame, tags, get_client: GetClient, *, max_workers: int | None = DEFAULT_WORKERS,
               progress=None) -> pd.DataFrame:
     """``df`` with typed columns for ``tags`` that are not columns yet (see the accessor)."""
+    check_bulk_args(max_workers)  # 0 is not "the default" here either
     missing: list[TagInfo] = []
     for t in tags:
         _cols, _vr, info = frame_columns(df, t)
@@ -77,9 +80,17 @@ def _column_data(df: pd.DataFrame, cols: list[str]):
 
 
 def select(df: pd.DataFrame, criteria: Mapping, get_client: GetClient, *,
-           case_sensitive: bool = False) -> pd.DataFrame:
-    """The rows of ``df`` matching every criterion; the criteria are recorded in attrs."""
-    if not criteria:
+           case_sensitive: bool = False, labels=None, labels_how: str = "all") -> pd.DataFrame:
+    """The rows of ``df`` matching every criterion (and ``labels``); recorded in attrs.
+
+    ``labels`` (a label or a list of them) keeps the rows carrying them on the instance or a
+    parent, as :func:`~orthanc_pandas._ops.labels.has_labels` with ``how=labels_how`` says.
+    """
+    if isinstance(labels, str):
+        labels = [labels]
+    if labels is not None:
+        labels = list(labels)
+    if not criteria and labels is None:
         out = df.copy(deep=False)
         return _copy_attrs(out, df)
     plan = []
@@ -89,15 +100,19 @@ def select(df: pd.DataFrame, criteria: Mapping, get_client: GetClient, *,
         if info is not None:
             to_fetch.append(info)
         plan.append((key, crit, vr, info))
+    keep = (np.ones(len(df), dtype=bool) if labels is None
+            else np.array(has_labels(df, *labels, how=labels_how), dtype=bool))  # before fetching
     work = with_tags(df, to_fetch, get_client) if to_fetch else df
-    keep = np.ones(len(work), dtype=bool)
     for key, crit, vr, info in plan:
         cols = column_names(info, work.columns) if info is not None else frame_columns(work, key)[0]
         keep &= mask(_column_data(work, cols), crit, vr, case_sensitive, name=str(key))
     out = work[keep]
     attrs = copy.deepcopy(df.attrs)
     meta = attrs.setdefault("orthanc", {})
-    meta["criteria"] = [*list(meta.get("criteria") or []), encode_criteria(criteria, case_sensitive)]
+    entry = encode_criteria(criteria, case_sensitive)
+    if labels is not None:
+        entry["labels"] = {"labels": labels, "how": labels_how}
+    meta["criteria"] = [*list(meta.get("criteria") or []), entry]
     out.attrs = attrs
     return out
 
@@ -124,7 +139,7 @@ def unique_values(df: pd.DataFrame, tag, get_client: GetClient, **fetch) -> list
     """Sorted distinct values of ``tag`` among the rows, without missing ones."""
     values = tag_values(df, tag, get_client, **fetch).dropna()
     if values.dtype == object and any(isinstance(v, list | dict) for v in values.iloc[:1]):
-        raise SelectionError(f"{tag} holds sequences, which have no order; use values({tag!r}).")
+        raise SelectionError(f"{tag} holds sequences, which have no order; use tag_values({tag!r}).")
     if isinstance(values.dtype, pd.CategoricalDtype):
         values = values.astype(TEXT_DTYPE)
     distinct = pd.unique(values.to_numpy(dtype=object))
@@ -158,7 +173,7 @@ def sort_by(df: pd.DataFrame, tag, get_client: GetClient, *, ascending: bool = T
             col = col.astype(TEXT_DTYPE)  # the values' order, not the categories' order
         if col.dtype == object and col.map(lambda v: isinstance(v, list | dict)).any():
             raise SelectionError(f"{tag} holds sequences, which have no order; sort on a function "
-                                 "of them instead: df.iloc[df.orthanc.values(tag).map(len).argsort()].")
+                                 "of them instead: df.iloc[df.orthanc.tag_values(tag).map(len).argsort()].")
         keys[f"k{i}"] = col
     order = (pd.DataFrame(keys).sort_values(list(keys), ascending=ascending, kind="stable",
                                             na_position="last").index.to_numpy())

@@ -180,7 +180,7 @@ def map_series(df: pd.DataFrame, func: Callable, *, dask_client=None,
     auth : (str, str), optional
         Credentials to register on the workers of ``dask_client`` first (via ``Client.run``).
     **volume_kwargs
-        Passed to :meth:`~orthanc_pandas._accessors.frame.OrthancAccessor.volume` (``rescale``,
+        Passed to :meth:`~orthanc_pandas._accessors.frame.InstanceAccessor.volume` (``rescale``,
         ``allow_irregular``, ``dtype``, ``max_workers``).
 
     Returns

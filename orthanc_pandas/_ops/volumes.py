@@ -17,6 +17,7 @@ from orthanc_pandas._http.client import OrthancClient
 from orthanc_pandas._imaging.assemble import from_datasets
 from orthanc_pandas._imaging.decode import decode_pixels, rescale_params
 from orthanc_pandas._imaging.geometry import slice_headers
+from orthanc_pandas._util.bulk import check_bulk_args
 from orthanc_pandas._util.fanout import (
     DEFAULT_WORKERS,
     map_in_order,
@@ -131,7 +132,7 @@ def series_volume(rows: pd.DataFrame, client: OrthancClient, *, rescale: bool = 
     """The pixels of ``rows`` (one series) as an :class:`xarray.DataArray` with geometry.
 
     The parameters, result and errors are those of
-    :meth:`orthanc_pandas._accessors.frame.OrthancAccessor.volume`, which calls this with the
+    :meth:`orthanc_pandas._accessors.frame.InstanceAccessor.volume`, which calls this with the
     frame's client.
 
     Examples
@@ -150,6 +151,7 @@ def series_volume(rows: pd.DataFrame, client: OrthancClient, *, rescale: bool = 
             "df.orthanc.volumes() for one volume per series."
         )
     ids = list(dict.fromkeys(rows.index.get_level_values("instance")))
+    check_bulk_args(max_workers)
     workers = worker_count(max_workers, pool_size=client.pool_size, jobs=len(ids))
     # Decoding happens in the download threads (overlapping the network); the encoded
     # bytes are dropped file by file, so memory holds the stored pixels + the volume.

@@ -26,7 +26,7 @@ def load_samples(server, *, phantom_slices: int = 40, size: int = 128) -> dict:
     does not accept, e.g. without a SOPInstanceUID), ``Error``; and ``phantom instances``.
     """
 
-    report = upload(sample_files(), server.client(), progress=False)
+    report = upload(sample_files(), server.client(), progress=False, errors="report")
     names = {"NotDicom": "not DICOM", "Failure": "refused by Orthanc"}
     status = report["status"].astype(str).map(lambda s: names.get(s, s)).value_counts().to_dict()
     ct = make_series(phantom_slices, size, size, patient_id="JD0001", patient_name="JaneDoe",
