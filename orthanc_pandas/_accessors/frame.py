@@ -687,7 +687,7 @@ class InstanceAccessor(BaseAccessor):
         --------
         >>> ct = df[df.SeriesInstanceUID == "1.2.3"]                        # doctest: +SKIP
         >>> vol = ct.orthanc.volume()                                        # doctest: +SKIP
-        >>> vol.sel(z=42.5, method="nearest").plot()                         # doctest: +SKIP
+        >>> vol.sel(z=42.5, method="nearest").orthanc.plot()                 # doctest: +SKIP
         >>> np.reshape(vol.attrs["affine"], (4, 4))                          # doctest: +SKIP
         """
 

@@ -236,7 +236,7 @@ def rtstruct_mask(ds, like, *, atol: float = GRID_ATOL):
     Examples
     --------
     >>> m = rtstruct_mask(pydicom.dcmread("rtstruct.dcm"), ct)  # doctest: +SKIP
-    >>> m.sel(roi="PTV").any("z").plot()                        # doctest: +SKIP
+    >>> ct.orthanc.plot(mask=m.sel(roi="PTV"))                  # doctest: +SKIP
     """
     draw = _need("skimage.draw")
     a, shape = _grid(like)
