@@ -611,7 +611,7 @@ class OrthancAccessor:
                              allow_irregular=allow_irregular, dtype=dtype,
                              max_workers=max_workers, progress=progress)
 
-    def mask(self, like, *, client: OrthancClient | str | None = None, **tolerances):
+    def mask(self, like, *, client: OrthancClient | str | None = None, **options):
         """The rows' one SEG or RTSTRUCT instance as a boolean mask on ``like``'s grid.
 
         ``(segment, z, y, x)`` for a SEG (coord ``segment`` = SegmentLabel), ``(roi, z, y, x)``
@@ -619,17 +619,22 @@ class OrthancAccessor:
         A mask in another frame of reference or off the grid raises
         :class:`~orthanc_pandas._imaging.masks.MaskGeometryError`. On a ``df.orthanc.series()`` row,
         the series' instances are read from the server. See :mod:`orthanc_pandas._imaging.masks`.
+        For an RTSTRUCT, ``rule="centre"`` (default) keeps the voxels whose centre is strictly
+        inside the contours, ``rule="fillpoly"`` gives rt-utils' masks (centres inside or on
+        the contours rounded to voxel centres, plus OpenCV's line along each edge); see
+        :func:`~orthanc_pandas._imaging.masks.rtstruct_mask`.
 
         Examples
         --------
         >>> ct = df[df.Modality == "CT"].orthanc.volume()                    # doctest: +SKIP
         >>> m = df[df.Modality == "SEG"].orthanc.mask(like=ct)               # doctest: +SKIP
+        >>> rt = df[df.Modality == "RTSTRUCT"].orthanc.mask(like=ct, rule="fillpoly")  # doctest: +SKIP
         """
 
         rows = self._df
         if "instance" not in rows.index.names:  # a series()/studies() row: its instances
             rows = self.instances(client=client)
-        return mask(rows, self.client(client), like, **tolerances)
+        return mask(rows, self.client(client), like, **options)
 
     def volumes(self, **kwargs):
         """A lazy mapping ``series id -> DataArray``, one volume per series of the rows.

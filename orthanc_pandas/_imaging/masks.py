@@ -14,12 +14,13 @@ contour must lie in one slice plane, else :class:`MaskGeometryError` says what d
 * SEG: read with highdicom (segment numbers and labels, binary or fractional type); frames
   decoded by pydicom (1-bit unpacking); a fractional frame is ``True`` where
   ``value / MaximumFractionalValue >= 0.5``.
-* RTSTRUCT: CLOSED_PLANAR contours rasterised with ``skimage.draw.polygon`` (a voxel is
-  inside when its centre is inside the polygon); several contours of one ROI on one slice
-  combine by XOR (even-odd), so a contour inside another is a hole, as DICOM PS3.3 C.8.8.6
-  intends. POINT and OPEN contours have no inside and are skipped.
+* RTSTRUCT: CLOSED_PLANAR contours filled here (numpy only), the contours of one ROI on one
+  slice together by the even-odd rule, so a contour inside another is a hole, as DICOM PS3.3
+  C.8.8.6 intends; POINT and OPEN contours have no inside and are skipped. A voxel is in
+  when its centre is strictly inside (``rule="centre"``), or as rt-utils / ``cv2.fillPoly``
+  fill them (``rule="fillpoly"``); see :func:`rtstruct_mask` for the exact rules.
 
-``pip install 'orthanc-pandas[masks]'`` (highdicom, scikit-image). See ``docs/interop.md``.
+``pip install 'orthanc-pandas[masks]'`` (highdicom, for SEG). See ``docs/interop.md``.
 """
 
 from __future__ import annotations
