@@ -1,5 +1,7 @@
 """masks.py: SEG (written by highdicom) and RTSTRUCT (built with pydicom) for generated CT
-series, uploaded to a real Orthanc, read back as masks on the CT's grid; known answers."""
+series, uploaded to a real Orthanc, read back as masks on the CT's grid; known answers. The
+RTSTRUCT inside rules: an analytic answer for each, and rule="fillpoly" against rt-utils and
+OpenCV's fillPoly voxel for voxel."""
 
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ from orthanc_pandas.errors import GeometryError, MaskGeometryError, SelectionErr
 from orthanc_pandas.testing.synthetic import make_series, to_bytes, uid
 
 hd = pytest.importorskip("highdicom")
-pytest.importorskip("skimage")
 
 OBLIQUE = (np.cos(0.3), np.sin(0.3), 0.0, -np.sin(0.3) * np.cos(0.2), np.cos(0.3) * np.cos(0.2),
            np.sin(0.2))
@@ -264,3 +265,155 @@ def test_mask_from_a_series_row(served):
     assert len(rows) == 1 and "instance" not in rows.index.names
     np.testing.assert_array_equal(rows.orthanc.mask(like=vol).values,
                                   df[df.Modality == "RTSTRUCT"].orthanc.mask(like=vol).values)
+
+
+# -- the inside rules, without a server ---------------------------------------------------------
+AXIAL = dict(seed="masks-axial", study_uid=uid("study", "masks-axial"), pixel_spacing=(0.75, 0.5),
+             slice_spacing=2.0, instance_numbers="shuffled", series_description="axial")
+
+
+def _mm_square(ds, x0, x1, y0, y1) -> list[float]:
+    """A contour through four LPS corners (mm) in the plane of an axial slice."""
+    z = float(ds.ImagePositionPatient[2])
+    return [v for x, y in [(x0, y0), (x1, y0), (x1, y1), (x0, y1)] for v in (x, y, z)]
+
+
+@pytest.mark.parametrize(("corners", "centre", "fillpoly"), [
+    # make_series' axial grid: column c at x = -100 + 0.5 c mm, row r at y = -110 + 0.75 r mm.
+    # Corners on voxel centres (columns 3 and 12, rows 2 and 8): the centre rule leaves out
+    # the centres on the edges (rows 3..7 x columns 4..11); fillpoly keeps them.
+    ((-98.5, -94.0, -108.5, -104.0), (3, 7, 4, 11), (2, 8, 3, 12)),
+    # Corners off the centres (columns 3.4 and 12.4, rows 2.13 and 8.13): strictly inside are
+    # rows 3..8 x columns 4..12; fillpoly rounds the corners to rows 2, 8 and columns 3, 12.
+    ((-98.3, -93.8, -108.4, -103.9), (3, 8, 4, 12), (2, 8, 3, 12)),
+])
+def test_rtstruct_rules_give_the_analytic_answer(corners, centre, fillpoly):
+    """A square contour at known mm positions, written as decimal strings: exactly the voxels
+    of the rectangle each rule names, on its slice only."""
+    ct = make_series(NZ, NY, NX, **AXIAL)
+    like = op.volume_from_datasets(ct)
+    k = 3
+    rt = _rtstruct(ct, {"square": [(k, _mm_square(ct[k], *corners))]})
+    z = list(like.sop_instance_uid.values).index(str(ct[k].SOPInstanceUID))
+    for rule, (r0, r1, c0, c1) in (("centre", centre), ("fillpoly", fillpoly)):
+        m = rtstruct_mask(rt, like, rule=rule)
+        assert m.attrs["rtstruct_rule"] == rule
+        expected = np.zeros(m.shape[1:], dtype=bool)
+        expected[z, r0:r1 + 1, c0:c1 + 1] = True
+        np.testing.assert_array_equal(m.sel(roi="square").values, expected, err_msg=rule)
+
+
+def test_rtstruct_unknown_rule_says_which_exist():
+    ct = make_series(NZ, NY, NX, **AXIAL)
+    rt = _rtstruct(ct, {"square": [(3, _mm_square(ct[3], -98.5, -94.0, -108.5, -104.0))]})
+    with pytest.raises(ValueError, match="centre"):
+        rtstruct_mask(rt, op.volume_from_datasets(ct), rule="inside")
+
+
+def _rt_utils_case(tmp_path, spacing, origin, n_slices=6, size=40):
+    """An axial CT written to a folder, known masks, and the RTSTRUCT rt-utils builds from them."""
+    rt_utils = pytest.importorskip("rt_utils")
+    ct = make_series(n_slices, size, size, seed="masks-rtutils", study_uid=uid("study", "rtutils"),
+                     pixel_spacing=(spacing, spacing),   # square: rt-utils swaps row/column spacing
+                     origin=origin, slice_spacing=2.5, instance_numbers="shuffled",
+                     series_description="ct")
+    folder = tmp_path / "ct"
+    folder.mkdir()
+    for k, ds in enumerate(ct):
+        (folder / f"{k}.dcm").write_bytes(to_bytes(ds))
+    z, y, x = np.ogrid[0:n_slices, 0:size, 0:size]
+    known = {
+        "ball": ((z - 2.5) / 2.5) ** 2 + ((y - 20) / 12.0) ** 2 + ((x - 18) / 14.0) ** 2 <= 1,
+        "ring": np.broadcast_to((((y - 12) ** 2 + (x - 28) ** 2) <= 49)
+                                & (((y - 12) ** 2 + (x - 28) ** 2) > 9), (n_slices, size, size)),
+        "node": ((z - 3) ** 2 + (y - 30) ** 2 + (x - 8) ** 2) <= 4,
+        "voxel": (z == 1) & (y == 5) & (x == 5),
+        "edge": (z >= 2) & (y <= 6) & (x >= 30),              # touches two borders of the image
+        "diagonal": (z == 4) & (np.abs(y - x) <= 1) & (y > 20) & (y < 38),
+    }
+    builder = rt_utils.RTStructBuilder.create_new(dicom_series_path=str(folder))
+    order = np.argsort([float(ds.ImagePositionPatient[2]) for ds in ct])  # rt-utils' slice order
+    assert list(order) == list(range(n_slices))                            # make_series': by position
+    for name, m in known.items():
+        builder.add_roi(mask=np.ascontiguousarray(np.moveaxis(np.array(m), 0, -1)), name=name)
+    path = tmp_path / "rt.dcm"
+    builder.save(str(path))
+    theirs = rt_utils.RTStructBuilder.create_from(dicom_series_path=str(folder), rt_struct_path=str(path))
+    return ct, known, path, theirs
+
+
+@pytest.mark.filterwarnings("ignore:'FileDataset.is_:DeprecationWarning")  # rt-utils' save()
+@pytest.mark.parametrize(("spacing", "origin"), [
+    (0.8, (-100.0, -110.0, 0.0)),
+    # numbers that are not binary fractions: the decimal round trip moves the contour points
+    # off the voxel centres by ~1e-13 voxel, which the snapping must absorb (on such a grid
+    # the earlier scikit-image fill lost 104 of the 422 voxels of a node of radius 4)
+    (0.977, (-249.511, -231.77, -80.3)),
+])
+def test_rtstruct_fillpoly_equals_rt_utils_voxel_for_voxel(tmp_path, spacing, origin):
+    """rt-utils writes contours through the centres of each mask's boundary voxels (OpenCV's
+    findContours) and reads them back with cv2.fillPoly: rule="fillpoly" gives its masks
+    exactly, which here are also the known masks; rule="centre" gives them less exactly the
+    voxels on the contours (the whole boundary ring, and the voxels around a hole)."""
+    pydicom = pytest.importorskip("pydicom")
+    cv2 = pytest.importorskip("cv2")
+    ct, known, path, theirs = _rt_utils_case(tmp_path, spacing, origin)
+    like = op.volume_from_datasets(ct)
+    ds = pydicom.dcmread(path)
+    fill, centre = rtstruct_mask(ds, like, rule="fillpoly"), rtstruct_mask(ds, like)
+    uids = [str(d.SOPInstanceUID) for d in theirs.series_data]
+    to_like = [uids.index(u) for u in like.sop_instance_uid.values]
+    by_position = [[str(d.SOPInstanceUID) for d in ct].index(u) for u in like.sop_instance_uid.values]
+    for name, truth in known.items():
+        rt_mask = np.moveaxis(theirs.get_roi_mask_by_name(name), -1, 0)[to_like]
+        f, c = fill.sel(roi=name).values, centre.sel(roi=name).values
+        np.testing.assert_array_equal(f, rt_mask, err_msg=name)
+        np.testing.assert_array_equal(f, np.asarray(truth)[by_position], err_msg=name)
+        # the centre rule: exactly the voxels that are not on a contour line
+        on_lines = np.zeros_like(f)
+        roi = next(r for r in ds.StructureSetROISequence if r.ROIName == name)
+        contours = next(rc for rc in ds.ROIContourSequence
+                        if rc.ReferencedROINumber == roi.ROINumber).ContourSequence
+        inv = np.linalg.inv(np.reshape(like.attrs["affine"], (4, 4)))
+        for contour in contours:
+            pts = np.reshape(np.asarray(contour.ContourData, float), (-1, 3))
+            idx = (inv @ np.c_[pts, np.ones(len(pts))].T)[:3].T
+            k = int(np.rint(idx[0, 0]))
+            img = np.zeros(f.shape[1:], np.uint8)
+            cv2.polylines(img, [np.rint(idx[:, [2, 1]]).astype(np.int32)], True, 1)
+            on_lines[k] |= img.astype(bool)
+        np.testing.assert_array_equal(c, f & ~on_lines, err_msg=name)
+
+
+def test_rtstruct_fillpoly_equals_opencv_on_any_polygon():
+    """Random polygons (float vertices, some beyond the image, several per ROI and slice so
+    they overlap and make holes): rule="fillpoly" equals cv2.fillPoly on the vertices rounded
+    as rt-utils rounds them, voxel for voxel, OpenCV's clipping at the image border included."""
+    cv2 = pytest.importorskip("cv2")
+    ct = make_series(NZ, NY, NX, **AXIAL)
+    like = op.volume_from_datasets(ct)
+    inv = np.linalg.inv(np.reshape(like.attrs["affine"], (4, 4)))
+    rng = np.random.default_rng(11)
+    rois, expected = {}, {}
+    for n in range(60):
+        k = int(rng.integers(NZ))
+        polygons = [rng.uniform(-6, [NY + 5, NX + 5], size=(int(rng.integers(3, 9)), 2))
+                    for _ in range(int(rng.integers(1, 4)))]
+        contours = [(k, [round(float(v), 6) for r, c in p for v in _point(ct[k], r, c)])
+                    for p in polygons]
+        rois[f"p{n}"] = contours
+        img = np.zeros((NY, NX), np.uint8)
+        pts = []
+        for _, data in contours:   # rounded as rt-utils rounds: from the stored mm, not r, c
+            lps = np.reshape(data, (-1, 3))
+            idx = (inv @ np.c_[lps, np.ones(len(lps))].T)[:3].T
+            pts.append(np.around(idx[:, [2, 1]]).astype(np.int32))
+        cv2.fillPoly(img, pts, 1)
+        expected[f"p{n}"] = (k, img.astype(bool))
+    m = rtstruct_mask(_rtstruct(ct, rois), like, rule="fillpoly")
+    positions = list(like.sop_instance_uid.values)
+    for name, (k, img) in expected.items():
+        got = m.sel(roi=name).values
+        z = positions.index(str(ct[k].SOPInstanceUID))
+        np.testing.assert_array_equal(got[z], img, err_msg=name)
+        assert int(got.sum()) == int(img.sum())

@@ -695,7 +695,7 @@ class InstanceAccessor(BaseAccessor):
                              allow_irregular=allow_irregular, dtype=dtype,
                              max_workers=max_workers, progress=progress)
 
-    def mask(self, like, *, client: OrthancClient | str | None = None, **tolerances):
+    def mask(self, like, *, client: OrthancClient | str | None = None, **options):
         """The rows' one SEG or RTSTRUCT instance as a boolean mask on ``like``'s grid.
 
         ``(segment, z, y, x)`` for a SEG (coord ``segment`` = SegmentLabel), ``(roi, z, y, x)``
@@ -703,14 +703,19 @@ class InstanceAccessor(BaseAccessor):
         A mask in another frame of reference or off the grid raises
         :class:`~orthanc_pandas._imaging.masks.MaskGeometryError`. On a ``df.orthanc.series()`` row,
         the series' instances are read from the server (:meth:`LevelAccessor.mask`).
+        For an RTSTRUCT, ``rule="centre"`` (default) keeps the voxels whose centre is strictly
+        inside the contours, ``rule="fillpoly"`` gives rt-utils' masks (centres inside or on
+        the contours rounded to voxel centres, plus OpenCV's line along each edge); see
+        :func:`~orthanc_pandas._imaging.masks.rtstruct_mask`.
 
         Examples
         --------
         >>> ct = df[df.Modality == "CT"].orthanc.volume()                    # doctest: +SKIP
         >>> m = df[df.Modality == "SEG"].orthanc.mask(like=ct)               # doctest: +SKIP
+        >>> rt = df[df.Modality == "RTSTRUCT"].orthanc.mask(like=ct, rule="fillpoly")  # doctest: +SKIP
         """
 
-        return mask(self._df, self.client(client), like, **tolerances)
+        return mask(self._df, self.client(client), like, **options)
 
     def volumes(self, **kwargs):
         """A lazy mapping ``series id -> DataArray``, one volume per series of the rows.
@@ -1019,7 +1024,7 @@ class LevelAccessor(BaseAccessor):
         return self.instances(df, client=client).orthanc.volumes(client=client, **kwargs)
 
     def mask(self, like, df: pd.DataFrame | None = None, *,
-             client: OrthancClient | str | None = None, **tolerances):
+             client: OrthancClient | str | None = None, **options):
         """The rows' one SEG or RTSTRUCT instance as a mask on ``like``'s grid (:meth:`instances`).
 
         Examples
@@ -1027,7 +1032,7 @@ class LevelAccessor(BaseAccessor):
         >>> seg = df.orthanc.series().query("Modality == 'SEG'")             # doctest: +SKIP
         >>> m = seg.orthanc.mask(like=ct_volume, df=df)                      # doctest: +SKIP
         """
-        return self.instances(df, client=client).orthanc.mask(like, client=client, **tolerances)
+        return self.instances(df, client=client).orthanc.mask(like, client=client, **options)
 
     def headers(self, df: pd.DataFrame | None = None, *, progress: bool | tqdm | None = None,
                 max_workers: int | None = None, errors: str = "raise",

@@ -14,8 +14,8 @@ from orthanc_pandas.errors import SelectionError
 def mask(rows: pd.DataFrame, client, like, **kwargs):
     """The mask of the one SEG or RTSTRUCT instance in ``rows`` on ``like``'s grid.
 
-    Called by ``rows.orthanc.mask(like=...)``; see :func:`seg_mask` and
-    :func:`rtstruct_mask`.
+    Called by ``rows.orthanc.mask(like=...)``; ``kwargs`` go to :func:`seg_mask` (``atol``,
+    ``plane_atol``) or :func:`rtstruct_mask` (``rule``, ``atol``).
 
     Examples
     --------
