@@ -45,6 +45,7 @@ import urllib3.exceptions
 
 from orthanc_pandas._http.capabilities import Capabilities
 from orthanc_pandas._http.changes import CONTENT_TYPES_FILTER, is_content_change
+from orthanc_pandas._util.fanout import checkpoint
 from orthanc_pandas.errors import (
     InvalidURLError,
     NotOrthancError,
@@ -639,6 +640,7 @@ class Stream:
         client = self._client
         while True:
             self.close()
+            checkpoint()  # a stopped fan-out (Ctrl-C, another item's error) sends nothing more
             try:
                 with client._map_exceptions(self.method, self.url, timeout=self._send["timeout"]):
                     resp = client.session.request(self.method, self.url, stream=True, **self._send)
@@ -694,6 +696,7 @@ class Stream:
     def __iter__(self) -> Iterator[bytes]:
         while chunk := self.read(_CHUNK):
             yield chunk
+            checkpoint()  # a big file stops between chunks too
 
     def _check_complete(self, got: int) -> None:
         expected = self.response.headers.get("Content-Length")
