@@ -18,14 +18,13 @@ import tempfile
 import threading
 import zipfile
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 
 from orthanc_pandas._frame.schema import ROUTES
 from orthanc_pandas._http.client import OrthancClient, get_client
-from orthanc_pandas._util.fanout import map_in_order, stopped_answering, worker_count
+from orthanc_pandas._util.fanout import fan_out, stopped_answering, worker_count
 from orthanc_pandas._util.progress import progress_bar
 from orthanc_pandas.errors import (
     DownloadFolderError,
@@ -181,25 +180,24 @@ def download(df: pd.DataFrame, client: OrthancClient, folder: str | os.PathLike 
     workers = worker_count(max_workers, pool_size=client.pool_size, jobs=len(jobs) or 1)
     done = 0
     count_lock = threading.Lock()
-    with progress_bar(progress, total=len(jobs), desc="Downloading", unit="file",
-                      min_total=50) as bar:
-        def one(item):
-            nonlocal done
-            path, (instance, size) = item
-            if not _complete(client, path, instance, size, verify):
-                _fetch_to(client, instance, path)
-            with count_lock:
-                done += 1
-            bar.update(1)
 
-        try:
-            map_in_order(one, jobs.items(), workers, name="orthanc-download")
-        except OrthancConnectionError as exc:
-            # a dead server fails every remaining file: stop now and say what is on disk
-            raise stopped_answering(
-                exc, "download", done, len(jobs), f"files were saved complete in {root}",
-                "no other file was written under its final name (no partial files). Rerun "
-                "download() to fetch the rest: complete files are skipped.") from None
+    def one(item):
+        nonlocal done
+        path, (instance, size) = item
+        if not _complete(client, path, instance, size, verify):
+            _fetch_to(client, instance, path)
+        with count_lock:
+            done += 1
+
+    try:
+        fan_out(one, list(jobs.items()), workers, progress=progress, desc="Downloading",
+                unit="file", name="orthanc-download")
+    except OrthancConnectionError as exc:
+        # a dead server fails every remaining file: stop now and say what is on disk
+        raise stopped_answering(
+            exc, "download", done, len(jobs), f"files were saved complete in {root}",
+            "no other file was written under its final name (no partial files). Rerun "
+            "download() to fetch the rest: complete files are skipped.") from None
     return pd.Series([str(p) for p in targets], index=df.index, name="path", dtype=object)
 
 
@@ -419,24 +417,22 @@ def upload(paths, url_or_client: str | OrthancClient, *, recursive: bool = False
 
     workers = worker_count(max_workers, pool_size=client.pool_size)
     with progress_bar(progress, total=len(files), desc="Uploading", unit="file",
-                      min_total=50) as bar, \
-            ThreadPoolExecutor(workers, thread_name_prefix="orthanc-upload") as pool:
-        futures = []
-        last = None
-        # Reading the files is lazy, and the pool is kept at most 4x busy, so a huge folder is
-        # never all in memory at once.
-        for i, (name, data) in enumerate(_items(files)):
-            if last != name.split("!", 1)[0]:
-                if last is not None:
-                    bar.update(1)
-                last = name.split("!", 1)[0]
-            futures.append(pool.submit(send, i, name, data))
-            if len(futures) >= 4 * workers:
-                futures.pop(0).result()
-        for fut in futures:
-            fut.result()
-        if last is not None:
-            bar.update(1)
+                      min_total=50) as bar:
+        def read():  # the bar counts files (a ZIP is one), as they are read
+            last = None
+            for i, (name, data) in enumerate(_items(files)):
+                if last != name.split("!", 1)[0]:
+                    if last is not None:
+                        bar.update(1)
+                    last = name.split("!", 1)[0]
+                yield i, name, data
+            if last is not None:
+                bar.update(1)
+
+        # Reading the files is lazy, and at most 4x the workers are read ahead (window), so a
+        # huge folder is never all in memory at once.
+        fan_out(lambda job: send(*job), read(), workers, window=4 * workers,
+                name="orthanc-upload")
     rows.sort(key=lambda r: r[0])
     report = pd.DataFrame([r for _, r in rows],
                           columns=["path", "status", "message", "instance", "series", "study", "patient"])

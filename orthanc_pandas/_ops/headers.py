@@ -18,8 +18,7 @@ import pandas as pd
 import pydicom
 
 from orthanc_pandas._http.client import OrthancClient
-from orthanc_pandas._util.fanout import map_in_order, stopped_answering, worker_count
-from orthanc_pandas._util.progress import progress_bar
+from orthanc_pandas._util.fanout import fan_out, stopped_answering, worker_count
 from orthanc_pandas.errors import OrthancConnectionError, SelectionError
 
 _DEFLATED = b"1.2.840.10008.1.2.1.99"
@@ -156,19 +155,18 @@ def headers(df: pd.DataFrame, client: OrthancClient, progress=None,
     found: dict[str, pydicom.Dataset] = {}
     workers = worker_count(max_workers, pool_size=client.pool_size, jobs=len(unique) or 1)
     lock = threading.Lock()
-    with progress_bar(progress, total=len(unique), desc="Reading headers", unit="file",
-                      min_total=50) as bar:
-        def one(iid: str) -> None:
-            ds = read_header(client, iid)
-            with lock:
-                found[iid] = ds
-            bar.update(1)
 
-        try:
-            map_in_order(one, unique, workers, name="orthanc-headers")
-        except OrthancConnectionError as exc:
-            raise stopped_answering(exc, "headers", len(found), len(unique), "headers were read",
-                                    "nothing was returned (no partial list).") from None
+    def one(iid: str) -> None:
+        ds = read_header(client, iid)
+        with lock:
+            found[iid] = ds
+
+    try:
+        fan_out(one, unique, workers, progress=progress, desc="Reading headers", unit="file",
+                name="orthanc-headers")
+    except OrthancConnectionError as exc:
+        raise stopped_answering(exc, "headers", len(found), len(unique), "headers were read",
+                                "nothing was returned (no partial list).") from None
     return [found[i] for i in ids]
 
 

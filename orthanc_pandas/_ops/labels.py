@@ -30,7 +30,7 @@ from orthanc_pandas._frame.schema import (
     labels_column,
 )
 from orthanc_pandas._http.client import OrthancClient
-from orthanc_pandas._util.fanout import map_in_order, worker_count
+from orthanc_pandas._util.fanout import fan_out, worker_count
 from orthanc_pandas.errors import OrthancHTTPError, SelectionError, ServerCapabilityError
 
 #: what Orthanc accepts as a label (it answers HTTP 400 otherwise)
@@ -170,8 +170,8 @@ def _apply(df: pd.DataFrame, client: OrthancClient, labels: Sequence[str], level
         return rows
 
     workers = worker_count(max_workers or 1, pool_size=client.pool_size)
-    # a lost connection is raised (map_in_order stops at once); an HTTP error is a "failed" row
-    done = map_in_order(one, _resources(df, level), workers, name="orthanc-labels")
+    # a lost connection is raised (fan_out stops at once); an HTTP error is a "failed" row
+    done = fan_out(one, _resources(df, level), workers, name="orthanc-labels")
     rows = [r for rs in done for r in rs]
     report = pd.DataFrame(rows, columns=["level", "resource", "label", "status", "message"])
     report["status"] = pd.Categorical(report["status"], categories=list(STATUSES))
