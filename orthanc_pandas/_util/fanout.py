@@ -134,12 +134,39 @@ def checkpoint() -> None:
         raise FanOutStopped
 
 
-def _in_worker(stop: StopFlag, fn: Callable[[T], R], item: T) -> R:
+class _Running:
+    """How many items are inside ``fn`` now, to wait for after a stop.
+
+    Counted by the items themselves rather than by joining the pool's threads: a Ctrl-C that
+    lands while ``ThreadPoolExecutor.submit`` starts a thread leaves that thread out of the
+    pool's list, although it already runs its item (seen with the first page of a read).
+    """
+
+    def __init__(self):
+        self.count = 0
+        self.cond = threading.Condition()
+
+    def __enter__(self):
+        with self.cond:
+            self.count += 1
+
+    def __exit__(self, *exc) -> None:
+        with self.cond:
+            self.count -= 1
+            self.cond.notify_all()
+
+    def wait_idle(self) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.count == 0)
+
+
+def _in_worker(stop: StopFlag, running: _Running, fn: Callable[[T], R], item: T) -> R:
     previous = getattr(_local, "stop", None)
     _local.stop = stop
     try:
-        checkpoint()
-        return fn(item)
+        with running:
+            checkpoint()  # items dequeued after the stop send nothing
+            return fn(item)
     finally:
         _local.stop = previous
 
@@ -212,6 +239,7 @@ def fan_out(fn: Callable[[T], R], items: Iterable[T], workers: int, *, progress:
 
 def _threaded(fn, items, workers: int, bar, window: int, name: str) -> list:
     stop = StopFlag(current_stop())
+    running = _Running()
     results: dict[int, Any] = {}
     pending: dict[Future, int] = {}
     source = enumerate(items)
@@ -224,7 +252,7 @@ def _threaded(fn, items, workers: int, bar, window: int, name: str) -> list:
                 if nxt is None:
                     exhausted = True
                     break
-                pending[pool.submit(_in_worker, stop, fn, nxt[1])] = nxt[0]
+                pending[pool.submit(_in_worker, stop, running, fn, nxt[1])] = nxt[0]
             if not pending:
                 break
             # waiting on a lock: Ctrl-C interrupts it in the main thread
@@ -237,23 +265,21 @@ def _threaded(fn, items, workers: int, bar, window: int, name: str) -> list:
                 raise FanOutStopped
     except BaseException:
         stop.set()
-        _drain(pool, pending)
+        _drain(pool, pending, running)
         raise
     pool.shutdown(wait=True)
     return [results[k] for k in range(len(results))]
 
 
-def _drain(pool: ThreadPoolExecutor, pending: dict[Future, int]) -> None:
+def _drain(pool: ThreadPoolExecutor, pending: dict[Future, int], running: _Running) -> None:
     """After a stop: cancel what has not started, wait for the running items to reach their
     next checkpoint (their errors, mostly :class:`FanOutStopped`, are dropped: the reason for
     the stop is what the caller gets). A second Ctrl-C stops waiting."""
+    pool.shutdown(wait=False, cancel_futures=True)
     for fut in pending:
         fut.cancel()
     try:
-        pool.shutdown(wait=True, cancel_futures=True)
-    except KeyboardInterrupt:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
+        running.wait_idle()
     finally:
         for fut in pending:
             if fut.done() and not fut.cancelled():
