@@ -12,6 +12,19 @@ uninterrupted operation, for scale.
     the GET lists), default page size, SIGINT after the first instance page;
 (b) the same with ``page_size=500``, SIGINT after the 5th instance page;
 (c) ``map_series`` (local threads) over 40 of the archive's series, SIGINT after 100 files.
+
+Measured on Orthanc 1.13 (``--server sid``), 2 loaded cores, median of 3 (max):
+
+==========================  ==================  ==========================================
+case                        now: ms, requests    before fan_out (own pools): ms, requests
+==========================  ==================  ==========================================
+(a) read, page 5000         1130 (2074), 0       0 (1), 0: the pool threads were left
+                                                  running, not joined, reading on
+(b) read, page 500          277 (319), 0         1522 (1759), 18
+(c) map_series              13 (34), 0           1278 (1549), 100
+==========================  ==================  ==========================================
+
+(a) is the page in flight: one 5000-instance ``/tools/find`` page is ~1/3 of the read there.
 """
 
 from __future__ import annotations
