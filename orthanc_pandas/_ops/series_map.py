@@ -178,8 +178,9 @@ def map_series(df: pd.DataFrame, func: Callable, *, dask_client=None,
         cluster it must be picklable (a module-level function, or cloudpickle-able).
     dask_client : distributed.Client, optional
         Run there. Default: Dask's current scheduler when one is active (a
-        ``distributed.Client`` set as default, or ``dask.config.set(scheduler=...)``), else a
-        local thread pool that calls the series directly, without building a Dask graph.
+        ``distributed.Client`` set as default, or ``dask.config.set(scheduler=...)``), else the
+        series run here one after the other, each downloaded on a few threads
+        (:func:`map_series_local`), without building a Dask graph.
     client : OrthancClient or str, optional
         The Orthanc client or URL, as everywhere in orthanc-pandas; default the frame's server.
         (A ``distributed.Client`` given here, as earlier versions took it, is used as
