@@ -13,6 +13,22 @@
 * One retry policy (:class:`_Attempts`): idempotent requests are sent again when a connection
   dropped before any byte of the answer reached the caller (Orthanc's keep-alive timeout is
   1 s) and on 502/503/504; ``retries=0`` sends exactly one request.
+
+  Why not ``urllib3.util.Retry`` mounted on the adapter (it stays at ``max_retries=0``):
+  Retry cannot express this policy. (1) It files a reset kept-alive connection
+  (``ProtocolError``: "Connection aborted", ``RemoteDisconnected``) and a read timeout
+  (``ReadTimeoutError``) under the same ``read`` counter, and "connection refused"
+  (``NewConnectionError``) under ``connect`` with connect timeouts; the policy retries the
+  first of each pair and never the second (a second wait only doubles the wait;
+  ``tests/test_client.py::test_retry_policy``). (2) The budget is one for the whole answer, headers
+  and body: a drop mid-body before any byte reached the caller is retried from the same
+  budget as a drop before the headers or a 503 (two retries are used up by one drop plus
+  one 504), while Retry only sees the request up to its headers. (3)
+  Between attempts the fan-out stop flag is checked (:func:`checkpoint`), so Ctrl-C is not
+  held up by a retry's back-off.
+* Every request (and every chunk of a streamed answer) first calls
+  :func:`~orthanc_pandas._util.fanout.checkpoint`: work running in a stopped fan-out (Ctrl-C,
+  another item's error) sends nothing more.
 * One place maps exceptions (:meth:`OrthancClient._map_exceptions`): every requests, urllib3 or
   socket failure, while connecting or in the middle of an answer, becomes one of
   :mod:`orthanc_pandas.errors`, with the method, the URL (never credentials), the HTTP status
@@ -45,6 +61,7 @@ import urllib3.exceptions
 
 from orthanc_pandas._http.capabilities import Capabilities
 from orthanc_pandas._http.changes import CONTENT_TYPES_FILTER, is_content_change
+from orthanc_pandas._util.fanout import checkpoint
 from orthanc_pandas.errors import (
     InvalidURLError,
     NotOrthancError,
@@ -639,6 +656,7 @@ class Stream:
         client = self._client
         while True:
             self.close()
+            checkpoint()  # a stopped fan-out (Ctrl-C, another item's error) sends nothing more
             try:
                 with client._map_exceptions(self.method, self.url, timeout=self._send["timeout"]):
                     resp = client.session.request(self.method, self.url, stream=True, **self._send)
@@ -694,6 +712,7 @@ class Stream:
     def __iter__(self) -> Iterator[bytes]:
         while chunk := self.read(_CHUNK):
             yield chunk
+            checkpoint()  # a big file stops between chunks too
 
     def _check_complete(self, got: int) -> None:
         expected = self.response.headers.get("Content-Length")

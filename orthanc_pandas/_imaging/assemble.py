@@ -32,7 +32,6 @@ Layout of the result (see ``docs/volumes.md``)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -43,7 +42,7 @@ from orthanc_pandas._imaging.geometry import (
     slice_geometry,
     slice_headers,
 )
-from orthanc_pandas._util.fanout import worker_count
+from orthanc_pandas._util.fanout import fan_out, worker_count
 from orthanc_pandas._util.progress import progress_bar
 from orthanc_pandas.errors import (
     InconsistentSlicesError,
@@ -187,14 +186,8 @@ def from_datasets(datasets: Sequence, *, instances: Sequence[str] | None = None,
         out = np.empty(shape, dtype=np.dtype(dtype) if rescale and not colour else raw0.dtype)
         fill(d0, raw0)
         del raw0
-        workers = worker_count(max_workers, jobs=len(rest))
-        if workers > 1:
-            with ThreadPoolExecutor(workers) as pool:
-                for _ in pool.map(fill, rest):
-                    pass
-        else:
-            for d in rest:
-                fill(d)
+        # CPU work, no connection pool to bound: max_workers alone; Ctrl-C stops it too
+        fan_out(fill, rest, worker_count(max_workers, jobs=len(rest)), name="orthanc-decode")
     finally:
         bar.close()
 

@@ -42,15 +42,13 @@ here rather than by requests.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 
 from orthanc_pandas._frame.tags import TagInfo, parse_number, tag_info, typed_tag_columns
 from orthanc_pandas._http.capabilities import Capabilities
 from orthanc_pandas._http.client import OrthancClient
-from orthanc_pandas._util.fanout import DEFAULT_WORKERS, worker_count
-from orthanc_pandas._util.progress import progress_bar
+from orthanc_pandas._util.fanout import DEFAULT_WORKERS, fan_out, worker_count
 from orthanc_pandas.errors import OrthancNotFoundError
 
 #: ``route=`` values; ``"auto"`` chooses by capability and by how much of each series is asked for
@@ -181,23 +179,11 @@ def _run(client: OrthancClient, jobs: list[tuple[Callable, str, str, Sequence[Ta
             raise _not_found(exc, f"{kind.capitalize()} {rid}") from None
 
     out: dict[str, dict] = {}
-    bar = progress_bar(progress, total=len(jobs), desc=desc, unit="requests", min_total=200)
-    def merge(part):
+    parts = fan_out(one, jobs, _workers(client, max_workers, len(jobs)), progress=progress,
+                    desc=desc, unit="requests", min_total=200, name="orthanc-tags")
+    for part in parts:  # in job order: a later route's values win, as before
         for iid, values in part.items():
             out.setdefault(iid, {}).update(values)
-        bar.update(1)
-
-    try:
-        workers = _workers(client, max_workers, len(jobs))
-        if workers == 1:
-            for job in jobs:
-                merge(one(job))
-        else:
-            with ThreadPoolExecutor(workers) as pool:
-                for part in pool.map(one, jobs):
-                    merge(part)
-    finally:
-        bar.close()
     return out
 
 
@@ -292,11 +278,8 @@ def _series_sizes(client: OrthancClient, series_ids: list[str], max_workers) -> 
 
     if not series_ids:
         return {}
-    workers = _workers(client, max_workers, len(series_ids))
-    if workers == 1:
-        return dict(map(one, series_ids))
-    with ThreadPoolExecutor(workers) as pool:
-        return dict(pool.map(one, series_ids))
+    return dict(fan_out(one, series_ids, _workers(client, max_workers, len(series_ids)),
+                        name="orthanc-tags"))
 
 
 def plan(rows_per_series: dict[str, int], series_size: Callable[[list[str]], dict[str, int]]
@@ -432,12 +415,7 @@ def fetch_tag_names(client: OrthancClient, instance_ids: Iterable[str], *,
         return {tag_info(n).name for n in map(parse_number, keys) if n is not None}
 
     names: set[str] = set()
-    bar = progress_bar(progress, total=len(ids), desc="Listing tags", unit="series", min_total=200)
-    try:
-        with ThreadPoolExecutor(max_workers=_workers(client, max_workers, len(ids))) as pool:
-            for part in pool.map(one, ids):
-                names |= part
-                bar.update(1)
-    finally:
-        bar.close()
+    for part in fan_out(one, ids, _workers(client, max_workers, len(ids)), progress=progress,
+                        desc="Listing tags", unit="series", min_total=200, name="orthanc-tags"):
+        names |= part
     return names

@@ -18,7 +18,6 @@ import tempfile
 import threading
 import zipfile
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +25,7 @@ import pandas as pd
 from orthanc_pandas._frame.schema import ROUTES
 from orthanc_pandas._http.client import OrthancClient, get_client
 from orthanc_pandas._util.bulk import check_bulk_args
-from orthanc_pandas._util.fanout import map_in_order, stopped_answering, worker_count
+from orthanc_pandas._util.fanout import fan_out, map_in_order, stopped_answering, worker_count
 from orthanc_pandas._util.progress import progress_bar
 from orthanc_pandas.errors import (
     BulkError,
@@ -434,24 +433,22 @@ def upload(paths, client: str | OrthancClient, *, recursive: bool = False,
 
     workers = worker_count(max_workers, pool_size=client.pool_size)
     with progress_bar(progress, total=len(files), desc="Uploading", unit="file",
-                      min_total=50) as bar, \
-            ThreadPoolExecutor(workers, thread_name_prefix="orthanc-upload") as pool:
-        futures = []
-        last = None
-        # Reading the files is lazy, and the pool is kept at most 4x busy, so a huge folder is
-        # never all in memory at once.
-        for i, (name, data) in enumerate(_items(files)):
-            if last != name.split("!", 1)[0]:
-                if last is not None:
-                    bar.update(1)
-                last = name.split("!", 1)[0]
-            futures.append(pool.submit(send, i, name, data))
-            if len(futures) >= 4 * workers:
-                futures.pop(0).result()
-        for fut in futures:
-            fut.result()
-        if last is not None:
-            bar.update(1)
+                      min_total=50) as bar:
+        def read():  # the bar counts files (a ZIP is one), as they are read
+            last = None
+            for i, (name, data) in enumerate(_items(files)):
+                if last != name.split("!", 1)[0]:
+                    if last is not None:
+                        bar.update(1)
+                    last = name.split("!", 1)[0]
+                yield i, name, data
+            if last is not None:
+                bar.update(1)
+
+        # Reading the files is lazy, and at most 4x the workers are read ahead (window), so a
+        # huge folder is never all in memory at once.
+        fan_out(lambda job: send(*job), read(), workers, window=4 * workers,
+                name="orthanc-upload")
     rows.sort(key=lambda r: r[0])
     report = pd.DataFrame([r for _, r in rows],
                           columns=["path", "status", "message", "instance", "series", "study", "patient"])

@@ -45,7 +45,7 @@ from orthanc_pandas._http.client import OrthancClient, get_client
 from orthanc_pandas._ops.jobs import run_jobs
 from orthanc_pandas._ops.read import FORMAT_VERSION
 from orthanc_pandas._util.bulk import check_bulk_args, workers_or
-from orthanc_pandas._util.progress import progress_bar
+from orthanc_pandas._util.fanout import fan_out, worker_count
 from orthanc_pandas.errors import (
     DicomNetworkError,
     JobError,
@@ -329,24 +329,9 @@ def query(url_or_client, modality: str, level: str = "study", *, progress=None,
         answers = client.get_json(f"/queries/{found['ID']}/answers", params={"expand": "", "short": ""})
         return found["ID"], [_keywords(a) for a in answers]
 
-    from concurrent.futures import ThreadPoolExecutor
-
-    results = []
-    with progress_bar(progress, total=len(queries), desc="C-FIND", unit="query", min_total=2) as bar:
-        if len(queries) == 1 or max_workers <= 1:
-            for q in queries:
-                results.append(one(q))
-                bar.update(1)
-        else:
-            with ThreadPoolExecutor(max_workers, thread_name_prefix="cfind") as pool:
-                futures = [pool.submit(one, q) for q in queries]
-                try:
-                    for f in futures:
-                        results.append(f.result())
-                        bar.update(1)
-                except BaseException:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise
+    workers = worker_count(max_workers, pool_size=client.pool_size, jobs=len(queries))
+    results = fan_out(one, queries, workers, progress=progress, desc="C-FIND", unit="query",
+                      min_total=2, name="cfind")
     answers, ids, uids = [], [], set()
     for qid, found in results:
         ids.append(qid)

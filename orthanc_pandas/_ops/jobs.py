@@ -17,7 +17,7 @@ import pandas as pd
 
 from orthanc_pandas._http.client import OrthancClient
 from orthanc_pandas._util.bulk import check_bulk_args, workers_or
-from orthanc_pandas._util.fanout import map_in_order
+from orthanc_pandas._util.fanout import fan_out, worker_count
 from orthanc_pandas._util.progress import progress_bar
 from orthanc_pandas.errors import JobError, OrthancPandasError
 
@@ -284,9 +284,9 @@ def modify_resources(df: pd.DataFrame, client: OrthancClient, action: str = "ano
             continue
         try:
             created = _describe(client, level, new)
-            origin = map_in_order(
+            origin = fan_out(
                 lambda r: client.get_bytes(f"/instances/{r['instance']}/metadata/{meta}").decode(),
-                created, 4)
+                created, worker_count(None, pool_size=client.pool_size), name="orthanc-jobs")
         except OrthancPandasError as exc:
             frames.append(pd.DataFrame([{**head, "status": "failed", "reason": f"result unreadable: {exc}"}]))
             continue

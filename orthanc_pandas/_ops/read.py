@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 
@@ -18,6 +17,7 @@ from orthanc_pandas._frame.schema import (
     system_memory_pool,
 )
 from orthanc_pandas._http.client import OrthancClient, get_client
+from orthanc_pandas._util.fanout import fan_out
 from orthanc_pandas._util.progress import progress_bar
 from orthanc_pandas._version import __version__
 from orthanc_pandas.errors import FrameFormatError, OrthancConnectionError, ServerChangedError
@@ -204,22 +204,24 @@ def read_tables(client: OrthancClient, *, page_size: int = 5000, bar=None, route
     half = total // 2
     content = find_instance_content(client)
     first, second = LevelTable("instance"), LevelTable("instance")
-    with ThreadPoolExecutor(2, thread_name_prefix="orthanc-read") as pool:
-        upper = pool.submit(_read_level, second, client.iter_find(
-            "Instance", content, page_size=page_size, start=half, total=total), bar, {})
-        parents = pool.submit(_read_levels, client, levels[1:], page_size, bar)
-        try:
-            _read_level(first, client.iter_find("Instance", content, page_size=page_size,
-                                                total=half), bar, {})
-            upper.result()
-        except BaseException as exc:
-            upper.cancel()
-            parents.cancel()
-            if isinstance(exc, OrthancConnectionError):
-                exc._progress = f"while reading instances (after {first.n + second.n} of them)"
-            raise
-        first.extend(second)
-        tables = {"instance": first, **parents.result()}
+    parents: dict[str, LevelTable] = {}
+    streams = [
+        lambda: _read_level(first, client.iter_find("Instance", content, page_size=page_size,
+                                                    total=half), bar, {}),
+        lambda: _read_level(second, client.iter_find("Instance", content, page_size=page_size,
+                                                     start=half, total=total), bar, {}),
+        lambda: parents.update(_read_levels(client, levels[1:], page_size, bar)),
+    ]
+    # fan_out, not a bare pool: Ctrl-C or one stream's failure stops the others at their
+    # next page instead of waiting for them to read the rest of the archive
+    try:
+        fan_out(lambda stream: stream(), streams, len(streams), name="orthanc-read")
+    except OrthancConnectionError as exc:
+        if getattr(exc, "_progress", "while reading instances").startswith("while reading instances"):
+            exc._progress = f"while reading instances (after {first.n + second.n} of them)"
+        raise
+    first.extend(second)
+    tables = {"instance": first, **parents}
     release_memory()
     return tables
 

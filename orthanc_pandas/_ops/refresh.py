@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -48,7 +47,7 @@ from orthanc_pandas._http.client import OrthancClient
 from orthanc_pandas._ops.labels import label_map, labels_from_map
 from orthanc_pandas._ops.read import STAT_KEYS, check_format
 from orthanc_pandas._ops.selection import select
-from orthanc_pandas._util.fanout import worker_count
+from orthanc_pandas._util.fanout import fan_out, worker_count
 from orthanc_pandas._util.warn import warn
 from orthanc_pandas.errors import (
     OrthancNotFoundError,
@@ -95,11 +94,7 @@ def _get_or_none(client: OrthancClient, path: str):
 
 
 def _pmap(fn, items, workers: int = 4) -> list:
-    items = list(items)
-    if len(items) <= 1:
-        return [fn(i) for i in items]
-    with ThreadPoolExecutor(workers, thread_name_prefix="orthanc-refresh") as pool:
-        return list(pool.map(fn, items))
+    return fan_out(fn, list(items), workers, name="orthanc-refresh")
 
 
 def fetch_series(client: OrthancClient, series_ids: set[str], typed: bool) -> pd.DataFrame | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pandas as pd
@@ -18,7 +17,7 @@ from orthanc_pandas._frame.schema import STR_DTYPE
 from orthanc_pandas._http.client import OrthancClient, connect
 from orthanc_pandas._ops.source import frame_client
 from orthanc_pandas._ops.volumes import series_volume
-from orthanc_pandas._util.fanout import worker_count
+from orthanc_pandas._util.fanout import fan_out
 
 
 def _as_record(value) -> dict:
@@ -43,6 +42,21 @@ def map_series_local(df: pd.DataFrame, func: Callable, *, client: OrthancClient 
                      meta=None, **volume_kwargs) -> pd.DataFrame:
     """:func:`orthanc_pandas.dask.map_series` on a few local threads, results in row order.
 
+    The series run one after the other; each one's files are downloaded (and decoded) on
+    the threads of :func:`~orthanc_pandas._ops.volumes.series_volume` (``max_workers`` in
+    ``volume_kwargs``, as for ``df.orthanc.volume()``). One level of threads, never series
+    threads x download threads over the client's one connection pool (4 x 4 threads used to
+    queue for 8 connections). Sequential series rather than sequential downloads because:
+
+    * memory holds one volume at a time (plus ``func``'s result), not one per thread: a CT
+      series is hundreds of MB once decoded;
+    * a series of many slices (the costly case) gets every connection, and decoding overlaps
+      the network inside it, as in ``df.orthanc.volume()``;
+    * Ctrl-C stops within one series, after at most the files in flight (one per worker).
+
+    ``func`` itself runs in the calling thread, between series; for CPU-bound ``func`` on
+    many cores use a Dask scheduler (:func:`map_series`).
+
     Examples
     --------
     >>> res = map_series_local(df, lambda vol, rows: {"mean": float(vol.mean())})  # doctest: +SKIP
@@ -52,12 +66,8 @@ def map_series_local(df: pd.DataFrame, func: Callable, *, client: OrthancClient 
     for sid, rows in df.groupby(level="series", sort=False, observed=True):
         rows.attrs = copy.deepcopy(df.attrs)
         jobs.append((str(sid), rows))
-    results: list = []
-    if jobs:
-        with ThreadPoolExecutor(worker_count(None, jobs=len(jobs)),
-                                thread_name_prefix="orthanc-map-series") as pool:
-            results = list(pool.map(lambda job: one_series(*job, func, oc, dict(volume_kwargs)),
-                                    jobs))
+    results = fan_out(lambda job: one_series(*job, func, oc, dict(volume_kwargs)), jobs, 1,
+                      progress=None, desc="Series", unit="series", min_total=10)
     return result_frame(results, meta)
 
 
@@ -168,8 +178,9 @@ def map_series(df: pd.DataFrame, func: Callable, *, dask_client=None,
         cluster it must be picklable (a module-level function, or cloudpickle-able).
     dask_client : distributed.Client, optional
         Run there. Default: Dask's current scheduler when one is active (a
-        ``distributed.Client`` set as default, or ``dask.config.set(scheduler=...)``), else a
-        local thread pool that calls the series directly, without building a Dask graph.
+        ``distributed.Client`` set as default, or ``dask.config.set(scheduler=...)``), else the
+        series run here one after the other, each downloaded on a few threads
+        (:func:`map_series_local`), without building a Dask graph.
     client : OrthancClient or str, optional
         The Orthanc client or URL, as everywhere in orthanc-pandas; default the frame's server.
         (A ``distributed.Client`` given here, as earlier versions took it, is used as

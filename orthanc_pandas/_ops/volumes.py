@@ -20,11 +20,10 @@ from orthanc_pandas._imaging.geometry import slice_headers
 from orthanc_pandas._util.bulk import check_bulk_args
 from orthanc_pandas._util.fanout import (
     DEFAULT_WORKERS,
-    map_in_order,
+    fan_out,
     stopped_answering,
     worker_count,
 )
-from orthanc_pandas._util.progress import progress_bar
 from orthanc_pandas.errors import (
     OrthancConnectionError,
     PixelDataError,
@@ -72,7 +71,6 @@ def fetch_datasets(client: OrthancClient, instance_ids: Sequence[str], *,
 
     ids = list(instance_ids)
     workers = worker_count(max_workers, pool_size=client.pool_size, jobs=len(ids) or 1)
-    bar = progress_bar(progress, total=len(ids), desc=desc, unit="file", min_total=50)
 
     def one(iid: str):
         with client.get_file(iid) as answer:
@@ -98,7 +96,6 @@ def fetch_datasets(client: OrthancClient, instance_ids: Sequence[str], *,
             # reading the geometry here does that work while other threads wait on the network.
             slice_headers(ds)
             rescale_params(ds, None)
-        bar.update(1)
         return ds, arr
 
     done = 0
@@ -112,12 +109,11 @@ def fetch_datasets(client: OrthancClient, instance_ids: Sequence[str], *,
         return pair
 
     try:
-        pairs = map_in_order(counted, ids, workers, name="orthanc-pixels")
+        pairs = fan_out(counted, ids, workers, progress=progress, desc=desc, unit="file",
+                        name="orthanc-pixels")
     except OrthancConnectionError as exc:
         raise stopped_answering(exc, desc, done, len(ids), "files were downloaded",
                                 "nothing was returned (no partial result).") from None
-    finally:
-        bar.close()
     datasets = [p[0] for p in pairs]
     if not decode:
         return datasets
