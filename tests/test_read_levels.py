@@ -17,7 +17,7 @@ import pytest
 
 import orthanc_pandas as op
 from orthanc_pandas._accessors.frame import LevelAccessor, OrthancAccessor
-from orthanc_pandas.errors import ParseWarning
+from orthanc_pandas.errors import NotAnIndexError, ParseWarning, RefreshWarning
 from orthanc_pandas.testing import LocalOrthanc
 from orthanc_pandas.testing.synthetic import make_multiframe, make_series, to_bytes
 
@@ -202,6 +202,28 @@ def test_instances_volume_with_tags_and_download_work_on_a_series_first_frame(se
     assert tagged.attrs == series.attrs
     paths = _row(series, "sagittal").orthanc.download(tmp_path)
     assert len(paths) == 4 and all(pydicom.dcmread(p).SeriesDescription == "sagittal" for p in paths)
+
+
+def test_refresh_reads_a_level_first_frame_again(server, series):
+    subset = series.orthanc.select(SeriesDescription="sag*")
+    cut = series.iloc[:2]
+    extra = make_series(3, 6, 6, seed="new")
+    for ds in extra:
+        ds.SeriesDescription = "sagittal new"
+    server.upload_bytes([to_bytes(d) for d in extra])
+    fresh = series.orthanc.refresh()
+    assert len(fresh) == len(series) + 1 and fresh.attrs["orthanc"]["last_change"] > \
+        series.attrs["orthanc"]["last_change"]
+    pd.testing.assert_frame_equal(fresh, op.read_orthanc(server.url, level="series"))
+    again = subset.orthanc.refresh()  # the recorded select is replayed
+    assert sorted(again.SeriesDescription.astype(str)) == ["sagittal", "sagittal new"]
+    with pytest.warns(RefreshWarning, match="keeps only the series this frame has"):
+        kept = cut.orthanc.refresh()
+    assert kept.index.equals(cut.index)
+    studies = op.read_orthanc(server.url, level="study")
+    assert studies.orthanc.refresh().instance_count.sum() == fresh.instance_count.sum()
+    with pytest.raises(NotAnIndexError, match=r"refresh that frame and call \.orthanc\.series\(\)"):
+        op.read_orthanc(server.url).orthanc.series().orthanc.refresh()
 
 
 def test_parquet_round_trip_of_level_first_frames(server, tmp_path):

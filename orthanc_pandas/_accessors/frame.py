@@ -24,6 +24,7 @@ from orthanc_pandas._ops.levels import geometry_report, instances_of, level_with
 from orthanc_pandas._ops.masks import mask
 from orthanc_pandas._ops.read import check_format
 from orthanc_pandas._ops.refresh import refresh
+from orthanc_pandas._ops.refresh_levels import refresh_level_frame
 from orthanc_pandas._ops.selection import (
     available_tags,
     frame_columns,
@@ -911,6 +912,21 @@ class LevelAccessor(OrthancAccessor):
     def download(self, folder=None, df: pd.DataFrame | None = None, **kwargs) -> pd.Series:
         """Save the files of the instances of the frame's resources (:meth:`instances`)."""
         return self.instances(df, client=kwargs.get("client")).orthanc.download(folder, **kwargs)
+
+    def refresh(self, *, client: OrthancClient | str | None = None) -> pd.DataFrame:
+        """A frame read level-first (``read_orthanc(url, level="series")``), read again.
+
+        Its recorded ``select`` criteria are replayed (a frame cut by plain pandas keeps only
+        its own rows, with a ``RefreshWarning``). A level frame made from an instance frame
+        is refused: refresh the instance frame and make the level frame again. Its cost is
+        a level-first read's (it grows with the series). See ``docs/series.md``.
+
+        Examples
+        --------
+        >>> s = op.read_orthanc(url, level="series")                         # doctest: +SKIP
+        >>> s = s.orthanc.refresh()                                          # doctest: +SKIP
+        """
+        return refresh_level_frame(self._df, self.client(client))
 
     def __repr__(self) -> str:
         src = self._df.attrs.get("orthanc", {}).get("url", "unknown server")
