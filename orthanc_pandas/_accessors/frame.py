@@ -942,3 +942,11 @@ def _instance_only(name: str):
     refuse.__name__ = name
     refuse.__doc__ = f"Not on level frames: ``.orthanc.instances().orthanc.{name}()``."
     return refuse
+
+
+# instance operations a level frame refuses with the way to them (refresh() has its own)
+for _name in ("values", "unique", "tags", "sort_by", "header", "to_zip",
+              "delete", "retrieve", "send", "anonymize", "modify", "add_labels",
+              "remove_labels", "with_labels", "map_series", "series", "studies", "patients"):
+    setattr(LevelAccessor, _name, _instance_only(_name))
+del _name
