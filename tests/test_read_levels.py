@@ -242,3 +242,15 @@ def test_parquet_round_trip_of_level_first_frames(server, tmp_path):
 def test_unknown_level_is_refused(server):
     with pytest.raises(ValueError, match="level must be one of 'instance'"):
         op.read_orthanc(server.url, level="instances")
+
+
+def test_untyped_and_empty_reads_match_too(server, frame, orthanc_factory):
+    raw = op.read_orthanc(server.url, typed=False)
+    first = op.read_orthanc(server.url, level="series", typed=False)
+    kept = [c for c in first.columns if c not in ["slice_count", "slice_spacing", *FROM_SERIES]]
+    pd.testing.assert_frame_equal(first[kept], raw.orthanc.series()[kept])
+    empty = orthanc_factory()
+    for level, method in METHODS.items():
+        got = op.read_orthanc(empty.url, level=level)
+        truth = getattr(op.read_orthanc(empty.url).orthanc, method)()
+        pd.testing.assert_frame_equal(got, truth)
