@@ -202,6 +202,12 @@ def test_instances_volume_with_tags_and_download_work_on_a_series_first_frame(se
     assert tagged.attrs == series.attrs
     paths = _row(series, "sagittal").orthanc.download(tmp_path)
     assert len(paths) == 4 and all(pydicom.dcmread(p).SeriesDescription == "sagittal" for p in paths)
+    headers = _row(series, "sagittal").orthanc.headers()
+    assert sorted(h.SOPInstanceUID for h in headers) == sorted(pydicom.dcmread(p).SOPInstanceUID
+                                                             for p in paths)
+    # instance operations go through the instances, as on any level frame
+    with pytest.raises(NotAnIndexError, match=r"instances\(df\)\.orthanc\.anonymize"):
+        series.orthanc.anonymize()
 
 
 def test_refresh_reads_a_level_first_frame_again(server, series):

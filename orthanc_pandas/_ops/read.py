@@ -85,7 +85,8 @@ def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: b
     -------
     pandas.DataFrame
         Indexed by ``(patient, study, series, instance)`` Orthanc ids, with provenance in
-        ``df.attrs["orthanc"]``.
+        ``df.attrs["orthanc"]``; with ``level=``, the level frame (index ``(patient, study,
+        series)``, ``(patient, study)`` or ``patient``) with ``.orthanc`` on it.
 
     Examples
     --------
