@@ -15,7 +15,12 @@ Rows (best and median of 5 for the pure calls; the machine has 2 cores and is sh
 
 Then the verdicts of the 400 series as a table (verdict x count, and the first problems).
 
-Run: ``PYTHONPATH=. python benchmarks/series.py [--server system|sid]``.
+Level-first reading (``--part levels`` runs only this): ``read_orthanc(url, level="series")``
+(and ``"study"``, ``"patient"``) against the instance read followed by ``.series()``, best and
+median of 5, with the requests each sent and the payload it received; on a server with
+extended find also the GET-list route (``route="lists"``).
+
+Run: ``PYTHONPATH=. python benchmarks/series.py [--server system|sid] [--part all|levels]``.
 """
 
 from __future__ import annotations
@@ -38,12 +43,48 @@ def hand_written(df):
     return out
 
 
+def level_reads(server) -> None:
+    """Level-first reads against the instance read + level frame, with their requests."""
+    def counted(fn):
+        client = op.OrthancClient(server.url)
+        sent = []
+        client.session.hooks["response"].append(
+            lambda r, *a, **k: sent.append(int(r.headers.get("Content-Length") or 0)))
+        out = fn(client)
+        client.close()
+        return out, len(sent), sum(sent)
+
+    cases = [("read_orthanc(url).orthanc.series()", lambda c: op.read_orthanc(c).orthanc.series()),
+             ("read_orthanc(url).orthanc.studies()", lambda c: op.read_orthanc(c).orthanc.studies()),
+             ('read_orthanc(url, level="series")', lambda c: op.read_orthanc(c, level="series")),
+             ('read_orthanc(url, level="study")', lambda c: op.read_orthanc(c, level="study")),
+             ('read_orthanc(url, level="patient")', lambda c: op.read_orthanc(c, level="patient"))]
+    if server.client().capabilities().extended_find:
+        cases.append(('  ... level="series", route="lists"',
+                      lambda c: op.read_orthanc(c, level="series", route="lists")))
+    for _name, fn in cases:  # warm the server's caches and this process's first-use costs
+        counted(fn)
+    rows, base = [], None
+    for name, fn in cases:
+        best, med, (res, n, size) = best_of(lambda fn=fn: counted(fn), repeat=5)
+        base = base or best
+        rows.append((name, f"{best:.3f} s", f"{med:.3f} s", f"{base / best:.1f}x", n,
+                     f"{size / 1e6:.2f} MB", len(res)))
+    print(table(rows, ("call", "best", "median", "speed-up", "requests", "received", "rows")))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--server", choices=["system", "sid"], default="system")
+    ap.add_argument("--part", choices=["all", "levels"], default="all")
     args = ap.parse_args()
     root = orthanc_root("sid") if args.server == "sid" else None
     with archive_server("20k", root=root) as server:
+        print(f"Orthanc {server.client().version}, level-first reading\n")
+        level_reads(server)
+        print()
+        if args.part == "levels":
+            return
         df = op.read_orthanc(server.url)
         client = server.client()
         print(f"{len(df):,} instances, {df.orthanc.series_count} series on Orthanc "

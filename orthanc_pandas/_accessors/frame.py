@@ -35,6 +35,7 @@ from orthanc_pandas._ops.levels import geometry_report, instances_of, level_with
 from orthanc_pandas._ops.masks import mask
 from orthanc_pandas._ops.read import check_format
 from orthanc_pandas._ops.refresh import refresh
+from orthanc_pandas._ops.refresh_levels import refresh_level_frame
 from orthanc_pandas._ops.selection import (
     available_tags,
     frame_columns,
@@ -1063,6 +1064,21 @@ class LevelAccessor(BaseAccessor):
         return self.instances(df, client=client).orthanc.download(
             folder, layout=layout, verify=verify, progress=progress, max_workers=max_workers,
             errors=errors, client=client)
+
+    def refresh(self, *, client: OrthancClient | str | None = None) -> pd.DataFrame:
+        """A frame read level-first (``read_orthanc(url, level="series")``), read again.
+
+        Its recorded ``select`` criteria are replayed (a frame cut by plain pandas keeps only
+        its own rows, with a ``RefreshWarning``). A level frame made from an instance frame
+        is refused: refresh the instance frame and make the level frame again. Its cost is
+        a level-first read's (it grows with the series). See ``docs/series.md``.
+
+        Examples
+        --------
+        >>> s = op.read_orthanc(url, level="series")                         # doctest: +SKIP
+        >>> s = s.orthanc.refresh()                                          # doctest: +SKIP
+        """
+        return refresh_level_frame(self._df, self.client(client))
 
     def __repr__(self) -> str:
         src = self._df.attrs.get("orthanc", {}).get("url", "unknown server")

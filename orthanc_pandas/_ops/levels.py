@@ -58,7 +58,8 @@ def instances_of(frame: pd.DataFrame, level: str, instances: pd.DataFrame | None
         rows = empty_frame()
     rows = rows.take(sort_order(rows))
     rows.attrs = copy.deepcopy(frame.attrs)
-    rows.attrs.get("orthanc", {}).pop("level", None)
+    for key in ("level", "read_level", "missing_columns"):  # instance rows, whatever their source
+        rows.attrs.get("orthanc", {}).pop(key, None)
     return rows
 
 

@@ -17,6 +17,7 @@ from orthanc_pandas._frame.schema import (
     system_memory_pool,
 )
 from orthanc_pandas._http.client import OrthancClient, get_client
+from orthanc_pandas._ops.read_levels import LevelReader
 from orthanc_pandas._util.fanout import fan_out
 from orthanc_pandas._util.progress import progress_bar
 from orthanc_pandas._version import __version__
@@ -36,8 +37,9 @@ STAT_KEYS = {"patient": "CountPatients", "study": "CountStudies", "series": "Cou
 
 def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: bool = True,
                  page_size: int = 5000, max_attempts: int = 3, route: str = "auto",
-                 **client_kwargs) -> pd.DataFrame:
-    """Read the whole Orthanc index into one DataFrame, one row per instance.
+                 level: str = "instance", **client_kwargs) -> pd.DataFrame:
+    """Read the whole Orthanc index into one DataFrame, one row per instance (or per series,
+    study or patient with ``level=``).
 
     Paged lists of the four levels (never one request per resource) are joined client-side:
     ``GET /{level}?expand``, or for the instances extended ``/tools/find`` where the server
@@ -67,7 +69,15 @@ def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: b
         Reads tried while the archive keeps changing.
     route : {"auto", "find", "lists"}, default "auto"
         How instances are listed: extended ``/tools/find`` (``"find"``, chosen by ``auto``
-        where ``/system`` announces ``HasExtendedFind``) or ``GET /instances?expand``.
+        where ``/system`` announces ``HasExtendedFind``) or ``GET /instances?expand``; with
+        ``level=`` the same choice lists the series.
+    level : {"instance", "series", "study", "patient"}, default "instance"
+        ``"series"`` reads the series frame straight from the series, study and patient lists,
+        without listing any instance (cost grows with the series): the frame
+        ``read_orthanc(url).orthanc.series()`` gives, except ``slice_count`` and
+        ``slice_spacing`` (all missing: only instances hold them) and the orientation columns
+        (the series' stored value). ``"study"`` and ``"patient"`` likewise give
+        ``.studies()`` and ``.patients()`` exactly. See ``docs/series.md``.
     **client_kwargs
         ``verify``, ``timeout``, ... passed to :class:`~orthanc_pandas._http.client.OrthancClient`.
 
@@ -75,7 +85,8 @@ def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: b
     -------
     pandas.DataFrame
         Indexed by ``(patient, study, series, instance)`` Orthanc ids, with provenance in
-        ``df.attrs["orthanc"]``.
+        ``df.attrs["orthanc"]``; with ``level=``, the level frame (index ``(patient, study,
+        series)``, ``(patient, study)`` or ``patient``) with ``.orthanc`` on it.
 
     Examples
     --------
@@ -84,10 +95,16 @@ def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: b
     >>> df.orthanc.counts                                                # doctest: +SKIP
     {'patients': 20, 'studies': 32, 'series': 39, 'instances': 119}
     >>> df.groupby("Modality", observed=True).size()                     # doctest: +SKIP
+    >>> series = op.read_orthanc("http://127.0.0.1:8042", level="series")  # doctest: +SKIP
     """
     client = get_client(url, auth=auth, **client_kwargs)
     system = client.system()
     route = choose_route(client, route)
+    if level != "instance":  # a level frame from the level lists (read_levels.py)
+        reader = LevelReader(client, level, find=route == "find", typed=typed,
+                             page_size=page_size, progress=progress)
+        return read_consistent(client, reader.read, lambda raw, last_change, counts: reader.build(
+            raw, provenance(client, system, last_change, counts)), max_attempts=max_attempts)
 
     def read(stats0):
         total = sum(int(stats0[STAT_KEYS[lvl]]) for lvl in LEVELS)
