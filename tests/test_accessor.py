@@ -130,9 +130,11 @@ def test_every_bulk_call_takes_the_same_arguments():
     assert list(inspect_params(op.upload))[:2] == ["paths", "client"]
     # the same defaults as the functions the accessor calls
     assert inspect_params(InstanceAccessor.delete)["level"].default == "instance"
-    assert inspect_params(InstanceAccessor.anonymize)["level"].default == "study"
-    assert inspect_params(InstanceAccessor.send)["level"].default == "study"
-    assert inspect_params(InstanceAccessor.add_labels)["level"].default == "study"
+    # exactly the rows unless a coarser level is named (docs/conventions.md)
+    for name in ("anonymize", "modify", "send"):
+        assert inspect_params(getattr(InstanceAccessor, name))["level"].default is None, name
+    for name in ("add_labels", "remove_labels"):
+        assert inspect_params(getattr(InstanceAccessor, name))["level"].default == "instance", name
     assert inspect_params(InstanceAccessor.download)["folder"].default is inspect_empty()
 
 

@@ -157,7 +157,7 @@ def test_retrieve_to_a_third_node_and_send_back(net):
     assert list(there.index.get_level_values("series").unique()) == [answers.index[0][2]]
     _clear(gw)
     sent = there.orthanc.send("GW", progress=False)
-    assert list(sent.status) == ["sent"]
+    assert set(sent.status) == {"sent"} and len(sent) == len(there)  # one row per instance
     assert gw.client().statistics()["CountInstances"] == len(there)
     _clear(gw)
     gw_peer = third.client().get_json("/peers")
@@ -165,6 +165,29 @@ def test_retrieve_to_a_third_node_and_send_back(net):
     # GW is a modality and a peer of THIRD under the same name: modalities win (C-STORE)
     assert list(there.orthanc.send("GW", level="series", progress=False).status) == ["sent"]
     assert gw.client().statistics()["CountInstances"] == len(there)
+
+
+def test_send_ships_exactly_the_rows_unless_a_level_is_named(net):
+    """Data leaving the archive beyond the rows is a privacy incident: by default send() ships
+    the rows' instances and nothing else; a named level ships the whole resources and the
+    report counts what that adds (truth: the sender's own frame)."""
+    pacs, third, remote = net["pacs"], net["third"], net["remote"]
+    _clear(third)
+    series = remote.index.get_level_values("series")[0]
+    rows = remote[remote.index.get_level_values("series") == series].iloc[:2]
+    study = rows.index.get_level_values("study")[0]
+    in_study = int((remote.index.get_level_values("study") == study).sum())
+    assert in_study > len(rows)  # the study holds more than the rows
+    sent = rows.orthanc.send("THIRD", progress=False)
+    assert list(sent.status) == ["sent", "sent"] and list(sent.level) == ["instance"] * 2
+    assert set(sent.resource) == set(rows.index.get_level_values("instance"))
+    there = op.read_orthanc(third.url)
+    assert set(there.SOPInstanceUID) == set(rows.SOPInstanceUID)  # not one instance more
+    whole = rows.orthanc.send("THIRD", level="study", progress=False)
+    assert list(whole.resource) == [study] and int(whole.beyond_rows.iloc[0]) == in_study - len(rows)
+    assert third.client().statistics()["CountInstances"] == in_study
+    assert pacs.client().statistics()["CountInstances"] == len(remote)
+    _clear(third)
 
 
 def test_a_remote_that_is_down_or_refuses_fails_clearly_with_a_report(net):

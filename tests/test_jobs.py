@@ -81,7 +81,7 @@ def test_anonymize_dry_run_then_mapping_matches_the_new_files(archive):
     df = op.read_orthanc(server.url)
     cohort = df[df.PatientID == df.PatientID.iloc[0]]
     before = server.client().statistics()["CountInstances"]
-    plan = cohort.orthanc.anonymize(replace={"PatientName": "CASE^ONE"})
+    plan = cohort.orthanc.anonymize(level="study", replace={"PatientName": "CASE^ONE"})
     assert plan.attrs["dry_run"] and set(plan.status) == {"would anonymize"}
     assert sorted(plan.resource) == sorted(cohort.index.get_level_values("study").unique())
     assert server.client().statistics()["CountInstances"] == before
@@ -90,7 +90,8 @@ def test_anonymize_dry_run_then_mapping_matches_the_new_files(archive):
     assert plan.set_index("resource").patient.to_dict() == studies.patient.to_dict()
     assert plan.series.isna().all() and plan.new_study.isna().all()
 
-    mapping = cohort.orthanc.anonymize(replace={"PatientName": "CASE^ONE"}, confirm=True, progress=False)
+    mapping = cohort.orthanc.anonymize(level="study", replace={"PatientName": "CASE^ONE"},
+                                       confirm=True, progress=False)
     # a dry run and a real run are the same report: columns, order and dtypes
     assert list(plan.columns) == list(mapping.columns)
     pd.testing.assert_series_equal(plan.dtypes, mapping.dtypes)
@@ -120,7 +121,8 @@ def test_a_failing_job_is_reported_and_the_rerun_finishes_the_rest(archive):
     os.rename(path, str(path) + ".away")  # the disk loses a file
     try:
         with pytest.raises(op.JobError, match=f"1 of {len(studies)}") as err:
-            df.orthanc.modify(replace={"InstitutionName": "Research"}, confirm=True, progress=False)
+            df.orthanc.modify(level="study", replace={"InstitutionName": "Research"}, confirm=True,
+                              progress=False)
     finally:
         os.rename(str(path) + ".away", path)
     report = err.value.report
@@ -147,3 +149,38 @@ def test_a_failing_job_is_reported_and_the_rerun_finishes_the_rest(archive):
     assert set(server.client().get_json("/studies")) == set(studies) | news
     tags = server.client().get_json(f"/instances/{again.new_instance.iloc[0]}/simplified-tags")
     assert tags["InstitutionName"] == "Research"
+
+
+def test_anonymize_and_modify_act_on_exactly_the_rows(archive):
+    """Without a level, the rows decide: whole series -> series, a study's every instance ->
+    the study; part of a series is refused; a named level reports what it adds beyond the rows
+    (truth: the frame of the whole archive). A dry run refuses what the real run would."""
+    server, _ = archive
+    df = op.read_orthanc(server.url)
+    series = df.index.get_level_values("series")
+    one = df[series == series[0]]
+    study = one.index.get_level_values("study")[0]
+    in_study = int((df.index.get_level_values("study") == study).sum())
+    assert in_study > len(one)
+    plan = one.orthanc.anonymize()
+    assert list(plan.level) == ["series"] and list(plan.resource) == [series[0]]
+    assert list(plan.beyond_rows) == ["0"]
+    wide = one.orthanc.anonymize(level="study")
+    assert list(wide.resource) == [study] and int(wide.beyond_rows.iloc[0]) == in_study - len(one)
+    whole_study = df[df.index.get_level_values("study") == study]
+    assert list(whole_study.orthanc.modify(replace={"InstitutionName": "X"}).level) == ["study"]
+    with pytest.raises(op.SelectionError, match="part of 1 series"):
+        one.iloc[:1].orthanc.anonymize()
+    before = server.client().statistics()["CountInstances"]
+    for confirm in (False, True):  # the dry run refuses what the real run would
+        with pytest.raises(op.SelectionError, match="force=True"):
+            one.orthanc.anonymize(replace={"PatientID": "P1"}, confirm=confirm)
+        with pytest.raises(op.SelectionError, match="force=True"):
+            one.orthanc.modify(replace={"StudyInstanceUID": "1.2.3"}, confirm=confirm)
+    assert server.client().statistics()["CountInstances"] == before
+    done = one.orthanc.anonymize(replace={"PatientID": "P1"}, force=True, confirm=True,
+                                 progress=False)
+    assert set(done.status) == {"done"} and set(done.new_PatientID) == {"P1"}
+    for sid in done.new_study.unique():
+        server.client().delete(f"/studies/{sid}")
+

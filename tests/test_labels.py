@@ -217,12 +217,12 @@ def test_add_read_select_remove(server):
     patient = df.index.get_level_values("patient")[-1]
     one_instance = df.index.get_level_values("instance")[5]
 
-    report = _rows_of(df, "study", study).orthanc.add_labels("reviewed", "qc-1")
+    report = _rows_of(df, "study", study).orthanc.add_labels("reviewed", "qc-1", level="study")
     assert list(report.columns) == ["level", "resource", "label", "status", "message"]
     assert report[["level", "resource", "label"]].values.tolist() == [
         ["study", study, "reviewed"], ["study", study, "qc-1"]]
     assert (report.status == "added").all()
-    again = _rows_of(df, "study", study).orthanc.add_labels("reviewed", "new_one")
+    again = _rows_of(df, "study", study).orthanc.add_labels("reviewed", "new_one", level="study")
     assert dict(zip(again.label, again.status.astype(str), strict=True)) == {
         "reviewed": "already there", "new_one": "added"}
     assert sorted(client.get_json(f"/studies/{study}/labels")) == ["new_one", "qc-1", "reviewed"]
@@ -263,7 +263,7 @@ def test_add_read_select_remove(server):
     assert {s for r, s in statuses.items() if r != other_series} == {"not there"}
     assert client.get_json(f"/series/{other_series}/labels") == []
     assert "reviewed" in client.get_json(f"/studies/{study}/labels")  # another level: untouched
-    fresh.orthanc.remove_labels("reviewed", "qc-1", "new_one", "P-label")
+    fresh.orthanc.remove_labels("reviewed", "qc-1", "new_one", "P-label", level="study")
     fresh.orthanc.remove_labels("P-label", level="patient")
     fresh.orthanc.remove_labels("single", level="instance")
     assert client.get_json("/tools/labels") == []

@@ -470,15 +470,18 @@ class InstanceAccessor(BaseAccessor):
         return retrieve(self._df, self.client(client), target=target, method=method, level=level,
                         max_workers=max_workers, timeout=timeout, progress=progress, errors=errors)
 
-    def send(self, destination: str, *, level: str = "study", max_workers: int | None = None,
+    def send(self, destination: str, *, level: str | None = None, max_workers: int | None = None,
              timeout: float | None = 600, progress: bool | tqdm | None = None, errors: str = "raise",
              client: OrthancClient | str | None = None) -> pd.DataFrame:
         """Store the rows' resources to a DICOM modality (C-STORE) or an Orthanc peer, as jobs.
 
-        One job per resource at ``level`` (default ``"study"``), ``max_workers`` at a time
-        (default 2). Returns a report frame: ``level``, ``resource``, ``status`` (``sent``/``failed``),
-        ``reason``, ``job``; with ``errors="raise"`` a failure raises
-        :class:`~orthanc_pandas.errors.JobError` carrying it.
+        By default exactly the rows' instances (one job per series, holding that series' row
+        instances); ``level="series"``/``"study"``/``"patient"`` sends those whole resources,
+        instances that are not rows included (the report's ``beyond_rows`` counts them per
+        resource). ``max_workers`` jobs at a time (default 2). Returns a report frame:
+        ``level``, ``resource``, ``status`` (``sent``/``failed``), ``reason``, ``job``,
+        ``beyond_rows``; with ``errors="raise"`` a failure raises
+        :class:`~orthanc_pandas.errors.JobError` carrying it. See ``docs/conventions.md``.
 
         Examples
         --------
@@ -488,19 +491,28 @@ class InstanceAccessor(BaseAccessor):
         return send(self._df, self.client(client), destination, level=level, max_workers=max_workers,
                     timeout=timeout, progress=progress, errors=errors)
 
-    def anonymize(self, *, level: str = "study", keep=(), replace=None, remove=(),
+    def anonymize(self, *, level: str | None = None, keep=(), replace=None, remove=(),
                   keep_source: bool = True, force: bool = False, confirm: bool = False,
                   done: pd.DataFrame | None = None, max_workers: int | None = None,
                   timeout: float | None = None, progress: bool | tqdm | None = None,
                   errors: str = "raise", client: OrthancClient | str | None = None) -> pd.DataFrame:
-        """Anonymize the rows' studies/series with Orthanc's own anonymizer, as server jobs.
+        """Anonymize the rows with Orthanc's own anonymizer, as server jobs.
 
         A dry run unless ``confirm=True`` (like :meth:`delete`). One asynchronous job per
         resource, ``max_workers`` at a time, progress from ``/jobs/{id}``.
 
         Parameters
         ----------
-        level : {"study", "series", "patient", "instance"}, default "study"
+        level : {None, "patient", "study", "series"}, default None
+            ``None`` acts on exactly the rows: at the coarsest level whose resources the rows
+            hold whole (their patients, else studies, else series: a study's series stay one
+            new study); rows holding part of a series are refused (Orthanc anonymizes whole
+            series at the least). A named level acts on those whole resources, instances that
+            are not rows included: the ``beyond_rows`` column of the dry run and of the report
+            counts them per resource. See ``docs/conventions.md``.
+        force : bool, default False
+            Needed to change DICOM identifiers (PatientID and the UIDs) with ``replace``,
+            ``remove`` or ``keep``; without it the dry run refuses what the real run would.
         keep, remove : list of str
             Tags to keep / remove (Orthanc's ``Keep``/``Remove``).
         replace : dict
@@ -538,15 +550,16 @@ class InstanceAccessor(BaseAccessor):
                                 confirm=confirm, done=done, max_workers=max_workers, timeout=timeout,
                                 progress=progress, errors=errors)
 
-    def modify(self, *, level: str = "study", replace=None, remove=(), keep=(),
+    def modify(self, *, level: str | None = None, replace=None, remove=(), keep=(),
                keep_source: bool = True, force: bool = False, confirm: bool = False,
                done: pd.DataFrame | None = None, max_workers: int | None = None,
                timeout: float | None = None, progress: bool | tqdm | None = None,
                errors: str = "raise", client: OrthancClient | str | None = None) -> pd.DataFrame:
-        """Modify the rows' studies/series with Orthanc's ``/modify``, as server jobs.
+        """Modify the rows with Orthanc's ``/modify``, as server jobs.
 
-        The same contract as :meth:`anonymize` (dry run by default, a mapping frame, ``done=``
-        to resume); changing identifiers such as ``PatientID`` needs ``force=True``.
+        The same contract as :meth:`anonymize` (exactly the rows unless ``level`` is named, dry
+        run by default, a mapping frame, ``done=`` to resume); changing identifiers such as
+        ``PatientID`` needs ``force=True``, and the dry run says so too.
 
         Examples
         --------
@@ -572,7 +585,7 @@ class InstanceAccessor(BaseAccessor):
         return refresh(self._df, self.client(client))
 
     # -- labels (labels.py) --------------------------------------------------------------
-    def add_labels(self, *labels: str, level: str = "study", max_workers: int | None = None,
+    def add_labels(self, *labels: str, level: str = "instance", max_workers: int | None = None,
                    progress: bool | tqdm | None = None, errors: str = "raise",
                    client: OrthancClient | str | None = None) -> pd.DataFrame:
         """Put Orthanc labels (Orthanc >= 1.12) on the rows' resources at ``level``.
@@ -619,7 +632,7 @@ class InstanceAccessor(BaseAccessor):
         return add_labels(self._df, self.client(client), *labels, level=level,
                           max_workers=max_workers, progress=progress, errors=errors)
 
-    def remove_labels(self, *labels: str, level: str = "study", max_workers: int | None = None,
+    def remove_labels(self, *labels: str, level: str = "instance", max_workers: int | None = None,
                       progress: bool | tqdm | None = None, errors: str = "raise",
                       client: OrthancClient | str | None = None) -> pd.DataFrame:
         """Take Orthanc labels off the rows' resources at ``level``.

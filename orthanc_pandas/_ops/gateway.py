@@ -42,7 +42,7 @@ from orthanc_pandas._frame.schema import (
     tag_vr,
 )
 from orthanc_pandas._http.client import OrthancClient, get_client
-from orthanc_pandas._ops.jobs import run_jobs
+from orthanc_pandas._ops.jobs import beyond_rows, run_jobs
 from orthanc_pandas._ops.read import FORMAT_VERSION
 from orthanc_pandas._util.bulk import check_bulk_args, workers_or
 from orthanc_pandas._util.fanout import fan_out, worker_count
@@ -472,7 +472,7 @@ def _count_here(client: OrthancClient, level: str, rid: str) -> int:
         return 0
 
 
-def send(df: pd.DataFrame, client: OrthancClient, destination: str, *, level: str = "study",
+def send(df: pd.DataFrame, client: OrthancClient, destination: str, *, level: str | None = None,
          max_workers: int | None = None, timeout: float | None = 600, progress=None,
          errors: str = "raise") -> pd.DataFrame:
     """C-STORE (to a modality) or HTTP store (to an Orthanc peer) of the rows' resources.
@@ -481,8 +481,9 @@ def send(df: pd.DataFrame, client: OrthancClient, destination: str, *, level: st
     (``max_workers=None``: 2 jobs at a time).
     """
     check_bulk_args(max_workers, errors)
-    if level not in _ROUTES:
-        raise ValueError(f"level must be one of {tuple(_ROUTES)}, got {level!r}.")
+    if level is not None and level not in _ROUTES:
+        raise ValueError(f"level must be one of {tuple(_ROUTES)} or None (exactly the rows), "
+                         f"got {level!r}.")
     modalities = client.get_json("/modalities")
     peers = client.get_json("/peers")
     if destination in modalities:
@@ -492,17 +493,29 @@ def send(df: pd.DataFrame, client: OrthancClient, destination: str, *, level: st
     else:
         raise SelectionError(f"{destination!r} is neither a modality ({sorted(modalities)}) nor a "
                              f"peer ({sorted(peers)}) of Orthanc at {client.url}.")
-    ids = [i for i in dict.fromkeys(df.index.get_level_values(level)) if isinstance(i, str) and i]
+    if level is None:
+        # exactly the rows: one job per series, holding that series' row instances
+        batches: dict[str, list[str]] = {}
+        for _, _, se, inst in dict.fromkeys(df.index):
+            batches.setdefault(str(se), []).append(str(inst))
+        beyond: dict[str, int] = {}
+    else:
+        batches = {str(i): [str(i)] for i in dict.fromkeys(df.index.get_level_values(level))
+                   if isinstance(i, str) and i}
+        beyond = beyond_rows(df, client, level)
 
-    def submit(rid):
-        return _job_id(client.post_json(route, {"Resources": [rid], "Asynchronous": True,
+    def submit(key):
+        return _job_id(client.post_json(route, {"Resources": batches[key], "Asynchronous": True,
                                                 "Synchronous": False}), "store")
 
-    statuses = run_jobs(client, ids, submit, max_workers=workers_or(max_workers, 2), timeout=timeout,
-                        progress=progress, desc="send")
-    report = pd.DataFrame([{"level": level, "resource": rid, "status": "sent" if st["ok"] else "failed",
-                            "reason": st["reason"], "job": st["job"]} for rid, st in statuses.items()],
-                          columns=["level", "resource", "status", "reason", "job"])
+    statuses = run_jobs(client, list(batches), submit, max_workers=workers_or(max_workers, 2),
+                        timeout=timeout, progress=progress, desc="send")
+    report = pd.DataFrame(
+        [{"level": level or "instance", "resource": rid, "status": "sent" if st["ok"] else "failed",
+          "reason": st["reason"], "job": st["job"], "beyond_rows": beyond.get(rid, 0)}
+         for key, st in statuses.items() for rid in (batches[key] if level is None else [key])],
+        columns=["level", "resource", "status", "reason", "job", "beyond_rows"])
+    report["beyond_rows"] = report["beyond_rows"].astype("Int64")
     report.attrs["destination"] = destination
     failed = report[report.status == "failed"]
     if len(failed) and errors == "raise":

@@ -19,7 +19,7 @@ from orthanc_pandas._http.client import OrthancClient
 from orthanc_pandas._util.bulk import check_bulk_args, workers_or
 from orthanc_pandas._util.fanout import fan_out, worker_count
 from orthanc_pandas._util.progress import progress_bar
-from orthanc_pandas.errors import JobError, OrthancPandasError
+from orthanc_pandas.errors import JobError, OrthancHTTPError, OrthancPandasError, SelectionError
 
 _FINAL = {"Success", "Failure"}
 
@@ -128,6 +128,61 @@ def run_jobs(client: OrthancClient, items: Iterable[Hashable], submit: Callable[
     return {item: results[item] for item in todo}
 
 
+#: identifiers Orthanc changes only with ``Force`` (it fails the job otherwise)
+FORCE_TAGS = frozenset({"PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"})
+
+
+def beyond_rows(df: pd.DataFrame, client: OrthancClient, level: str) -> dict[str, int]:
+    """Resource id at ``level`` -> how many of its instances on the server are not rows of ``df``.
+
+    One ``/{level}/{id}/statistics`` request per resource (none at instance level); a resource
+    the server no longer has counts 0.
+    """
+    if level == "instance":
+        return {}
+    have = df.index.to_frame(index=False).drop_duplicates("instance").groupby(
+        level, sort=False, observed=True).size()
+    out = {}
+    for rid, n in have.items():
+        try:
+            total = int(client.get_json(f"/{_ROUTES[level]}/{rid}/statistics")["CountInstances"])
+        except OrthancHTTPError as exc:
+            if getattr(exc, "status", None) != 404:
+                raise
+            total = int(n)
+        out[str(rid)] = max(total - int(n), 0)
+    return out
+
+
+def exact_level(df: pd.DataFrame, client: OrthancClient, what: str) -> str:
+    """The coarsest level whose resources the rows hold whole (patient, study, then series).
+
+    Anonymizing or modifying at that level acts on exactly the rows, and keeps together what
+    belongs together (a study's series stay one new study). Rows that hold part of a series
+    are refused: Orthanc acts on whole series at the least.
+    """
+    for level in ("patient", "study", "series"):
+        extra = beyond_rows(df, client, level)
+        if not any(extra.values()):
+            return level
+    n = sum(v > 0 for v in extra.values())
+    raise SelectionError(
+        f"{what}() acts on exactly the rows, but the rows hold part of {n} series (their other "
+        f"{sum(extra.values())} instances are not rows), and Orthanc {what}s whole series at "
+        f"the least. Select whole series (e.g. df[df.index.get_level_values('series').isin(...)] "
+        f"of a fresh read), or name the level to act on the whole series: level='series' (the "
+        f"dry run's beyond_rows column says how many instances that adds).")
+
+
+def _check_force(action: str, keep, replace, remove, force: bool) -> None:
+    touched = set(replace or {}) | set(remove) | (set(keep) if action == "anonymize" else set())
+    if touched & FORCE_TAGS and not force:
+        raise SelectionError(
+            f"{action}() would change {sorted(touched & FORCE_TAGS)}, DICOM identifiers Orthanc "
+            f"changes only when forced (it would fail every job). Pass force=True if you mean it: "
+            f"the new resources then break the link to the originals' identifiers.")
+
+
 def _level_resources(df: pd.DataFrame, level: str) -> list[str]:
     ids = df.index.get_level_values(level)
     return [i for i in dict.fromkeys(ids) if isinstance(i, str) and i]
@@ -206,12 +261,13 @@ def _first_rows(df: pd.DataFrame, level: str) -> dict[str, dict]:
 
 def _report_shape(out: pd.DataFrame) -> pd.DataFrame:
     """The report's columns in order, all ``string``: a dry run and a real run look alike."""
-    columns = ["level", "resource", "new_resource", "job", "status", "reason", *MAPPING_COLUMNS]
+    columns = ["level", "resource", "new_resource", "job", "status", "reason", "beyond_rows",
+               *MAPPING_COLUMNS]
     return out.reindex(columns=columns).astype("string")
 
 
 def modify_resources(df: pd.DataFrame, client: OrthancClient, action: str = "anonymize", *,
-                     level: str = "study", keep: Iterable[str] = (), replace: Mapping[str, str] | None = None,
+                     level: str | None = None, keep: Iterable[str] = (), replace: Mapping[str, str] | None = None,
                      remove: Iterable[str] = (), keep_source: bool = True, force: bool = False,
                      confirm: bool = False, done: pd.DataFrame | None = None,
                      max_workers: int | None = None, timeout: float | None = None, progress=None,
@@ -233,9 +289,14 @@ def modify_resources(df: pd.DataFrame, client: OrthancClient, action: str = "ano
     """
     if action not in ("anonymize", "modify"):
         raise ValueError(f"action must be 'anonymize' or 'modify', got {action!r}.")
-    if level not in _ROUTES:
-        raise ValueError(f"level must be one of {tuple(_ROUTES)}, got {level!r}.")
+    if level is not None and level not in _ROUTES:
+        raise ValueError(f"level must be one of {tuple(_ROUTES)} or None (exactly the rows), "
+                         f"got {level!r}.")
     check_bulk_args(max_workers, errors)
+    _check_force(action, keep, replace, remove, force)
+    if level is None:
+        level = exact_level(df, client, action)
+    beyond = beyond_rows(df, client, level)
     resources = _level_resources(df, level)
     finished: dict[str, pd.DataFrame] = {}
     if done is not None and len(done):
@@ -254,7 +315,7 @@ def modify_resources(df: pd.DataFrame, client: OrthancClient, action: str = "ano
     if not confirm:
         first = _first_rows(df, level)
         plan = pd.DataFrame([{"level": level, "resource": rid, "status": f"would {action}", "reason": "",
-                              **first.get(rid, {})} for rid in todo])
+                              "beyond_rows": beyond.get(rid, 0), **first.get(rid, {})} for rid in todo])
         parts = [p for p in (plan, *finished.values()) if len(p)]
         out = _report_shape(pd.concat(parts, ignore_index=True) if parts else plan)
         out.attrs["dry_run"] = True
@@ -278,7 +339,8 @@ def modify_resources(df: pd.DataFrame, client: OrthancClient, action: str = "ano
             continue
         st = statuses[rid]
         new = st["content"].get("ID")
-        head = {"level": level, "resource": rid, "new_resource": new, "job": st["job"]}
+        head = {"level": level, "resource": rid, "new_resource": new, "job": st["job"],
+                "beyond_rows": beyond.get(rid, 0)}
         if not st["ok"] or not new:
             frames.append(pd.DataFrame([{**head, "status": "failed", "reason": st["reason"] or "no result"}]))
             continue

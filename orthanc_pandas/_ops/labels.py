@@ -92,7 +92,7 @@ def _resources(df: pd.DataFrame, level: str) -> list[str]:
     return list(dict.fromkeys(df.index.get_level_values(level).tolist()))
 
 
-def add_labels(df: pd.DataFrame, client: OrthancClient, *labels: str, level: str = "study",
+def add_labels(df: pd.DataFrame, client: OrthancClient, *labels: str, level: str = "instance",
                max_workers: int | None = None, progress=None, errors: str = "raise") -> pd.DataFrame:
     """Put ``labels`` on each distinct resource of ``level`` among the rows of ``df``.
 
@@ -139,7 +139,7 @@ def add_labels(df: pd.DataFrame, client: OrthancClient, *labels: str, level: str
     return _apply(df, client, labels, level, "add", max_workers, progress, errors)
 
 
-def remove_labels(df: pd.DataFrame, client: OrthancClient, *labels: str, level: str = "study",
+def remove_labels(df: pd.DataFrame, client: OrthancClient, *labels: str, level: str = "instance",
                   max_workers: int | None = None, progress=None,
                   errors: str = "raise") -> pd.DataFrame:
     """Take ``labels`` off each distinct resource of ``level`` among the rows of ``df``.
