@@ -8,6 +8,7 @@ builds on, so that a plain ``pytest`` run catches a reverse import or a cycle to
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,17 @@ def test_the_layer_contract_fails_on_a_reverse_import(tmp_path):
     planted = subprocess.run([str(lint)], cwd=copy, env=env, capture_output=True, text=True)
     assert planted.returncode != 0
     assert "orthanc_pandas._http.changes -> orthanc_pandas._accessors.frame" in planted.stdout
+
+
+def test_readme_docs_and_notebooks_name_only_public_paths():
+    """Users are sent to public names only; docs/architecture.md alone maps the inside."""
+    internal = re.compile(r"orthanc_pandas[./]_\w+")
+    found = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
+                 *sorted((ROOT / "notebooks").glob("*.ipynb"))]:
+        if path.name == "architecture.md":
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if internal.search(line):
+                found.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()[:100]}")
+    assert not found, "internal module paths in user-facing docs:\n" + "\n".join(found)
