@@ -72,7 +72,7 @@ def series_frames(df):
 
 
 def work(frame, client):
-    return frame.orthanc.headers(client=client), frame.orthanc.volume(client=client)
+    return frame.orthanc.headers(client=client).tolist(), frame.orthanc.volume(client=client)
 
 
 def test_eight_threads_one_client_equal_serial_and_originals(load_server):
