@@ -52,17 +52,35 @@ extras=test
 "$VENV/bin/python" -m pip install -q -e ".[$extras]"
 
 run_tests() {  # the suite once per Orthanc server; fails if any run fails
-  local rc=0 server root
+  local rc=0 server suite root
+  local servers=${ORTHANC_SERVERS:-system sid trixie:quick}
   local quick=(tests/test_capabilities.py tests/test_changes.py tests/test_read.py
                tests/test_refresh.py tests/test_labels.py tests/test_fetch_tags.py)
-  for server in ${ORTHANC_SERVERS:-system sid trixie:quick}; do
-    local suite=${server%:quick} args=("$@")
+  # Every root first: the run on this machine's Orthanc compares it with sid's (tests that
+  # need both versions), so sid's root must exist before the first pytest run too.
+  declare -A roots=()
+  local needed=(sid)
+  for server in $servers; do
+    suite=${server%:quick}
+    [ "$suite" != system ] && needed+=("$suite")
+  done
+  for suite in "${needed[@]}"; do
+    [ -n "${roots[$suite]:-}" ] && continue
+    roots[$suite]=$("$VENV/bin/orthanc-pandas" install-orthanc --suite "$suite") || roots[$suite]=""
+  done
+  for server in $servers; do
+    local args=("$@")
+    suite=${server%:quick}
     [ "$server" != "$suite" ] && args=("${quick[@]}" "$@")
     if [ "$suite" = system ]; then
       echo "== tests on this machine's Orthanc ==" >&2
       env -u ORTHANC_ROOT "$VENV/bin/python" -m pytest "${args[@]}" || rc=$?
     else
-      root=$("$VENV/bin/orthanc-pandas" install-orthanc --suite "$suite") || { rc=1; continue; }
+      root=${roots[$suite]:-}
+      if [ -z "$root" ]; then
+        echo "== no root for Debian $suite's Orthanc: its run fails ==" >&2
+        rc=1; continue
+      fi
       echo "== tests on Debian $suite's Orthanc ($root)${server#"$suite"} ==" >&2
       ORTHANC_ROOT="$root" "$VENV/bin/python" -m pytest "${args[@]}" || rc=$?
     fi
