@@ -8,6 +8,7 @@ import threading
 import time
 
 import pandas as pd
+import pytest
 
 import orthanc_pandas as op
 from orthanc_pandas._http.changes import content_only, is_content_change
@@ -80,9 +81,9 @@ def test_reads_are_stable_while_dicomweb_writes_its_cache(orthanc_factory):
     neutral = [c for c in entries if not is_content_change(c)]
     # stability events always; DICOMweb >= 1.15 (with Orthanc 1.12+) adds its cache writes
     assert {"StableSeries", "StableStudy", "StablePatient"} <= {c["ChangeType"] for c in neutral}
-    if client.capabilities().labels:  # Orthanc 1.12+: a DICOMweb plugin that caches
-        assert any(c["ChangeType"] == "UpdatedAttachment" and c["ResourceType"] == "Series"
-                   for c in neutral)
+    # exactly where Orthanc is 1.12+ (labels): only its DICOMweb plugin (>= 1.15) caches
+    assert any(c["ChangeType"] == "UpdatedAttachment" and c["ResourceType"] == "Series"
+               for c in neutral) == client.capabilities().labels
     assert len(content_only(entries)) == len(entries) - len(neutral)
 
 
@@ -109,7 +110,8 @@ def test_refresh_after_neutral_changes_fetches_nothing(orthanc_factory):
     assert not log.paths("/series/") and not log.paths("/studies/") and not log.paths("/instances/")
 
 
-def test_content_changes_filtered_by_type_on_the_server_where_it_can(orthanc_factory):
+def _content_changes_read(orthanc_factory):
+    """(entries kept by iter_changes(content_only=True), the /changes queries it sent)."""
     server = orthanc_factory(config={"StableAge": 1})
     server.upload_bytes([to_bytes(d) for d in make_series(4, 8, 8, seed="ty")])
     client = op.OrthancClient(server.url)
@@ -121,8 +123,18 @@ def test_content_changes_filtered_by_type_on_the_server_where_it_can(orthanc_fac
     kept = list(client.iter_changes(0, content_only=True))
     assert kept == content_only(everything)
     assert len(kept) < len(everything) and kept  # stability events existed and were dropped
-    asked = [q for _m, p, q in log.calls if p == "/changes"]
-    if client.capabilities().extended_changes:
-        assert all("type" in q for q in asked)  # the server filtered
-    else:
-        assert not any("type" in q for q in asked)  # 1.10 refuses nothing, filters nothing
+    return client, [q for _m, p, q in log.calls if p == "/changes"]
+
+
+@pytest.mark.orthanc_min("1.12.5")
+def test_content_changes_filtered_by_type_on_the_server(orthanc_factory):
+    client, asked = _content_changes_read(orthanc_factory)
+    assert client.capabilities().extended_changes
+    assert asked and all("type" in q for q in asked)  # the server filtered
+
+
+@pytest.mark.orthanc_before("1.12.5")
+def test_content_changes_filtered_here_without_extended_changes(orthanc_factory):
+    client, asked = _content_changes_read(orthanc_factory)
+    assert not client.capabilities().extended_changes
+    assert asked and not any("type" in q for q in asked)  # 1.10 refuses nothing, filters nothing
