@@ -17,6 +17,7 @@ import pytest
 from conftest import IN_CI, ORTHANC_ROOT, _require_orthanc, corpus_paths
 
 import orthanc_pandas as op
+from orthanc_pandas._ops.read import choose_route
 from orthanc_pandas.errors import ParseWarning
 from orthanc_pandas.testing import (
     POSTGRESQL_INDEX_PLUGIN,
@@ -102,7 +103,7 @@ def test_route_on_postgres_follows_its_capabilities(twins):
     assert pg_caps.version == sqlite_caps.version
     assert not pg_caps.extended_find  # plugin 5.0; SQLite on 1.13 has it, on 1.10 neither
     assert sqlite_caps.extended_find == (on_sqlite.client().version_tuple >= (1, 12, 5))
-    assert op.read.choose_route(on_pg.client()) == "lists"
+    assert choose_route(on_pg.client()) == "lists"
 
 
 def test_counts_match_statistics(twins):
