@@ -13,6 +13,7 @@ from orthanc_pandas._frame.tags import resolve_tag
 from orthanc_pandas._http.capabilities import Capabilities, stored_tags
 from orthanc_pandas._ops import fetch_tags
 from orthanc_pandas._ops.read import FIND_INSTANCE_CONTENT, choose_route, find_instance_content
+from orthanc_pandas.testing import LocalOrthanc
 
 DATA = Path(__file__).parent / "data"
 
@@ -114,15 +115,22 @@ def test_stored_tags_keeps_unknown_private_tags_by_number():
 
 
 # -- the server under test: each run covers its own version's branch ----------------------
-def test_capabilities_match_the_servers_own_system(empty_server):
-    client = empty_server.client()
+@pytest.fixture(scope="module")
+def idle_server(orthanc_available):
+    """One empty server for the tests below, which only read from it."""
+    with LocalOrthanc(name="capabilities") as server:
+        yield server
+
+
+def test_capabilities_match_the_servers_own_system(idle_server):
+    client = idle_server.client()
     assert client.capabilities() == Capabilities.from_system(client.system())
     assert client.capabilities().version == client.system()["Version"]
 
 
 @pytest.mark.orthanc_min("1.12.5")
-def test_claimed_capabilities_are_routes_that_answer(empty_server):
-    client = empty_server.client()
+def test_claimed_capabilities_are_routes_that_answer(idle_server):
+    client = idle_server.client()
     caps = client.capabilities()
     assert caps.extended_find and caps.labels and caps.requested_tags and caps.extended_changes
     probe_find = {"Level": "Instance", "Query": {}, "Limit": 1, "Since": 0, "ResponseContent": ["Parent"]}
@@ -136,8 +144,8 @@ def test_claimed_capabilities_are_routes_that_answer(empty_server):
 
 
 @pytest.mark.orthanc_before("1.11")
-def test_denied_capabilities_are_routes_that_do_not_answer(empty_server):
-    client = empty_server.client()
+def test_denied_capabilities_are_routes_that_do_not_answer(idle_server):
+    client = idle_server.client()
     caps = client.capabilities()
     assert not (caps.extended_find or caps.labels or caps.requested_tags or caps.extended_changes)
     with pytest.raises(op.OrthancHTTPError):
