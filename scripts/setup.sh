@@ -4,8 +4,9 @@
 #   bash scripts/setup.sh test   # set up, then run the test suite against real Orthanc servers
 # Extra arguments go to the demo or to pytest.
 # The tests run on this machine's Orthanc (Debian bookworm: 1.10.1) and on Debian sid's current
-# Orthanc (1.13), installed once into ~/.cache/orthanc-pandas/roots/sid (root needed), then the
-# version-sensitive tests on trixie's 1.12.7 (":quick"). ORTHANC_SERVERS="system", "sid" ...
+# Orthanc (1.13), then the version-sensitive tests on trixie's 1.12.7 (":quick"). The roots of
+# sid and trixie are installed once, before the first run, into $ORTHANC_PANDAS_CACHE/roots
+# (default ~/.cache/orthanc-pandas/roots; root needed). ORTHANC_SERVERS="system", "sid" ...
 # runs only those.
 set -euo pipefail
 cd "$(dirname "$0")/.."
