@@ -7,7 +7,7 @@
 # Orthanc (1.13), then the version-sensitive tests on trixie's 1.12.7 (":quick"). The roots of
 # sid and trixie are installed once, before the first run, into $ORTHANC_PANDAS_CACHE/roots
 # (default ~/.cache/orthanc-pandas/roots; root needed). ORTHANC_SERVERS="system", "sid" ...
-# runs only those.
+# runs only those; TEST_WORKERS=N sets the number of pytest-xdist workers (default 2, 0: none).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 job="${1:-demo}"; shift || true
@@ -54,6 +54,9 @@ extras=test
 
 run_tests() {  # the suite once per Orthanc server; fails if any run fails
   local rc=0 server suite root
+  # pytest-xdist workers (0: none); whole files go to one worker, so a module's shared server
+  # is started once. Each worker has its own session servers.
+  local workers=(-n "${TEST_WORKERS:-2}" --dist loadfile)
   local servers=${ORTHANC_SERVERS:-system sid trixie:quick}
   local quick=(tests/test_capabilities.py tests/test_changes.py tests/test_read.py
                tests/test_refresh.py tests/test_labels.py tests/test_fetch_tags.py)
@@ -70,9 +73,9 @@ run_tests() {  # the suite once per Orthanc server; fails if any run fails
     roots[$suite]=$("$VENV/bin/orthanc-pandas" install-orthanc --suite "$suite") || roots[$suite]=""
   done
   for server in $servers; do
-    local args=("$@")
+    local args=("${workers[@]}" "$@")
     suite=${server%:quick}
-    [ "$server" != "$suite" ] && args=("${quick[@]}" "$@")
+    [ "$server" != "$suite" ] && args=("${workers[@]}" "${quick[@]}" "$@")
     if [ "$suite" = system ]; then
       echo "== tests on this machine's Orthanc ==" >&2
       env -u ORTHANC_ROOT "$VENV/bin/python" -m pytest "${args[@]}" || rc=$?
