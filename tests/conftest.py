@@ -6,7 +6,9 @@ with temporary storage. Under ``CI=true`` a missing Orthanc is a failure, never 
 
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,10 @@ from orthanc_pandas.testing._servers import DEFAULT_BINARY
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+# Servers here hold throw-away data: kill them at teardown instead of a graceful shutdown
+# (~2.5 s each, and the suite starts dozens). Servers with a storage= folder still shut down.
+LocalOrthanc.fast_stop = True
+
 
 #: The Orthanc under test: this machine's (1.10.1 on bookworm), or the one in $ORTHANC_ROOT
 #: (Debian sid's 1.13, see orthanc_pandas.testing.install_debian_orthanc)
@@ -39,7 +45,45 @@ def pytest_report_header(config):
         binary = find_orthanc_binary(root=ORTHANC_ROOT)
     except OrthancNotInstalledError as exc:
         return f"orthanc: none found in {where} ({exc})"
-    return f"orthanc: {binary} from {where}"
+    version = ".".join(map(str, orthanc_version() or ())) or "?"
+    return f"orthanc: {binary} {version} from {where}"
+
+
+def _parse_version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.strip().split(".") if x.isdigit())
+
+
+@functools.cache
+def orthanc_version() -> tuple[int, ...] | None:
+    """Version of the Orthanc under test (``Orthanc --version``, no server started), or None."""
+    try:
+        binary = find_orthanc_binary(root=ORTHANC_ROOT)
+    except OrthancNotInstalledError:
+        return None
+    cmd = [binary, "--version"] if ORTHANC_ROOT is None else ["chroot", ORTHANC_ROOT, binary, "--version"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
+        return _parse_version(out.split("\n", 1)[0].split()[-1])
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+        return None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the tests of other versions' branches; each run on another server covers them."""
+    marked = [i for i in items if i.get_closest_marker("orthanc_min") or i.get_closest_marker("orthanc_before")]
+    if not marked:
+        return
+    version = orthanc_version()
+    if version is None:  # no server: the server fixtures fail (CI) or skip
+        return
+    shown = ".".join(map(str, version))
+    for item in marked:
+        for m in item.iter_markers("orthanc_min"):
+            if version < _parse_version(m.args[0]):
+                item.add_marker(pytest.mark.skip(reason=f"needs Orthanc >= {m.args[0]}; this run's is {shown}"))
+        for m in item.iter_markers("orthanc_before"):
+            if version >= _parse_version(m.args[0]):
+                item.add_marker(pytest.mark.skip(reason=f"for Orthanc < {m.args[0]}; this run's is {shown}"))
 
 
 def _require_orthanc() -> None:

@@ -8,6 +8,7 @@ import threading
 import time
 
 import pandas as pd
+import pytest
 
 import orthanc_pandas as op
 from orthanc_pandas._http.changes import content_only, is_content_change
@@ -59,13 +60,13 @@ def test_reads_are_stable_while_dicomweb_writes_its_cache(orthanc_factory):
     viewer = threading.Thread(target=_viewer_loop, args=(server.url, stop, done))
     viewer.start()
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # only a hang reaches it
         frames = []
         while time.monotonic() < deadline and (len(frames) < 5 or done[0] < 3):
             # one attempt only: any change taken for a content change would raise here
             frames.append(op.read_orthanc(client, max_attempts=1))
         # past StableAge the stability events (and on 1.12+ the cache writes) follow
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60  # only a hang reaches it
         while time.monotonic() < deadline and not _stable(client):
             frames.append(op.read_orthanc(client, max_attempts=1))
             time.sleep(0.2)
@@ -80,9 +81,9 @@ def test_reads_are_stable_while_dicomweb_writes_its_cache(orthanc_factory):
     neutral = [c for c in entries if not is_content_change(c)]
     # stability events always; DICOMweb >= 1.15 (with Orthanc 1.12+) adds its cache writes
     assert {"StableSeries", "StableStudy", "StablePatient"} <= {c["ChangeType"] for c in neutral}
-    if client.capabilities().labels:  # Orthanc 1.12+: a DICOMweb plugin that caches
-        assert any(c["ChangeType"] == "UpdatedAttachment" and c["ResourceType"] == "Series"
-                   for c in neutral)
+    # exactly where Orthanc is 1.12+ (labels): only its DICOMweb plugin (>= 1.15) caches
+    assert any(c["ChangeType"] == "UpdatedAttachment" and c["ResourceType"] == "Series"
+               for c in neutral) == client.capabilities().labels
     assert len(content_only(entries)) == len(entries) - len(neutral)
 
 
@@ -94,7 +95,7 @@ def test_refresh_after_neutral_changes_fetches_nothing(orthanc_factory):
     stop, done = threading.Event(), [0]
     viewer = threading.Thread(target=_viewer_loop, args=(server.url, stop, done))
     viewer.start()
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60  # only a hang reaches it
     while time.monotonic() < deadline and not _stable(client):
         time.sleep(0.2)
     time.sleep(0.5)  # the viewer's reads after stability write the cache again
@@ -109,11 +110,12 @@ def test_refresh_after_neutral_changes_fetches_nothing(orthanc_factory):
     assert not log.paths("/series/") and not log.paths("/studies/") and not log.paths("/instances/")
 
 
-def test_content_changes_filtered_by_type_on_the_server_where_it_can(orthanc_factory):
+def _content_changes_read(orthanc_factory):
+    """(entries kept by iter_changes(content_only=True), the /changes queries it sent)."""
     server = orthanc_factory(config={"StableAge": 1})
     server.upload_bytes([to_bytes(d) for d in make_series(4, 8, 8, seed="ty")])
     client = op.OrthancClient(server.url)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60  # only a hang reaches it
     while time.monotonic() < deadline and not _stable(client):  # stability events
         time.sleep(0.2)
     everything = list(client.iter_changes(0))
@@ -121,8 +123,18 @@ def test_content_changes_filtered_by_type_on_the_server_where_it_can(orthanc_fac
     kept = list(client.iter_changes(0, content_only=True))
     assert kept == content_only(everything)
     assert len(kept) < len(everything) and kept  # stability events existed and were dropped
-    asked = [q for _m, p, q in log.calls if p == "/changes"]
-    if client.capabilities().extended_changes:
-        assert all("type" in q for q in asked)  # the server filtered
-    else:
-        assert not any("type" in q for q in asked)  # 1.10 refuses nothing, filters nothing
+    return client, [q for _m, p, q in log.calls if p == "/changes"]
+
+
+@pytest.mark.orthanc_min("1.12.5")
+def test_content_changes_filtered_by_type_on_the_server(orthanc_factory):
+    client, asked = _content_changes_read(orthanc_factory)
+    assert client.capabilities().extended_changes
+    assert asked and all("type" in q for q in asked)  # the server filtered
+
+
+@pytest.mark.orthanc_before("1.12.5")
+def test_content_changes_filtered_here_without_extended_changes(orthanc_factory):
+    client, asked = _content_changes_read(orthanc_factory)
+    assert not client.capabilities().extended_changes
+    assert asked and not any("type" in q for q in asked)  # 1.10 refuses nothing, filters nothing

@@ -312,10 +312,8 @@ def test_stalled_server_times_out_with_a_clear_message(orthanc_factory):
     assert client.system()
     os.kill(server.process.pid, signal.SIGSTOP)  # the process is alive but answers nothing
     try:
-        t = time.perf_counter()
-        with pytest.raises(OrthancTimeoutError, match="timed out") as info:
-            client.statistics()
-        assert time.perf_counter() - t < 10
+        with pytest.raises(OrthancTimeoutError, match=r"timed out \(read timeout, timeout=\(1, 1\.5\)\)") as info:
+            client.statistics()  # the client's own read timeout ends the wait, nothing else
         assert isinstance(info.value, TimeoutError)
     finally:
         os.kill(server.process.pid, signal.SIGCONT)

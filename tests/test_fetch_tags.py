@@ -123,10 +123,10 @@ def test_binary_values_are_the_files_bytes(corpus, corpus_frame):
     assert missing["0043,1028"].isna().all()
 
 
+@pytest.mark.orthanc_min("1.11")
 def test_parent_level_and_computed_tags_are_read_from_files(corpus):
     caps = op.connect(corpus.url).capabilities()
-    if not caps.requested_tags:
-        pytest.skip("this Orthanc has no requested tags: every tag is read from the files")
+    assert caps.requested_tags
     assert from_files_only(resolve_tag("InstitutionName"), caps)  # a study tag in the index
     assert from_files_only(resolve_tag("ModalitiesInStudy"), caps)  # computed by Orthanc
     assert not from_files_only(resolve_tag("SliceThickness"), caps)
@@ -136,8 +136,7 @@ def test_parent_level_and_computed_tags_are_read_from_files(corpus):
 def emt_server(orthanc_factory) -> LocalOrthanc:
     # no storage cache: a file Orthanc reads must come from the disk (see the test below)
     server = orthanc_factory(extra_main_dicom_tags={"Instance": EMT}, config={"MaximumStorageCacheSize": 0})
-    if not server.client().capabilities().requested_tags:
-        pytest.skip("ExtraMainDicomTags / requested tags need Orthanc >= 1.11")
+    assert server.client().capabilities().requested_tags  # tests using it are orthanc_min("1.11")
     server.upload_bytes(generate_archive(1, 1, 2, 6, rows=4, cols=4, seed="emt"))
     return server
 
@@ -159,6 +158,7 @@ def check_emt_values(df, cols, seed):
         assert [row.PixelSpacing_0, row.PixelSpacing_1] == pytest.approx(ps)
 
 
+@pytest.mark.orthanc_min("1.11")
 def test_extra_main_tags_come_from_the_index(emt_server):
     df = op.read_orthanc(emt_server.url, progress=False)
     assert {"SliceThickness", "RescaleIntercept"} <= set(df.columns)  # read_orthanc has them already
@@ -180,10 +180,10 @@ def test_extra_main_tags_come_from_the_index(emt_server):
         columns(df, op.connect(emt_server.url), ["KVP"])  # a tag not stored needs the files
 
 
+@pytest.mark.orthanc_min("1.11")
 def test_instances_stored_before_the_config_are_read_from_files(orthanc_factory, tmp_path):
     with LocalOrthanc(storage=tmp_path / "storage") as before:
-        if not before.client().capabilities().requested_tags:
-            pytest.skip("ExtraMainDicomTags / requested tags need Orthanc >= 1.11")
+        assert before.client().capabilities().requested_tags
         before.upload_bytes(generate_archive(1, 1, 2, 6, rows=4, cols=4, seed="emt"))
     server = orthanc_factory(storage=tmp_path / "storage", extra_main_dicom_tags={"Instance": EMT})
     df = op.read_orthanc(server.url, progress=False)

@@ -29,22 +29,40 @@ def test_job_status_rows_from_job_json():
     assert not partial["ok"] and "2 instance(s)" in partial["reason"]
 
 
-class _StuckServer:
-    """A client whose jobs never finish; records cancellations."""
+class _Clock:
+    """Stands in for the time module of jobs.py: sleeping advances it, nothing waits."""
 
     def __init__(self):
-        self.cancelled = []
+        self.now = 0.0
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+class _StuckServer:
+    """A client whose jobs never finish; records polls and cancellations (with the clock)."""
+
+    def __init__(self, clock):
+        self.clock, self.polls, self.cancelled = clock, [], []
 
     def get_json(self, path):
+        self.polls.append(path)
         return {"ID": path.rsplit("/", 1)[-1], "State": "Running", "Progress": 10}
 
     def post_json(self, path, body):
-        self.cancelled.append(path)
+        self.cancelled.append((path, self.clock.now))
         return {}
 
 
-def test_run_jobs_bounds_concurrency_and_times_out_with_a_status_for_every_item():
-    client = _StuckServer()
+def test_run_jobs_bounds_concurrency_and_times_out_with_a_status_for_every_item(monkeypatch):
+    from orthanc_pandas._ops import jobs
+
+    clock = _Clock()
+    monkeypatch.setattr(jobs, "time", clock)
+    client = _StuckServer(clock)
     started = []
 
     def submit(item):
@@ -53,13 +71,16 @@ def test_run_jobs_bounds_concurrency_and_times_out_with_a_status_for_every_item(
             raise op.OrthancHTTPError("refused", status=400, method="POST", url="u")
         return f"job-{item}"
 
-    out = run_jobs(client, ["a", "bad", "b", "c"], submit, max_workers=2, timeout=0.3, poll=0.05)
+    out = run_jobs(client, ["a", "bad", "b", "c"], submit, max_workers=2, timeout=30, poll=1)
     assert list(out) == ["a", "bad", "b", "c"]
     assert all(s["done"] and not s["ok"] for s in out.values())
     assert "refused" in out["bad"]["reason"]
     assert "job cancelled" in out["a"]["reason"] and "not started" in out["c"]["reason"]
     assert started == ["a", "bad", "b"]  # never more than 2 running: c waited, then timed out
-    assert sorted(client.cancelled) == ["/jobs/job-a/cancel", "/jobs/job-b/cancel"]
+    # the running jobs were watched until the timeout, then cancelled, not before
+    assert {"/jobs/job-a", "/jobs/job-b"} == set(client.polls) and len(client.polls) >= 2 * 30
+    assert sorted(p for p, _ in client.cancelled) == ["/jobs/job-a/cancel", "/jobs/job-b/cancel"]
+    assert all(when >= 30 for _, when in client.cancelled)
 
 
 @pytest.fixture(scope="module")

@@ -142,10 +142,12 @@ def test_labels_from_map_matches_build_frame():
 
 # -- a real Orthanc ----------------------------------------------------------------------
 @pytest.fixture
-def server(empty_server):
+def server(orthanc_factory):
+    # no stability events during a test: they would move /changes between two reads
+    server = orthanc_factory(config={"StableAge": 3600})
     # 2 patients x 2 studies x 2 series x 3 instances
-    empty_server.upload_bytes(generate_archive(2, 2, 2, 3, rows=4, cols=4, seed="labels"))
-    return empty_server
+    server.upload_bytes(generate_archive(2, 2, 2, 3, rows=4, cols=4, seed="labels"))
+    return server
 
 
 def _need_labels(client):

@@ -297,13 +297,16 @@ def test_server_killed_during_read_raises_naming_what_was_read(orthanc_factory):
     assert len(op.read_orthanc(server.url)) == 800
 
 
+@pytest.mark.orthanc_before("1.12.5")
+def test_no_find_route_before_extended_find(corpus):
+    with pytest.raises(ValueError, match="needs extended /tools/find"):
+        op.read_orthanc(corpus.url, route="find")
+
+
+@pytest.mark.orthanc_min("1.12.5")
 def test_find_route_gives_the_frame_of_the_lists_route(corpus, corpus_frame):
     """On 1.12.5+ the instances come from extended /tools/find: the same frame, exactly."""
-    client = corpus.server.client()
-    if not client.capabilities().extended_find:
-        with pytest.raises(ValueError, match="needs extended /tools/find"):
-            op.read_orthanc(corpus.url, route="find")
-        return
+    assert corpus.server.client().capabilities().extended_find
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ParseWarning)
         lists = op.read_orthanc(corpus.url, route="lists")
@@ -322,12 +325,21 @@ def test_low_find_limits_never_truncate_the_index(orthanc_factory):
     assert len(df) == client.statistics()["CountInstances"] == 720
     assert df.index.is_unique
     assert set(df.index.get_level_values("instance")) == set(client.list_ids("instances"))
-    if client.capabilities().extended_find:
-        # the server really does answer 100 rows per call, however many are asked for
-        page = client.post_json("/tools/find", {"Level": "Instance", "Query": {}, "Limit": 5000,
-                                                "Since": 0, "ResponseContent": ["Parent"]})
-        assert len(page) == 100
-        pd.testing.assert_frame_equal(df, op.read_orthanc(server.url, route="lists"))
+
+
+@pytest.mark.orthanc_min("1.12.5")
+def test_low_find_limits_really_limit_each_find_call(orthanc_factory):
+    """The find route pages past LimitFindInstances: the server answers 100 rows per call,
+    however many are asked for, and the frame equals the lists route's."""
+    server = orthanc_factory(config={"LimitFindInstances": 100, "LimitFindResults": 10})
+    server.upload_bytes(generate_archive(1, 1, 3, 50, rows=4, cols=4, seed="limits"))
+    client = server.client()
+    page = client.post_json("/tools/find", {"Level": "Instance", "Query": {}, "Limit": 5000,
+                                            "Since": 0, "ResponseContent": ["Parent"]})
+    assert len(page) == 100
+    df = op.read_orthanc(server.url, route="find", page_size=5000)
+    assert len(df) == 150
+    pd.testing.assert_frame_equal(df, op.read_orthanc(server.url, route="lists"))
 
 
 def test_frames_equal_across_orthanc_versions(two_versions):

@@ -52,3 +52,23 @@ def test_persistent_storage_survives_stop(orthanc_available, tmp_path):
         server.upload_bytes(to_bytes(d) for d in make_series(3, 8, 8, seed="p"))
     with LocalOrthanc(storage=tmp_path / "store") as server:
         assert server.client().statistics()["CountInstances"] == 3
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_stop_fast_or_graceful_ends_the_server_and_removes_its_folders(orthanc_available, fast):
+    server = LocalOrthanc().start()
+    process, workdir = server.process, server.workdir
+    server.stop(fast=fast)
+    # killed (SIGKILL) or shut down (exit status 0): either way gone, and its files with it
+    assert process.returncode == (-9 if fast else 0)
+    assert not workdir.exists() and server.process is None
+    with pytest.raises(op.OrthancConnectionError):
+        op.OrthancClient(f"http://127.0.0.1:{server.port}", retries=0).system()
+
+
+def test_fast_stop_still_closes_a_kept_storage_gracefully(orthanc_available, tmp_path):
+    server = LocalOrthanc(storage=tmp_path / "store").start()
+    process = server.process
+    server.stop(fast=True)  # the storage outlives the server: its index is closed cleanly
+    assert process.returncode == 0
+    assert (tmp_path / "store").is_dir()
