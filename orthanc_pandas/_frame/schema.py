@@ -481,6 +481,41 @@ def build_frame(tables: Mapping[str, LevelTable | Mapping[str, pa.Array]], *, ty
     return df
 
 
+def joinable_tables(tables: Mapping[str, LevelTable | Mapping[str, pa.Array]]
+                    ) -> dict[str, dict[str, pa.Array]]:
+    """The levels' arrays without what a read of a changing archive can leave in them.
+
+    Offset pages of a list that grows or shrinks meanwhile can hold a resource twice (kept
+    once) and a child whose parent the parent list missed (dropped, with its own children).
+    What is dropped is not lost: a read that catches up finds it missing from the server's
+    id list and fetches its series again.
+
+    Examples
+    --------
+    >>> tables = {lvl: LevelTable.from_resources(lvl, []) for lvl in LEVELS}
+    >>> tables["instance"] = LevelTable.from_resources("instance", [
+    ...     {"ID": "i1", "ParentSeries": "gone"}, {"ID": "i1", "ParentSeries": "gone"}])
+    >>> len(joinable_tables(tables)["instance"]["ID"])
+    0
+    """
+    out: dict[str, dict[str, pa.Array]] = {}
+    for level in LEVELS:
+        t = tables[level]
+        arrays = t.finish() if isinstance(t, LevelTable) else dict(t)
+        ids = arrays["ID"]
+        keep = ~pd.Series(pd.array(ids, dtype=pd.ArrowDtype(ids.type))).duplicated().to_numpy()
+        pkey = PARENT_KEY.get(level)
+        if pkey is not None:
+            parents = arrays.get(pkey, pa.nulls(len(ids), pa.string()))
+            listed = pc.is_in(parents, value_set=out[LEVELS[LEVELS.index(level) - 1]]["ID"])
+            keep &= listed.to_numpy(zero_copy_only=False)
+        if not keep.all():
+            mask = pa.array(keep)
+            arrays = {k: v.filter(mask) for k, v in arrays.items()}
+        out[level] = arrays
+    return out
+
+
 def labels_column(labels: Mapping[str, pa.Array | None], per_instance: Mapping[str, np.ndarray],
                   n: int, categories: Iterable[str] = ()) -> pd.Categorical | pd.Series:
     """The ``orthanc_labels`` column: per instance, the union of its four levels' labels.
