@@ -1,9 +1,14 @@
-"""``read_orthanc``: the whole server index as one DataFrame, consistent with one moment."""
+"""``read_orthanc``: the whole server index as one DataFrame, consistent with one moment.
+
+On an archive that changes during the read, the read is caught up (:mod:`.live`) instead of
+repeated.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
@@ -14,10 +19,12 @@ from orthanc_pandas._frame.schema import (
     InconsistentIndexError,
     LevelTable,
     build_frame,
+    joinable_tables,
     release_memory,
     system_memory_pool,
 )
 from orthanc_pandas._http.client import OrthancClient, get_client
+from orthanc_pandas._ops.live import Pace, catch_up
 from orthanc_pandas._ops.provenance import (  # noqa: F401 (check_format: imported from here too)
     FORMAT_VERSION,
     STAT_KEYS,
@@ -31,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: bool = True,
-                 page_size: int = 5000, max_attempts: int = 3, route: str = "auto",
+                 page_size: int = 5000, max_rounds: int = 5, route: str = "auto",
                  **client_kwargs) -> pd.DataFrame:
     """Read the whole Orthanc index into one DataFrame, one row per instance.
 
@@ -39,10 +46,16 @@ def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: b
     ``GET /{level}?expand``, or for the instances extended ``/tools/find`` where the server
     has it (Orthanc >= 1.12.5; paged, so ``LimitFindInstances`` does not truncate it). Both
     routes give the same frame.
-    The read is checked against ``/changes`` and ``/statistics`` before and after: if the
-    archive changed meanwhile it is read again, and after ``max_attempts`` a
-    :class:`~orthanc_pandas.errors.ServerChangedError` is raised. A silently partial frame is
-    never returned.
+    The read is checked against ``/changes`` and ``/statistics`` before and after. If the
+    archive changed meanwhile (instances stored or deleted by others), the read is caught up
+    instead of repeated: the instance ids listed at one moment say which rows the frame must
+    hold, and the series that changed are read again (see :mod:`orthanc_pandas._ops.live`).
+    The frame then holds exactly the instances the server held at that moment, and
+    ``df.attrs["orthanc"]["last_change"]`` is that moment's change sequence, from which
+    ``df.orthanc.refresh()`` continues. Only when the archive changes faster than it can be
+    read (``max_rounds`` catch-up rounds without catching up) is a
+    :class:`~orthanc_pandas.errors.ServerChangedError` raised, giving both rates. A silently
+    partial frame is never returned.
 
     Parameters
     ----------
@@ -59,8 +72,9 @@ def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: b
         raw strings.
     page_size : int, default 5000
         Resources per request.
-    max_attempts : int, default 3
-        Reads tried while the archive keeps changing.
+    max_rounds : int, default 5
+        Catch-up rounds while the archive keeps changing (one is usually enough); ``0`` raises
+        :class:`~orthanc_pandas.errors.ServerChangedError` whenever it changed during the read.
     route : {"auto", "find", "lists"}, default "auto"
         How instances are listed: extended ``/tools/find`` (``"find"``, chosen by ``auto``
         where ``/system`` announces ``HasExtendedFind``) or ``GET /instances?expand``.
@@ -109,7 +123,41 @@ def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: b
         df.attrs["orthanc"] = provenance(client, system, last_change, counts)
         return df
 
-    return read_consistent(client, read, build, max_attempts=max_attempts)
+    return read_live(client, read, build, typed=typed, max_rounds=max_rounds)
+
+
+def read_live(client: OrthancClient, read, build, *, typed: bool = True, max_rounds: int = 5):
+    """Read once; if the archive changed meanwhile, catch the read up rather than repeat it.
+
+    ``read`` and ``build`` are those of :func:`read_consistent`. On a quiet archive this is
+    one read and its checks. Otherwise the pages are joined where they can be (a resource
+    read twice kept once, children of parents the lists missed left out) and
+    :func:`~orthanc_pandas._ops.live.catch_up` brings the frame to one moment of the server.
+    """
+    started = time.monotonic()
+    seq0 = client.last_change()
+    stats0 = client.statistics()
+    raw, counts = read(stats0)
+    seq1 = client.last_change()
+    stats1 = client.statistics()
+    seconds = time.monotonic() - started
+    problem = _consistency_problem(client, seq0, seq1, stats0, stats1, counts)
+    if not problem:
+        try:
+            return build(raw, seq1, counts)
+        except InconsistentIndexError as exc:
+            problem = str(exc)
+    log.info("Orthanc changed during the read (%s); catching up", problem)
+    stored = sum(1 for c in content_changes(client, seq0, seq1) if c.get("ChangeType") == "NewInstance")
+    deleted = max(0, int(stats0["CountInstances"]) + stored - int(stats1["CountInstances"]))
+    pace = Pace(whole_read=counts["instance"], whole_seconds=seconds, arrived=stored + deleted,
+                changing_seconds=seconds)
+    with system_memory_pool():
+        df = build_frame(joinable_tables(raw), typed=typed)
+    df, seq = catch_up(client, df, seq0, typed=typed, pace=pace, max_rounds=max_rounds)
+    counts = {lvl: df.index.get_level_values(lvl).nunique() for lvl in LEVELS}
+    df.attrs["orthanc"] = provenance(client, client.system(), seq, counts)
+    return df
 
 
 def read_consistent(client: OrthancClient, read, build, *, max_attempts: int = 3):
