@@ -8,6 +8,7 @@ here asserts on wall-clock time.
 
 from __future__ import annotations
 
+import doctest
 import logging
 import re
 import threading
@@ -17,6 +18,7 @@ import pandas as pd
 import pytest
 
 import orthanc_pandas as op
+from orthanc_pandas._ops import live
 from orthanc_pandas.testing.synthetic import generate_archive, make_series, to_bytes
 
 READ_LOG = "orthanc_pandas._ops.read"
@@ -241,3 +243,16 @@ def test_changes_faster_than_read_names_both_rates(live_archive):
     # the same change with the default budget is caught up
     df = op.read_orthanc(client, page_size=100)
     pd.testing.assert_frame_equal(df, op.read_orthanc(server.url))
+
+
+def test_catch_up_rules_examples_run():
+    """cut_sequence, keeps_pace and the error message are pure: their examples are the test."""
+    result = doctest.testmod(live, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted >= 4
+
+
+def test_a_growing_backlog_does_not_keep_pace():
+    # a steady writer leaves rounds of about the same backlog: kept pace, noise included
+    assert live.keeps_pace(behind=7, absorbed=4, previous=4)
+    # a writer faster than the reader: each round leaves more behind than the one before
+    assert not live.keeps_pace(behind=300, absorbed=150, previous=160)
