@@ -315,6 +315,19 @@ class LevelTable:
         self._chunks = [out] if self.n else []
         return dict(out)
 
+    def column(self, name: str) -> pa.Array:
+        """One field over all rows (``"ID"``, ``"ParentSeries"``...; nulls where absent)."""
+        arrays = self.finish()
+        return arrays.get(name, pa.nulls(self.n, pa.string()))
+
+    def keep(self, mask) -> None:
+        """Keep only the rows where ``mask`` (booleans, in row order) is true."""
+        mask = pa.array(mask, pa.bool_())
+        arrays = self.finish()
+        if self.n:
+            self._chunks = [{k: v.filter(mask) for k, v in arrays.items()}]
+            self.n = len(self._chunks[0]["ID"])
+
     @classmethod
     def from_resources(cls, level: str, resources: list[dict]) -> LevelTable:
         """A table from one list of expanded resources (convenience for tests)."""
@@ -481,38 +494,39 @@ def build_frame(tables: Mapping[str, LevelTable | Mapping[str, pa.Array]], *, ty
     return df
 
 
-def joinable_tables(tables: Mapping[str, LevelTable | Mapping[str, pa.Array]]
-                    ) -> dict[str, dict[str, pa.Array]]:
-    """The levels' arrays without what a read of a changing archive can leave in them.
+def joinable_tables(tables: Mapping[str, LevelTable]) -> dict[str, LevelTable]:
+    """The levels without what a read of a changing archive can leave in them (in place).
 
     Offset pages of a list that grows or shrinks meanwhile can hold a resource twice (kept
-    once) and a child whose parent the parent list missed (dropped, with its own children).
-    What is dropped is not lost: a read that catches up finds it missing from the server's
-    id list and fetches its series again.
+    once), a child whose parent the parent list missed (dropped, with its own children), and
+    a parent all of whose children are gone (dropped: a fresh read never lists one). What is
+    dropped is not lost: a read that catches up finds it missing from the server's id list
+    and fetches its series again.
 
     Examples
     --------
     >>> tables = {lvl: LevelTable.from_resources(lvl, []) for lvl in LEVELS}
     >>> tables["instance"] = LevelTable.from_resources("instance", [
     ...     {"ID": "i1", "ParentSeries": "gone"}, {"ID": "i1", "ParentSeries": "gone"}])
-    >>> len(joinable_tables(tables)["instance"]["ID"])
+    >>> joinable_tables(tables)["instance"].n
     0
     """
-    out: dict[str, dict[str, pa.Array]] = {}
-    for level in LEVELS:
-        t = tables[level]
-        arrays = t.finish() if isinstance(t, LevelTable) else dict(t)
-        ids = arrays["ID"]
+    out = dict(tables)
+    for k, level in enumerate(LEVELS):  # top down: duplicates, then orphans
+        ids = out[level].column("ID")
         keep = ~pd.Series(pd.array(ids, dtype=pd.ArrowDtype(ids.type))).duplicated().to_numpy()
-        pkey = PARENT_KEY.get(level)
-        if pkey is not None:
-            parents = arrays.get(pkey, pa.nulls(len(ids), pa.string()))
-            listed = pc.is_in(parents, value_set=out[LEVELS[LEVELS.index(level) - 1]]["ID"])
+        if level in PARENT_KEY:
+            listed = pc.is_in(out[level].column(PARENT_KEY[level]),
+                              value_set=out[LEVELS[k - 1]].column("ID"))
             keep &= listed.to_numpy(zero_copy_only=False)
         if not keep.all():
-            mask = pa.array(keep)
-            arrays = {k: v.filter(mask) for k, v in arrays.items()}
-        out[level] = arrays
+            out[level].keep(keep)
+    for k in range(len(LEVELS) - 2, -1, -1):  # bottom up: parents left without a child
+        child = LEVELS[k + 1]
+        used = pc.is_in(out[LEVELS[k]].column("ID"), value_set=out[child].column(PARENT_KEY[child]))
+        used = used.to_numpy(zero_copy_only=False)
+        if not used.all():
+            out[LEVELS[k]].keep(used)
     return out
 
 

@@ -3,7 +3,9 @@
 A whole-index read pages through lists that other clients keep adding to and deleting from,
 so it may hold instances twice, miss some (offsets shift when resources are deleted), or hold
 children of parents it did not list. Reading again does not help: a busy archive changes
-during every read. Instead the read is *caught up*, in rounds, with refresh's machinery:
+during every read. Instead the read's pages are *caught up*, in rounds, the way ``refresh()``
+follows changes (its :func:`~orthanc_pandas._ops.refresh.changed_resources`), before the
+frame is built once:
 
 1. ``GET /instances`` (ids only, one request, so one moment of the server) says which
    instances the frame must hold. The change sequence taken just before it, raised to the
@@ -11,15 +13,16 @@ during every read. Instead the read is *caught up*, in rounds, with refresh's ma
    created up to it is in the list unless deleted, and none created after it is.
 2. Rows of instances not in the list are dropped (deleted; Orthanc logs no deletion). Series
    that gained, lost or re-stored instances up to that sequence (``/changes``) are fetched
-   again whole, and kept only for the instances in the list; instances in the list that the
-   frame still lacks (missed by the paging) are looked up one by one for their series.
-3. If the frame now holds exactly the instances of the list, it is what the server held at
-   that moment; otherwise (instances deleted between the list and the fetch) another round.
+   again whole (``/series/{id}``, its instances, its study and patient), keeping only the
+   instances in the list; instances in the list that are still missing (skipped by the
+   paging) are looked up one by one for their series, which is fetched too.
+3. If the rows now hold exactly the instances of the list, they are what the server held at
+   that moment; otherwise (an instance deleted between the list and the fetch) another round.
 
-A round's cost grows with the changes, not with the archive, besides the id list and the
-merge (~0.03 s and ~0.1 s at 20,000 instances). The rounds end with the first one whose frame
-matches its list and that kept pace with the writers: the instances stored or deleted while it
-ran did not outgrow those it caught up on (:func:`keeps_pace`). A writer faster than the
+A round costs the id list (~0.03 s per 20,000 instances) plus requests in proportion to the
+changes; the frame is built once, as from a quiet read. The rounds end with the first one whose
+rows match its list and that kept pace with the writers: the instances stored or deleted while
+it ran did not outgrow those it caught up on (:func:`keeps_pace`). A writer faster than the
 reader makes every round longer than the one before; after ``max_rounds`` such rounds
 :class:`~orthanc_pandas.errors.ServerChangedError` gives both rates.
 """
@@ -30,10 +33,12 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from orthanc_pandas._frame.schema import LevelTable, joinable_tables
 from orthanc_pandas._http.client import OrthancClient
-from orthanc_pandas._ops.refresh import changed_resources, fetch_series, merge_rows
+from orthanc_pandas._ops.refresh import changed_resources
 from orthanc_pandas._util.fanout import map_in_order, worker_count
 from orthanc_pandas.errors import OrthancNotFoundError, ServerChangedError
 
@@ -115,23 +120,36 @@ def _get_or_none(client: OrthancClient, path: str):
         return None  # deleted meanwhile
 
 
-def _rows_of(client: OrthancClient, series: set[str], listed: set[str], typed: bool):
-    """The rows of whole series as they are now, kept for the instances in ``listed``
-    (``(frame or None, rows fetched before keeping)``)."""
-    if not series:
-        return None, 0
-    rows = fetch_series(client, series, typed)
-    if rows is None:
-        return None, 0
-    keep = rows.index.get_level_values("instance").isin(list(listed))
-    return rows[keep], len(rows)
+def _get_all(client: OrthancClient, paths: list[str]) -> list:
+    workers = worker_count(None, pool_size=client.pool_size, jobs=len(paths))
+    return map_in_order(lambda path: _get_or_none(client, path), paths, workers,
+                        name="orthanc-catch-up")
 
 
-def catch_up_round(client: OrthancClient, df: pd.DataFrame, since: int, *, typed: bool):
-    """One round: ``df`` made to hold exactly the instances of an id list taken now.
+def fetch_resources(client: OrthancClient, series: list[dict], listed: set[str]) -> dict[str, list]:
+    """The resources of whole series as they are now, per level, as the lists give them
+    (``series``: their ``GET /series/{id}`` answers); instances only those in ``listed``."""
+    instances = _get_all(client, [f"/series/{s['ID']}/instances" for s in series])
+    studies = [r for r in _get_all(client, [f"/studies/{i}" for i in
+                                            sorted({s["ParentStudy"] for s in series})]) if r]
+    patients = [r for r in _get_all(client, [f"/patients/{i}" for i in
+                                             sorted({s["ParentPatient"] for s in studies})]) if r]
+    return {"patient": patients, "study": studies, "series": series,
+            "instance": [i for lst in instances for i in lst or () if i["ID"] in listed]}
 
-    Returns ``(frame, its change sequence, whether it holds exactly the listed instances,
-    facts of the round)``.
+
+def _replace(table: LevelTable, ids: set[str], by_column: str, resources: list[dict]) -> None:
+    """Drop the rows whose ``by_column`` is in ``ids`` and add ``resources`` (fresh rows)."""
+    if ids and table.n:
+        table.keep(pc.invert(pc.is_in(table.column(by_column), value_set=pa.array(sorted(ids), pa.string()))))
+    table.add_page(resources)
+
+
+def catch_up_round(client: OrthancClient, tables: dict[str, LevelTable], since: int):
+    """One round: ``tables`` made to hold exactly the instances of an id list taken now.
+
+    Returns ``(its change sequence, whether they hold exactly the listed instances, facts of
+    the round)``; ``tables`` are changed in place.
     """
     t0 = time.monotonic()
     before = client.last_change()
@@ -141,30 +159,36 @@ def catch_up_round(client: OrthancClient, df: pd.DataFrame, since: int, *, typed
     seq = cut_sequence(changes, listed, before, after)
     changed = changed_resources(c for c in changes if int(c["Seq"]) <= seq)
 
-    old_ids = df.index.get_level_values("instance").tolist()
-    series_of = dict(zip(old_ids, df.index.get_level_values("series").tolist(), strict=True))
-    gone = set(old_ids) - listed
+    inst = tables["instance"]
+    series_of = dict(zip(inst.column("ID").to_pylist(), inst.column("ParentSeries").to_pylist(),
+                         strict=True))
+    gone = set(series_of) - listed
     missing = listed - set(series_of)
     # series whose instances changed up to the cut: their status and instances are read again
     affected = set(changed["series"]) | {series_of[i] for i in gone}
     affected |= {series_of[i] for i in changed["instance"] if i in series_of}
-    workers = worker_count(None, pool_size=client.pool_size)
-    # which missing instances those series hold (the series resource lists its instances)
-    found = map_in_order(lambda s: _get_or_none(client, f"/series/{s}"), sorted(affected),
-                         workers, name="orthanc-catch-up")
-    covered = {i for r in found if r for i in r.get("Instances") or ()}
-    unknown = sorted(missing - covered)  # missed by the paging, or in a series not yet known
-    parents = map_in_order(lambda i: _get_or_none(client, f"/instances/{i}"), unknown, workers,
-                           name="orthanc-catch-up")
-    affected |= {r["ParentSeries"] for r in parents if r and r.get("ParentSeries")}
-    new, fetched = _rows_of(client, affected, listed, typed)
-    if affected or gone:
-        df = merge_rows(df, new, affected, gone, typed=typed)
-    exact = len(df) == len(listed) and set(df.index.get_level_values("instance").tolist()) == listed
+    series = [r for r in _get_all(client, [f"/series/{s}" for s in sorted(affected)]) if r]
+    # missing instances that those series do not hold: missed by the paging, or in a series
+    # not known yet; each names its series
+    covered = {i for r in series for i in r.get("Instances") or ()}
+    parents = _get_all(client, [f"/instances/{i}" for i in sorted(missing - covered)])
+    more = {r["ParentSeries"] for r in parents if r and r.get("ParentSeries")} - affected
+    series += [r for r in _get_all(client, [f"/series/{s}" for s in sorted(more)]) if r]
+    affected |= more
+    fresh = fetch_resources(client, series, listed)
+    _replace(inst, affected, "ParentSeries", fresh["instance"])
+    if gone:
+        inst.keep(pc.invert(pc.is_in(inst.column("ID"), value_set=pa.array(sorted(gone), pa.string()))))
+    _replace(tables["series"], affected, "ID", fresh["series"])
+    for level in ("study", "patient"):
+        _replace(tables[level], {r["ID"] for r in fresh[level]}, "ID", fresh[level])
+    joinable_tables(tables)  # parents left without children
+    ids = inst.column("ID").to_pylist()
+    exact = len(ids) == len(listed) and set(ids) == listed
     facts = {"sequence": seq, "listed": len(listed), "gone": len(gone), "missing": len(missing),
-             "series": len(affected), "fetched": fetched + len(parents),
+             "series": len(affected), "fetched": len(fresh["instance"]) + len(parents),
              "seconds": time.monotonic() - t0}
-    return df, seq, exact, facts
+    return seq, exact, facts
 
 
 def backlog(client: OrthancClient, seq: int, listed: int) -> int:
@@ -192,19 +216,18 @@ def keeps_pace(behind: int, absorbed: int, previous: int) -> bool:
     return behind <= max(absorbed, previous) * 1.25 + 2
 
 
-def catch_up(client: OrthancClient, df: pd.DataFrame, since: int, *, typed: bool, pace: Pace,
-             max_rounds: int) -> tuple[pd.DataFrame, int]:
-    """Catch ``df``, a read begun at change sequence ``since``, up with the server.
+def catch_up(client: OrthancClient, tables: dict[str, LevelTable], since: int, *, pace: Pace,
+             max_rounds: int) -> int:
+    """Catch ``tables``, the pages of a read begun at change sequence ``since``, up with the server.
 
     Parameters
     ----------
     client : OrthancClient
-    df : pandas.DataFrame
-        The frame of the read (duplicates and orphans already removed).
+    tables : dict of LevelTable
+        The levels as the read paged them (:func:`~orthanc_pandas._frame.schema.joinable_tables`
+        already applied); changed in place.
     since : int
         The change sequence taken before the read began.
-    typed : bool
-        As in ``read_orthanc``.
     pace : Pace
         The whole-index read's size and time, and what changed during it; completed here.
     max_rounds : int
@@ -212,9 +235,9 @@ def catch_up(client: OrthancClient, df: pd.DataFrame, since: int, *, typed: bool
 
     Returns
     -------
-    (pandas.DataFrame, int)
-        The frame, holding exactly the instances the server held at one moment, and the change
-        sequence of that moment (for ``df.attrs["orthanc"]["last_change"]``).
+    int
+        The change sequence of the moment whose instances ``tables`` now hold exactly (for
+        ``df.attrs["orthanc"]["last_change"]`` of the frame built from them).
 
     Raises
     ------
@@ -223,14 +246,14 @@ def catch_up(client: OrthancClient, df: pd.DataFrame, since: int, *, typed: bool
 
     Examples
     --------
-    >>> df, seq = catch_up(client, df, seq0, typed=True, pace=pace, max_rounds=5)  # doctest: +SKIP
+    >>> seq = catch_up(client, tables, seq0, pace=pace, max_rounds=5)  # doctest: +SKIP
     """
     started = time.monotonic() - pace.whole_seconds
     previous = pace.arrived
     if max_rounds < 1:
         raise ServerChangedError(pace.message(client.url, max_rounds))
     for k in range(1, max_rounds + 1):
-        df, seq, exact, facts = catch_up_round(client, df, since, typed=typed)
+        seq, exact, facts = catch_up_round(client, tables, since)
         absorbed = facts["gone"] + facts["missing"]
         behind = backlog(client, seq, facts["listed"])
         pace.rounds.append(facts)
@@ -243,6 +266,6 @@ def catch_up(client: OrthancClient, df: pd.DataFrame, since: int, *, typed: bool
                  k, seq, facts["listed"], facts["gone"], facts["missing"], facts["series"],
                  facts["seconds"], exact, behind)
         if exact and keeps_pace(behind, absorbed, previous):
-            return df, seq
+            return seq
         since, previous = seq, behind
     raise ServerChangedError(pace.message(client.url, max_rounds))

@@ -123,10 +123,10 @@ def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: b
         df.attrs["orthanc"] = provenance(client, system, last_change, counts)
         return df
 
-    return read_live(client, read, build, typed=typed, max_rounds=max_rounds)
+    return read_live(client, read, build, max_rounds=max_rounds)
 
 
-def read_live(client: OrthancClient, read, build, *, typed: bool = True, max_rounds: int = 5):
+def read_live(client: OrthancClient, read, build, *, max_rounds: int = 5):
     """Read once; if the archive changed meanwhile, catch the read up rather than repeat it.
 
     ``read`` and ``build`` are those of :func:`read_consistent`. On a quiet archive this is
@@ -147,17 +147,13 @@ def read_live(client: OrthancClient, read, build, *, typed: bool = True, max_rou
             return build(raw, seq1, counts)
         except InconsistentIndexError as exc:
             problem = str(exc)
-    log.info("Orthanc changed during the read (%s); catching up", problem)
+    log.info("Orthanc changed during the %.3f s read (%s); catching up", seconds, problem)
     stored = sum(1 for c in content_changes(client, seq0, seq1) if c.get("ChangeType") == "NewInstance")
     deleted = max(0, int(stats0["CountInstances"]) + stored - int(stats1["CountInstances"]))
     pace = Pace(whole_read=counts["instance"], whole_seconds=seconds, arrived=stored + deleted,
                 changing_seconds=seconds)
-    with system_memory_pool():
-        df = build_frame(joinable_tables(raw), typed=typed)
-    df, seq = catch_up(client, df, seq0, typed=typed, pace=pace, max_rounds=max_rounds)
-    counts = {lvl: df.index.get_level_values(lvl).nunique() for lvl in LEVELS}
-    df.attrs["orthanc"] = provenance(client, client.system(), seq, counts)
-    return df
+    seq = catch_up(client, joinable_tables(raw), seq0, pace=pace, max_rounds=max_rounds)
+    return build(raw, seq, {lvl: raw[lvl].n for lvl in LEVELS})
 
 
 def read_consistent(client: OrthancClient, read, build, *, max_attempts: int = 3):
