@@ -421,7 +421,7 @@ def build_frame(tables: Mapping[str, LevelTable | Mapping[str, pa.Array]], *, ty
     ------
     InconsistentIndexError
         When an instance's series (or a series' study, ...) is not in the tables: the server
-        changed between the requests. :func:`~orthanc_pandas.read_orthanc` re-reads then.
+        changed between the requests. :func:`~orthanc_pandas.read_orthanc` catches up then.
 
     Examples
     --------
