@@ -49,7 +49,7 @@ def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: b
     The read is checked against ``/changes`` and ``/statistics`` before and after. If the
     archive changed meanwhile (instances stored or deleted by others), the read is caught up
     instead of repeated: the instance ids listed at one moment say which rows the frame must
-    hold, and the series that changed are read again (see :mod:`orthanc_pandas._ops.live`).
+    hold, and the series that changed are read again (docs/live.md).
     The frame then holds exactly the instances the server held at that moment, and
     ``df.attrs["orthanc"]["last_change"]`` is that moment's change sequence, from which
     ``df.orthanc.refresh()`` continues. Only when the archive changes faster than it can be
@@ -132,7 +132,13 @@ def read_live(client: OrthancClient, read, build, *, max_rounds: int = 5):
     ``read`` and ``build`` are those of :func:`read_consistent`. On a quiet archive this is
     one read and its checks. Otherwise the pages are joined where they can be (a resource
     read twice kept once, children of parents the lists missed left out) and
-    :func:`~orthanc_pandas._ops.live.catch_up` brings the frame to one moment of the server.
+    :func:`~orthanc_pandas._ops.live.catch_up` brings them to one moment of the server; the
+    frame is built once, from the caught-up pages.
+
+    Examples
+    --------
+    >>> df = read_live(client, read, build, max_rounds=5)               # doctest: +SKIP
+    >>> df.attrs["orthanc"]["last_change"]  # the moment the frame shows  # doctest: +SKIP
     """
     started = time.monotonic()
     seq0 = client.last_change()
