@@ -14,8 +14,9 @@ frame is built once:
 2. Rows of instances not in the list are dropped (deleted; Orthanc logs no deletion). Series
    that gained, lost or re-stored instances up to that sequence (``/changes``) are fetched
    again whole (``/series/{id}``, its instances, its study and patient), keeping only the
-   instances in the list; instances in the list that are still missing (skipped by the
-   paging) are looked up one by one for their series, which is fetched too.
+   instances in the list. Instances in the list that are still missing are looked up one by
+   one: in a series the pages have, one was only skipped by the paging and its answer is its
+   row; otherwise its series is fetched too.
 3. If the rows now hold exactly the instances of the list, they are what the server held at
    that moment; otherwise (an instance deleted between the list and the fetch) another round.
 
@@ -171,12 +172,18 @@ def catch_up_round(client: OrthancClient, tables: dict[str, LevelTable], since: 
     # missing instances that those series do not hold: missed by the paging, or in a series
     # not known yet; each names its series
     covered = {i for r in series for i in r.get("Instances") or ()}
-    parents = _get_all(client, [f"/instances/{i}" for i in sorted(missing - covered)])
-    more = {r["ParentSeries"] for r in parents if r and r.get("ParentSeries")} - affected
+    looked_up = [r for r in _get_all(client, [f"/instances/{i}" for i in sorted(missing - covered)])
+                 if r and r.get("ParentSeries")]
+    # in a series the pages have and no change touched, an instance was only skipped by the
+    # paging (a deletion or, on extended find, an insertion shifted the offsets): its row is
+    # the answer itself. Other series are new to the pages: fetched whole.
+    known = set(tables["series"].column("ID").to_pylist()) - affected
+    skipped = [r for r in looked_up if r["ParentSeries"] in known]
+    more = {r["ParentSeries"] for r in looked_up} - known - affected
     series += [r for r in _get_all(client, [f"/series/{s}" for s in sorted(more)]) if r]
     affected |= more
     fresh = fetch_resources(client, series, listed)
-    _replace(inst, affected, "ParentSeries", fresh["instance"])
+    _replace(inst, affected, "ParentSeries", fresh["instance"] + skipped)
     if gone:
         inst.keep(pc.invert(pc.is_in(inst.column("ID"), value_set=pa.array(sorted(gone), pa.string()))))
     _replace(tables["series"], affected, "ID", fresh["series"])
@@ -186,7 +193,7 @@ def catch_up_round(client: OrthancClient, tables: dict[str, LevelTable], since: 
     ids = inst.column("ID").to_pylist()
     exact = len(ids) == len(listed) and set(ids) == listed
     facts = {"sequence": seq, "listed": len(listed), "gone": len(gone), "missing": len(missing),
-             "series": len(affected), "fetched": len(fresh["instance"]) + len(parents),
+             "series": len(affected), "fetched": len(fresh["instance"]) + len(looked_up),
              "seconds": time.monotonic() - t0}
     return seq, exact, facts
 
