@@ -55,7 +55,7 @@ def test_reads_are_stable_while_dicomweb_writes_its_cache(orthanc_factory):
         server.upload_bytes([to_bytes(d) for d in make_series(6, 8, 8, seed=f"dw{k}",
                                                                patient_id=f"P{k}")])
     client = server.client()
-    first = op.read_orthanc(client, max_attempts=1)  # at once, before the series are stable
+    first = op.read_orthanc(client, max_rounds=0)  # at once, before the series are stable
     stop, done = threading.Event(), [0]
     viewer = threading.Thread(target=_viewer_loop, args=(server.url, stop, done))
     viewer.start()
@@ -64,13 +64,13 @@ def test_reads_are_stable_while_dicomweb_writes_its_cache(orthanc_factory):
         frames = []
         while time.monotonic() < deadline and (len(frames) < 5 or done[0] < 3):
             # one attempt only: any change taken for a content change would raise here
-            frames.append(op.read_orthanc(client, max_attempts=1))
+            frames.append(op.read_orthanc(client, max_rounds=0))
         # past StableAge the stability events (and on 1.12+ the cache writes) follow
         deadline = time.monotonic() + 60  # only a hang reaches it
         while time.monotonic() < deadline and not _stable(client):
-            frames.append(op.read_orthanc(client, max_attempts=1))
+            frames.append(op.read_orthanc(client, max_rounds=0))
             time.sleep(0.2)
-        frames.append(op.read_orthanc(client, max_attempts=1))
+        frames.append(op.read_orthanc(client, max_rounds=0))
     finally:
         stop.set()
         viewer.join()

@@ -327,6 +327,19 @@ class LevelTable:
         self._chunks = [out] if self.n else []
         return dict(out)
 
+    def column(self, name: str) -> pa.Array:
+        """One field over all rows (``"ID"``, ``"ParentSeries"``...; nulls where absent)."""
+        arrays = self.finish()
+        return arrays.get(name, pa.nulls(self.n, pa.string()))
+
+    def keep(self, mask) -> None:
+        """Keep only the rows where ``mask`` (booleans, in row order) is true."""
+        mask = pa.array(mask, pa.bool_())
+        arrays = self.finish()
+        if self.n:
+            self._chunks = [{k: v.filter(mask) for k, v in arrays.items()}]
+            self.n = len(self._chunks[0]["ID"])
+
     @classmethod
     def from_resources(cls, level: str, resources: list[dict]) -> LevelTable:
         """A table from one list of expanded resources (convenience for tests)."""
@@ -424,7 +437,7 @@ def build_frame(tables: Mapping[str, LevelTable | Mapping[str, pa.Array]], *, ty
     ------
     InconsistentIndexError
         When an instance's series (or a series' study, ...) is not in the tables: the server
-        changed between the requests. :func:`~orthanc_pandas.read_orthanc` re-reads then.
+        changed between the requests. :func:`~orthanc_pandas.read_orthanc` catches up then.
 
     Examples
     --------
@@ -497,6 +510,42 @@ def build_frame(tables: Mapping[str, LevelTable | Mapping[str, pa.Array]], *, ty
             del col
     df = pd.DataFrame(columns, index=index, copy=False) if columns else pd.DataFrame(index=index)
     return df
+
+
+def joinable_tables(tables: Mapping[str, LevelTable]) -> dict[str, LevelTable]:
+    """The levels without what a read of a changing archive can leave in them (in place).
+
+    Offset pages of a list that grows or shrinks meanwhile can hold a resource twice (kept
+    once), a child whose parent the parent list missed (dropped, with its own children), and
+    a parent all of whose children are gone (dropped: a fresh read never lists one). What is
+    dropped is not lost: a read that catches up finds it missing from the server's id list
+    and fetches its series again.
+
+    Examples
+    --------
+    >>> tables = {lvl: LevelTable.from_resources(lvl, []) for lvl in LEVELS}
+    >>> tables["instance"] = LevelTable.from_resources("instance", [
+    ...     {"ID": "i1", "ParentSeries": "gone"}, {"ID": "i1", "ParentSeries": "gone"}])
+    >>> joinable_tables(tables)["instance"].n
+    0
+    """
+    out = dict(tables)
+    for k, level in enumerate(LEVELS):  # top down: duplicates, then orphans
+        ids = out[level].column("ID")
+        keep = ~pd.Series(pd.array(ids, dtype=pd.ArrowDtype(ids.type))).duplicated().to_numpy()
+        if level in PARENT_KEY:
+            listed = pc.is_in(out[level].column(PARENT_KEY[level]),
+                              value_set=out[LEVELS[k - 1]].column("ID"))
+            keep &= listed.to_numpy(zero_copy_only=False)
+        if not keep.all():
+            out[level].keep(keep)
+    for k in range(len(LEVELS) - 2, -1, -1):  # bottom up: parents left without a child
+        child = LEVELS[k + 1]
+        used = pc.is_in(out[LEVELS[k]].column("ID"), value_set=out[child].column(PARENT_KEY[child]))
+        used = used.to_numpy(zero_copy_only=False)
+        if not used.all():
+            out[LEVELS[k]].keep(used)
+    return out
 
 
 def labels_column(labels: Mapping[str, pa.Array | None], per_instance: Mapping[str, np.ndarray],

@@ -1,9 +1,14 @@
-"""``read_orthanc``: the whole server index as one DataFrame, consistent with one moment."""
+"""``read_orthanc``: the whole server index as one DataFrame, consistent with one moment.
+
+On an archive that changes during the read, the read is caught up (:mod:`.live`) instead of
+repeated.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
 import logging
+import time
 
 import pandas as pd
 
@@ -13,30 +18,28 @@ from orthanc_pandas._frame.schema import (
     InconsistentIndexError,
     LevelTable,
     build_frame,
+    joinable_tables,
     release_memory,
     system_memory_pool,
 )
 from orthanc_pandas._http.client import OrthancClient, get_client
+from orthanc_pandas._ops.live import Pace, catch_up
+from orthanc_pandas._ops.provenance import (  # noqa: F401 (check_format: imported from here too)
+    FORMAT_VERSION,
+    STAT_KEYS,
+    check_format,
+)
 from orthanc_pandas._ops.read_levels import LevelReader
 from orthanc_pandas._util.fanout import fan_out
 from orthanc_pandas._util.progress import progress_bar
 from orthanc_pandas._version import __version__
-from orthanc_pandas.errors import FrameFormatError, OrthancConnectionError, ServerChangedError
+from orthanc_pandas.errors import OrthancConnectionError, ServerChangedError
 
 log = logging.getLogger(__name__)
 
 
-#: Version of the frame layout written into ``df.attrs["orthanc"]["format"]``.
-FORMAT_VERSION = 1
-
-
-#: Level -> count in ``GET /statistics``; the one definition (by route: ``ROUTES[level]``).
-STAT_KEYS = {"patient": "CountPatients", "study": "CountStudies", "series": "CountSeries",
-              "instance": "CountInstances"}
-
-
 def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: bool = True,
-                 page_size: int = 5000, max_attempts: int = 3, route: str = "auto",
+                 page_size: int = 5000, max_rounds: int = 5, route: str = "auto",
                  level: str = "instance", **client_kwargs) -> pd.DataFrame:
     """Read the whole Orthanc index into one DataFrame, one row per instance (or per series,
     study or patient with ``level=``).
@@ -45,10 +48,16 @@ def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: b
     ``GET /{level}?expand``, or for the instances extended ``/tools/find`` where the server
     has it (Orthanc >= 1.12.5; paged, so ``LimitFindInstances`` does not truncate it). Both
     routes give the same frame.
-    The read is checked against ``/changes`` and ``/statistics`` before and after: if the
-    archive changed meanwhile it is read again, and after ``max_attempts`` a
-    :class:`~orthanc_pandas.errors.ServerChangedError` is raised. A silently partial frame is
-    never returned.
+    The read is checked against ``/changes`` and ``/statistics`` before and after. If the
+    archive changed meanwhile (instances stored or deleted by others), the read is caught up
+    instead of repeated: the instance ids listed at one moment say which rows the frame must
+    hold, and the series that changed are read again (docs/live.md).
+    The frame then holds exactly the instances the server held at that moment, and
+    ``df.attrs["orthanc"]["last_change"]`` is that moment's change sequence, from which
+    ``df.orthanc.refresh()`` continues. Only when the archive changes faster than it can be
+    read (``max_rounds`` catch-up rounds without catching up) is a
+    :class:`~orthanc_pandas.errors.ServerChangedError` raised, giving both rates. A silently
+    partial frame is never returned.
 
     Parameters
     ----------
@@ -65,8 +74,9 @@ def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: b
         raw strings.
     page_size : int, default 5000
         Resources per request.
-    max_attempts : int, default 3
-        Reads tried while the archive keeps changing.
+    max_rounds : int, default 5
+        Catch-up rounds while the archive keeps changing (one is usually enough); ``0`` raises
+        :class:`~orthanc_pandas.errors.ServerChangedError` whenever it changed during the read.
     route : {"auto", "find", "lists"}, default "auto"
         How instances are listed: extended ``/tools/find`` (``"find"``, chosen by ``auto``
         where ``/system`` announces ``HasExtendedFind``) or ``GET /instances?expand``; with
@@ -77,7 +87,9 @@ def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: b
         ``read_orthanc(url).orthanc.series()`` gives, except ``slice_count`` and
         ``slice_spacing`` (all missing: only instances hold them) and the orientation columns
         (the series' stored value). ``"study"`` and ``"patient"`` likewise give
-        ``.studies()`` and ``.patients()`` exactly. See ``docs/series.md``.
+        ``.studies()`` and ``.patients()`` exactly. See ``docs/series.md``. A level read that
+        the archive changed during is read again (it costs series, not instances), up to
+        ``max_rounds + 1`` times.
     **client_kwargs
         ``verify``, ``timeout``, ... passed to :class:`~orthanc_pandas._http.client.OrthancClient`.
 
@@ -104,7 +116,7 @@ def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: b
         reader = LevelReader(client, level, find=route == "find", typed=typed,
                              page_size=page_size, progress=progress)
         return read_consistent(client, reader.read, lambda raw, last_change, counts: reader.build(
-            raw, provenance(client, system, last_change, counts)), max_attempts=max_attempts)
+            raw, provenance(client, system, last_change, counts)), max_attempts=max_rounds + 1)
 
     def read(stats0):
         total = sum(int(stats0[STAT_KEYS[lvl]]) for lvl in LEVELS)
@@ -130,7 +142,43 @@ def read_orthanc(url: str | OrthancClient, *, auth=None, progress=None, typed: b
         df.attrs["orthanc"] = provenance(client, system, last_change, counts)
         return df
 
-    return read_consistent(client, read, build, max_attempts=max_attempts)
+    return read_live(client, read, build, max_rounds=max_rounds)
+
+
+def read_live(client: OrthancClient, read, build, *, max_rounds: int = 5):
+    """Read once; if the archive changed meanwhile, catch the read up rather than repeat it.
+
+    ``read`` and ``build`` are those of :func:`read_consistent`. On a quiet archive this is
+    one read and its checks. Otherwise the pages are joined where they can be (a resource
+    read twice kept once, children of parents the lists missed left out) and
+    :func:`~orthanc_pandas._ops.live.catch_up` brings them to one moment of the server; the
+    frame is built once, from the caught-up pages.
+
+    Examples
+    --------
+    >>> df = read_live(client, read, build, max_rounds=5)               # doctest: +SKIP
+    >>> df.attrs["orthanc"]["last_change"]  # the moment the frame shows  # doctest: +SKIP
+    """
+    started = time.monotonic()
+    seq0 = client.last_change()
+    stats0 = client.statistics()
+    raw, counts = read(stats0)
+    seq1 = client.last_change()
+    stats1 = client.statistics()
+    seconds = time.monotonic() - started
+    problem = _consistency_problem(client, seq0, seq1, stats0, stats1, counts)
+    if not problem:
+        try:
+            return build(raw, seq1, counts)
+        except InconsistentIndexError as exc:
+            problem = str(exc)
+    log.info("Orthanc changed during the %.3f s read (%s); catching up", seconds, problem)
+    stored = sum(1 for c in content_changes(client, seq0, seq1) if c.get("ChangeType") == "NewInstance")
+    deleted = max(0, int(stats0["CountInstances"]) + stored - int(stats1["CountInstances"]))
+    pace = Pace(whole_read=counts["instance"], whole_seconds=seconds, arrived=stored + deleted,
+                changing_seconds=seconds)
+    seq = catch_up(client, joinable_tables(raw), seq0, pace=pace, max_rounds=max_rounds)
+    return build(raw, seq, {lvl: raw[lvl].n for lvl in LEVELS})
 
 
 def read_consistent(client: OrthancClient, read, build, *, max_attempts: int = 3):
@@ -300,32 +348,3 @@ def provenance(client: OrthancClient, system: dict, last_change: int, counts: di
         "library": f"orthanc-pandas {__version__}",
         "criteria": [],
     }
-
-
-def check_format(attrs) -> None:
-    """Refuse a frame whose ``attrs["orthanc"]["format"]`` this version does not know.
-
-    A frame (or parquet file) written by a newer orthanc-pandas may lay out its columns
-    differently, so using it here could select or download the wrong rows without any error.
-    Frames without provenance (attrs dropped, e.g. by ``pd.concat``) are not refused here.
-
-    Examples
-    --------
-    >>> check_format({"orthanc": {"format": FORMAT_VERSION}})
-    >>> check_format({"orthanc": {"format": 99, "library": "orthanc-pandas 9.0"}})
-    Traceback (most recent call last):
-    ...
-    orthanc_pandas.errors.FrameFormatError: This frame has orthanc-pandas frame format 99 (written by orthanc-pandas 9.0); this orthanc-pandas ... reads format 1. ...
-    """
-    info = attrs.get("orthanc") if isinstance(attrs, dict) else None
-    if not isinstance(info, dict) or "format" not in info:
-        return
-    fmt = info["format"]
-    if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt == FORMAT_VERSION:
-        return
-    who = info.get("library") or "an unknown version"
-    raise FrameFormatError(
-        f"This frame has orthanc-pandas frame format {fmt!r} (written by {who}); this "
-        f"orthanc-pandas {__version__} reads format {FORMAT_VERSION}. Upgrade orthanc-pandas, "
-        "or read the server again with orthanc_pandas.read_orthanc(url)."
-    )

@@ -45,7 +45,7 @@ from orthanc_pandas._frame.schema import (
 from orthanc_pandas._http.changes import is_content_change
 from orthanc_pandas._http.client import OrthancClient
 from orthanc_pandas._ops.labels import label_map, labels_from_map
-from orthanc_pandas._ops.read import STAT_KEYS, check_format
+from orthanc_pandas._ops.provenance import STAT_KEYS, check_format
 from orthanc_pandas._ops.selection import select
 from orthanc_pandas._util.fanout import fan_out, worker_count
 from orthanc_pandas._util.warn import warn
