@@ -64,10 +64,10 @@ run_tests() {  # the suite once per Orthanc server; fails if any run fails
   # they are left out of the next ones (about a minute of fuzzing and generated files).
   local serverless=(--ignore=tests/test_doctests.py --ignore=tests/test_matching.py
                     --ignore=tests/test_synthetic.py --ignore=tests/test_tags.py
-                    --ignore=tests/test_volume.py --ignore=tests/test_plot.py
+                    --ignore=tests/test_geometry.py --ignore=tests/test_plot.py
                     --ignore=tests/test_architecture.py
-                    --deselect=tests/test_index.py::test_fuzz_no_crash_no_silent_loss
-                    --deselect=tests/test_index.py::test_fuzz_every_level_against_python_parsing)
+                    --deselect=tests/test_schema.py::test_fuzz_no_crash_no_silent_loss
+                    --deselect=tests/test_schema.py::test_fuzz_every_level_against_python_parsing)
   local whole_runs=0
   # Every root first: the run on this machine's Orthanc compares it with sid's (tests that
   # need both versions), so sid's root must exist before the first pytest run too.
