@@ -160,18 +160,10 @@ def read_live(client: OrthancClient, read, build, *, max_rounds: int = 5):
     >>> df.attrs["orthanc"]["last_change"]  # the moment the frame shows  # doctest: +SKIP
     """
     started = time.monotonic()
-    seq0 = client.last_change()
-    stats0 = client.statistics()
-    raw, counts = read(stats0)
-    seq1 = client.last_change()
-    stats1 = client.statistics()
-    seconds = time.monotonic() - started
-    problem = _consistency_problem(client, seq0, seq1, stats0, stats1, counts)
+    result, raw, counts, (seq0, seq1), (stats0, stats1), problem = _read_once(client, read, build)
     if not problem:
-        try:
-            return build(raw, seq1, counts)
-        except InconsistentIndexError as exc:
-            problem = str(exc)
+        return result
+    seconds = time.monotonic() - started
     log.info("Orthanc changed during the %.3f s read (%s); catching up", seconds, problem)
     stored = sum(1 for c in content_changes(client, seq0, seq1) if c.get("ChangeType") == "NewInstance")
     deleted = max(0, int(stats0["CountInstances"]) + stored - int(stats1["CountInstances"]))
@@ -179,6 +171,28 @@ def read_live(client: OrthancClient, read, build, *, max_rounds: int = 5):
                 changing_seconds=seconds)
     seq = catch_up(client, joinable_tables(raw), seq0, pace=pace, max_rounds=max_rounds)
     return build(raw, seq, {lvl: raw[lvl].n for lvl in LEVELS})
+
+
+def _read_once(client: OrthancClient, read, build):
+    """One read between two looks at the change sequence and ``/statistics``.
+
+    ``(result, raw, counts, (seq0, seq1), (stats0, stats1), problem)``: ``result`` is the
+    built frame when the archive did not change meanwhile (``problem`` empty), else ``None``
+    and ``problem`` says what changed.
+    """
+    seq0 = client.last_change()
+    stats0 = client.statistics()
+    raw, counts = read(stats0)
+    seq1 = client.last_change()
+    stats1 = client.statistics()
+    problem = _consistency_problem(client, seq0, seq1, stats0, stats1, counts)
+    result = None
+    if not problem:
+        try:
+            result = build(raw, seq1, counts)
+        except InconsistentIndexError as exc:  # an orphan: the server changed between two lists
+            problem = str(exc)
+    return result, raw, counts, (seq0, seq1), (stats0, stats1), problem
 
 
 def read_consistent(client: OrthancClient, read, build, *, max_attempts: int = 3):
@@ -192,17 +206,9 @@ def read_consistent(client: OrthancClient, read, build, *, max_attempts: int = 3
     """
     last_problem = ""
     for attempt in range(max_attempts):
-        seq0 = client.last_change()
-        stats0 = client.statistics()
-        raw, counts = read(stats0)
-        seq1 = client.last_change()
-        stats1 = client.statistics()
-        problem = _consistency_problem(client, seq0, seq1, stats0, stats1, counts)
+        result, *_, problem = _read_once(client, read, build)
         if not problem:
-            try:
-                return build(raw, seq1, counts)
-            except InconsistentIndexError as exc:
-                problem = str(exc)
+            return result
         last_problem = problem
         log.info("Orthanc changed during the read (%s); reading again (%d/%d)",
                  problem, attempt + 1, max_attempts)
