@@ -260,7 +260,8 @@ def documented_differences(tag, kind, raw_frame, file_values, query=None) -> set
             out.add(iid)
     # 6. The typed frame drops DICOM's trailing padding (as pydicom does); Orthanc keeps it
     #    in a few files ("O " for PatientSex) and its find compares the padded text.
-    if not (tag in DATE_TAGS or tag in TIME_TAGS or tag in NUMBER_TAGS):
+    #    Times too: a padded "165447.788280 " is past the bound "165447.788280" for Orthanc.
+    if not (tag in DATE_TAGS or tag in NUMBER_TAGS):
         text = col.astype("string")
         out |= set(ids[(text != text.str.rstrip(" \x00")).fillna(False)])
     # 5. Orthanc indexes missing identifiers as "": "*" matches instances lacking them.
