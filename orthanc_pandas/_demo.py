@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import struct
 import sys
+import textwrap
 import time
 import warnings
 import zlib
@@ -84,8 +85,12 @@ def run_demo(output_dir: str | os.PathLike = ".", *, out=None) -> dict:
             ok = series["volume_ok"]  # boolean, never missing
             print(f"{int(ok.sum())} of {len(series)} series make a volume (checked from the index "
                   "columns with volume()'s own checks, no pixels read); why not, for the others:")
-            bad = series.loc[~ok, ["Modality", "slice_count", "volume_problem"]].reset_index(drop=True)
-            print(bad.head(6).to_string(max_colwidth=72) + (f"\n... {len(bad) - 6} more" if len(bad) > 6 else ""))
+            bad = series.loc[~ok, ["Modality", "slice_count", "volume_problem"]]
+            for row in bad.head(6).itertuples(index=False):  # the whole reason, wrapped
+                print(textwrap.fill(f"{row.Modality} ({row.slice_count} slices): {row.volume_problem}",
+                                    width=100, initial_indent="- ", subsequent_indent="  "))
+            if len(bad) > 6:
+                print(f"... {len(bad) - 6} more")
 
             _section("Selecting the CT phantom")
             ct = df[(df["PatientName"] == "JaneDoe") & (df["SeriesDescription"] == "ct_scan")]

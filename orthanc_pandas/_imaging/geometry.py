@@ -397,7 +397,7 @@ def _check_shapes(headers: Sequence[SliceHeader]) -> None:
         raise InconsistentSlicesError(
             f"The slices do not all have the same Rows x Columns (x SamplesPerPixel), so they "
             f"cannot be stacked: {desc}. Select the slices of one size, e.g. "
-            "df[(df.Rows == ...)] after df.orthanc.tags('Rows', 'Columns').",
+            "df[(df.Rows == ...)] after df = df.orthanc.with_tags('Rows', 'Columns').",
             slices=_uids(headers, [i for g in shapes[1:] for i in g]))
 
 
