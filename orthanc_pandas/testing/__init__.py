@@ -12,6 +12,10 @@ it stops. Use it in your own test suites::
             df = orthanc_pandas.read_orthanc(server.url)
             ...
 
+A server whose Python process dies without stopping it (a notebook kernel restarted or
+killed) is stopped, and its temporary folder removed, by a small watchdog process started
+beside it (``LocalOrthanc.watchdog = False`` turns that off).
+
 :class:`LocalPostgres` does the same for a PostgreSQL server, so that an Orthanc can keep its
 index there (the way production servers scale past ~50k instances)::
 

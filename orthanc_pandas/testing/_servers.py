@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import zipfile
@@ -451,6 +452,7 @@ class LocalOrthanc:
                 env={**os.environ, "TCP_NODELAY": os.environ.get("TCP_NODELAY", "1")},
             )
             if self._wait_ready():
+                self._start_watchdog()
                 self._dicom_started = self.dicom
                 for name, peer in self.peers.items():  # peers started after this config was written
                     if peer.port is not None:
@@ -556,12 +558,38 @@ class LocalOrthanc:
         if self._client is not None:
             self._client.close()
             self._client = None
+        self._stop_watchdog()
         if fast is None:
             fast = self.fast_stop
         if fast and not self.persistent:
             self._kill_group()
         self._terminate()
         self._cleanup()
+
+    #: A process that stops the server and removes its temporary folder when this Python
+    #: process dies without stop() (a notebook kernel restarted or killed); see _watchdog.py
+    watchdog: bool = True
+
+    def _start_watchdog(self) -> None:
+        self._watchdog = None
+        if not self.watchdog or self.process is None:
+            return
+        self._watchdog = subprocess.Popen(
+            # run by path in isolated mode: standard library only, no import of the package
+            # (pandas...) for a process that mostly sleeps
+            [sys.executable, "-I", str(Path(__file__).with_name("_watchdog.py")), str(os.getpid()),
+             str(self.process.pid), str(self.workdir)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+
+    def _stop_watchdog(self) -> None:
+        dog = getattr(self, "_watchdog", None)
+        if dog is not None:
+            with contextlib.suppress(ProcessLookupError):
+                dog.kill()
+            with contextlib.suppress(Exception):
+                dog.wait(10)
+            self._watchdog = None
 
     def _kill_group(self) -> None:
         """SIGKILL the server's whole process group (it is a session leader, see start())."""
