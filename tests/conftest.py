@@ -174,16 +174,28 @@ def empty_server(orthanc_factory) -> LocalOrthanc:
 
 
 @pytest.fixture(scope="session")
-def two_versions(orthanc_available) -> dict[str, dict]:
-    """``LocalOrthanc`` arguments for this machine's Orthanc (1.10.1) and the current one (1.13
-    from the root in $ORTHANC_ROOT, else the cached sid root), for tests that compare the two.
-    Under CI both must exist (setup.sh installs both)."""
+def current_root(orthanc_available) -> Path:
+    """The root of the current Orthanc (1.13, with extended find): $ORTHANC_ROOT, else the
+    cached sid root. Absent: skipped, except under CI, where it is a failure (setup.sh installs
+    it before the first run)."""
     root = ORTHANC_ROOT or orthanc_root("sid")
     try:
-        find_orthanc_binary(DEFAULT_BINARY)
         find_orthanc_binary(root=root)
+    except OrthancNotInstalledError as exc:
+        if IN_CI:
+            pytest.fail(f"CI needs the current Orthanc (sid's root): {exc}")
+        pytest.skip(str(exc))
+    return Path(root)
+
+
+@pytest.fixture(scope="session")
+def two_versions(current_root) -> dict[str, dict]:
+    """``LocalOrthanc`` arguments for this machine's Orthanc (1.10.1) and the current one
+    (:func:`current_root`), for tests that compare the two. Under CI both must exist."""
+    try:
+        find_orthanc_binary(DEFAULT_BINARY)
     except OrthancNotInstalledError as exc:
         if IN_CI:
             pytest.fail(f"CI needs both Orthanc versions: {exc}")
         pytest.skip(str(exc))
-    return {"system": {"binary": DEFAULT_BINARY}, "current": {"root": root}}
+    return {"system": {"binary": DEFAULT_BINARY}, "current": {"root": current_root}}

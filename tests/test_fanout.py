@@ -12,15 +12,11 @@ import signal
 import threading
 
 import pytest
-from conftest import IN_CI, ORTHANC_ROOT
 
 import orthanc_pandas as op
 from orthanc_pandas._util.fanout import FanOutStopped, checkpoint, current_stop, fan_out
 from orthanc_pandas.testing import (
     LocalOrthanc,
-    OrthancNotInstalledError,
-    find_orthanc_binary,
-    orthanc_root,
 )
 from orthanc_pandas.testing.synthetic import generate_archive, make_series, to_bytes
 
@@ -132,26 +128,13 @@ class SigintAfter:
         signal.signal(signal.SIGINT, self.previous)
 
 
-def _current_root():
-    """The Orthanc with extended find (1.13): $ORTHANC_ROOT or the cached sid root. Absent:
-    skipped, except under CI, where it is a failure (as conftest decides for every server)."""
-    root = ORTHANC_ROOT or orthanc_root("sid")
-    try:
-        find_orthanc_binary(root=root)
-    except OrthancNotInstalledError as exc:
-        if IN_CI:
-            pytest.fail(f"CI needs Orthanc 1.13 (extended find) for the find-route Ctrl-C test: {exc}")
-        pytest.skip(str(exc))
-    return root
-
-
 #: see test_sigint_during_a_find_route_read: 2,000 instances, paged by 20
 FIND_INSTANCES, FIND_PAGE = 2_000, 20
 
 
 @pytest.fixture(scope="module")
-def find_server(orthanc_available):
-    with LocalOrthanc(root=_current_root(), name="fanout-find") as server:
+def find_server(current_root):
+    with LocalOrthanc(root=current_root, name="fanout-find") as server:
         server.upload_bytes(generate_archive(4, 2, 5, 50, seed="fanout"))  # 2,000 instances
         yield server
 
