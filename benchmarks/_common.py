@@ -17,7 +17,8 @@ from orthanc_pandas.testing._servers import LocalOrthanc  # noqa: E402
 from orthanc_pandas.testing.synthetic import generate_archive  # noqa: E402
 
 CACHE = Path(os.environ.get("ORTHANC_PANDAS_BENCH_CACHE", Path(__file__).parent / ".cache"))
-SIZES = {"20k": (40, 2, 5, 50)}  # patients x studies x series x instances = 20,000
+#: patients x studies x series x instances: 20,000 and 1,000,000 (20,000 series)
+SIZES = {"20k": (40, 2, 5, 50), "1m": (2000, 2, 5, 50)}
 
 
 def _cache_name(name: str, server: str | None, extra_main_dicom_tags) -> str:
@@ -45,31 +46,52 @@ def _ensure_cached(name: str, *, root=None, extra_main_dicom_tags=None) -> Path:
     done = storage / ".complete"
     if not done.exists():
         with LocalOrthanc(storage=storage, root=root, extra_main_dicom_tags=extra_main_dicom_tags) as srv:
-            if srv.client().statistics()["CountInstances"] != expected:
+            have = int(srv.client().statistics()["CountInstances"])
+            if have != expected:
                 print(f"generating the {name} archive ({expected} instances, cached in {storage})...",
                       file=sys.stderr)
                 t = time.perf_counter()
-                if root is None and not extra_main_dicom_tags:  # how the first cache was made
+                if root is None and not extra_main_dicom_tags and name == "20k":  # the first cache
                     srv.upload_bytes(generate_archive(*shape, seed="archive"))
                 else:  # the same bytes: fast_archive is generate_archive byte for byte
                     assert shape[1:] == (2, 5, 50), shape
-                    upload_pipelined(srv.client(), fast_archive(shape[0]))
+                    first = have // 500  # an interrupted build resumes at a patient boundary
+                    progress = {"n": 0}
+
+                    def report(count, t=t, progress=progress, first=first):
+                        progress["n"] += count
+                        if progress["n"] % 50_000 < count:
+                            rate = progress["n"] / (time.perf_counter() - t)
+                            print(f"  {first * 500 + progress['n']} stored, {rate:.0f}/s", file=sys.stderr)
+
+                    upload_pipelined(srv.client(), fast_archive(shape[0], first), on_batch=report)
                 print(f"  done in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+                have = int(srv.client().statistics()["CountInstances"])
+                if have != expected:
+                    raise RuntimeError(f"{name}: {have} instances stored, {expected} expected")
         done.write_text(str(expected))
     return storage
 
 
 @contextlib.contextmanager
-def archive_server(name: str = "20k", *, root=None, extra_main_dicom_tags=None, **kwargs):
+def archive_server(name: str = "20k", *, root=None, extra_main_dicom_tags=None, in_place=False,
+                   **kwargs):
     """A started LocalOrthanc on a private copy of the generated archive ``name``.
 
     The archive is generated once and cached; each run works on a copy, so benchmarks that
     write (refresh, delete) leave the cache intact and two runs never share an SQLite index.
     ``root`` runs another Orthanc (``orthanc_pandas.testing.orthanc_root("sid")``: 1.13) and
     ``extra_main_dicom_tags`` configures it; each combination has its own cached archive,
-    ingested by that server with that configuration.
+    ingested by that server with that configuration. ``in_place=True`` runs on the cache
+    itself (copying 1,000,000 instances costs more than what is measured): a benchmark that
+    writes must then undo what it wrote.
     """
     storage = _ensure_cached(name, root=root, extra_main_dicom_tags=extra_main_dicom_tags)
+    if in_place:
+        with LocalOrthanc(storage=storage, root=root, extra_main_dicom_tags=extra_main_dicom_tags,
+                          **kwargs) as server:
+            yield server
+        return
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
         copy = Path(tmp) / "storage"
         shutil.copytree(storage, copy)
