@@ -241,3 +241,18 @@ def test_localorthanc_port_reuse_helper_is_real():
         port = a.port
     with LocalOrthanc(port=port) as b:
         assert b.port == port
+
+
+def test_a_file_replaced_by_another_process_is_loaded_again(server, tmp_path):
+    from orthanc_pandas._ops import mirror as mirror_module
+
+    path = tmp_path / "pacs.parquet"
+    op.mirror(server.url, path)
+    assert mirror_module._cached(path) is not None  # this process keeps the frame it wrote
+    server.upload_bytes(_series("n", patient_id="P8"))
+    child = f"import orthanc_pandas as op; op.mirror({server.url!r}, {str(path)!r})"
+    subprocess.run([sys.executable, "-c", child], check=True, timeout=120)
+    assert mirror_module._cached(path) is None  # another file now: not the one in memory
+    got = op.mirror(server.url, path)
+    assert_same(got, _fresh(server.url))
+    assert "P8" in set(got.PatientID)

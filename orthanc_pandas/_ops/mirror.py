@@ -57,6 +57,13 @@ META_KEY = b"orthanc_pandas.mirror"
 ROW_GROUP_SIZE = 100_000
 LEVEL_CHOICES = ("instance", *FRAME_LEVELS)
 
+#: the frame this process last loaded or wrote, per mirror file: (file identity, frame,
+#: metadata). A process that updates a mirror again (a notebook, a service) then skips
+#: loading it: an update costs what changed, not the archive. Valid while the file on disk
+#: is the one written (same inode, size and modification time); frames handed out are
+#: shallow copies, which pandas' copy-on-write keeps apart from this one.
+_LAST: dict[str, tuple[tuple, pd.DataFrame, dict]] = {}
+
 
 def mirror(url: str | OrthancClient, path: str | os.PathLike, *, level: str = "instance",
            auth=None, progress=None, row_group_size: int = ROW_GROUP_SIZE,
@@ -139,7 +146,7 @@ def mirror(url: str | OrthancClient, path: str | os.PathLike, *, level: str = "i
     path = Path(path)
     with _locked(path):
         _remove_stale_temporaries(path)
-        loaded = load_mirror(path) if path.exists() else None
+        loaded = _cached(path) or (load_mirror(path) if path.exists() else None)
         if loaded is None:
             log.info("mirror %s: first read of %s", path, client.url)
             df = read_orthanc(client, level=level, progress=progress, **read_kwargs)
@@ -157,9 +164,28 @@ def mirror(url: str | OrthancClient, path: str | os.PathLike, *, level: str = "i
                 df = read_orthanc(client, level=level, progress=progress, **read_kwargs)
             elif _same_content(old, df):
                 log.info("mirror %s: nothing changed since sequence %s", path, info["last_change"])
-                return old
-        write_mirror(df, path, client, level=level, row_group_size=row_group_size)
-    return df
+                _remember(path, old, info)
+                return old.copy(deep=False)
+        info = write_mirror(df, path, client, level=level, row_group_size=row_group_size)
+        _remember(path, df, info)
+    return df.copy(deep=False)
+
+
+def _identity(path: Path) -> tuple:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _remember(path: Path, df: pd.DataFrame, info: dict) -> None:
+    _LAST.clear()  # one mirror's frame at a time: memory for one archive, not one per path
+    _LAST[str(path.resolve())] = (_identity(path), df, info)
+
+
+def _cached(path: Path) -> tuple[pd.DataFrame, dict] | None:
+    hit = _LAST.get(str(path.resolve())) if path.exists() else None
+    if hit is None or hit[0] != _identity(path):
+        return None
+    return hit[1], hit[2]
 
 
 def _update(old: pd.DataFrame, client: OrthancClient, level: str) -> pd.DataFrame:
@@ -227,12 +253,13 @@ def load_mirror(path: str | os.PathLike) -> tuple[pd.DataFrame, dict] | None:
 
 
 def write_mirror(df: pd.DataFrame, path: str | os.PathLike, client: OrthancClient, *,
-                 level: str, row_group_size: int = ROW_GROUP_SIZE) -> None:
+                 level: str, row_group_size: int = ROW_GROUP_SIZE) -> dict:
     """Write ``df`` to ``path`` atomically, mode 0600, with the mirror metadata.
 
     The table is written to a temporary file beside ``path`` (same folder, so the same file
     system), flushed to disk, then renamed over ``path`` in one step; the folder is synced so
-    the rename survives a crash. Until that rename the previous file is untouched.
+    the rename survives a crash. Until that rename the previous file is untouched. Returns
+    the metadata written.
     """
     path = Path(path)
     info = dict(df.attrs.get("orthanc") or {})
@@ -276,6 +303,7 @@ def write_mirror(df: pd.DataFrame, path: str | os.PathLike, client: OrthancClien
             os.fsync(dfd)
         finally:
             os.close(dfd)
+    return meta
 
 
 def _anchor(client: OrthancClient, seq) -> dict | None:
