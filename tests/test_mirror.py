@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import orthanc_pandas as op
-from orthanc_pandas._ops.mirror import META_KEY, mirror_metadata
+from orthanc_pandas._ops.mirror import META_KEY, mirror_metadata, row_groups
 from orthanc_pandas.errors import MirrorError, MirrorWarning
 from orthanc_pandas.testing import LocalOrthanc
 from orthanc_pandas.testing.synthetic import make_series, to_bytes
@@ -67,7 +67,9 @@ def test_first_call_writes_owner_only_parquet_that_plain_readers_read(server, tm
     assert meta["last_change"] == server.client().last_change() == df.attrs["orthanc"]["last_change"]
     assert meta["url"] == server.url and meta["level"] == "instance"
     assert meta["counts"]["instances"] == server.client().statistics()["CountInstances"] == len(df)
-    assert pq.ParquetFile(path).num_row_groups == -(-len(df) // 5)
+    groups = pq.ParquetFile(path).metadata
+    sizes = [groups.row_group(i).num_rows for i in range(groups.num_row_groups)]
+    assert sizes == [b - a for a, b in row_groups(df, 5)] and sum(sizes) == len(df) and len(sizes) > 1
     assert not list(tmp_path.glob(".pacs.parquet.*.tmp"))
 
 
@@ -79,9 +81,33 @@ def test_dask_and_duckdb_read_the_file_directly(server, tmp_path):
     assert ddf.npartitions == pq.ParquetFile(path).num_row_groups > 1
     got = ddf.compute()
     assert sorted(got.index.get_level_values("instance")) == sorted(df.index.get_level_values("instance"))
+    # row groups hold whole studies
+    for i in range(pq.ParquetFile(path).num_row_groups):
+        studies = set(pq.ParquetFile(path).read_row_group(i, columns=["study"]).column("study").to_pylist())
+        assert not studies & set(df.index.get_level_values("study")[
+            ~df.index.get_level_values("instance").isin(
+                pq.ParquetFile(path).read_row_group(i, columns=["instance"]).column("instance").to_pylist())])
     duckdb = pytest.importorskip("duckdb")
     n, series = duckdb.sql(f"SELECT count(*), count(DISTINCT series) FROM '{path}'").fetchall()[0]
     assert (n, series) == (len(df), df.index.get_level_values("series").nunique())
+
+
+def test_dask_read_mirror_equals_the_frame_while_the_archive_changes(server, tmp_path):
+    opd = pytest.importorskip("orthanc_pandas.dask")
+    path = tmp_path / "pacs.parquet"
+    df = op.mirror(server.url, path, row_group_size=4)
+    ddf = opd.read_mirror(path)
+    assert ddf.npartitions == pq.ParquetFile(path).num_row_groups > 1
+    server.upload_bytes(_series("o", patient_id="P9"))     # the archive changes: no matter
+    server.client().delete(f"/instances/{df.index[0][3]}")
+    got = ddf.compute(scheduler="threads")
+    assert_same(got, df)
+    parts = [ddf.get_partition(i).compute(scheduler="threads") for i in range(ddf.npartitions)]
+    assert all(p.index.names == df.index.names for p in parts)
+    op.mirror(server.url, path)  # rewritten: the old graph refuses to mix two files
+    with pytest.raises(MirrorError, match="read_mirror"):
+        ddf.compute(scheduler="threads")
+    assert_same(opd.read_mirror(path).compute(scheduler="threads"), _fresh(server.url))
 
 
 def test_update_after_adds_deletions_labels_and_a_modified_study_equals_a_fresh_read(server, tmp_path):

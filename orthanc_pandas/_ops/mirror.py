@@ -29,6 +29,7 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -171,19 +172,20 @@ def mirror(url: str | OrthancClient, path: str | os.PathLike, *, level: str = "i
     return df.copy(deep=False)
 
 
-def _identity(path: Path) -> tuple:
-    st = path.stat()
+def file_identity(path: str | os.PathLike) -> tuple:
+    """What tells one written mirror file from the next (a rewrite is a new inode)."""
+    st = os.stat(path)
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _remember(path: Path, df: pd.DataFrame, info: dict) -> None:
     _LAST.clear()  # one mirror's frame at a time: memory for one archive, not one per path
-    _LAST[str(path.resolve())] = (_identity(path), df, info)
+    _LAST[str(path.resolve())] = (file_identity(path), df, info)
 
 
 def _cached(path: Path) -> tuple[pd.DataFrame, dict] | None:
     hit = _LAST.get(str(path.resolve())) if path.exists() else None
-    if hit is None or hit[0] != _identity(path):
+    if hit is None or hit[0] != file_identity(path):
         return None
     return hit[1], hit[2]
 
@@ -289,7 +291,9 @@ def write_mirror(df: pd.DataFrame, path: str | os.PathLike, client: OrthancClien
     try:
         os.fchmod(fd, 0o600)  # O_CREAT's mode is cut by the umask only; never widened
         with os.fdopen(fd, "wb") as f:
-            pq.write_table(table, f, row_group_size=row_group_size)
+            with pq.ParquetWriter(f, table.schema) as writer:
+                for start, stop in row_groups(df, row_group_size):
+                    writer.write_table(table.slice(start, stop - start), row_group_size=stop - start)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -304,6 +308,40 @@ def write_mirror(df: pd.DataFrame, path: str | os.PathLike, client: OrthancClien
         finally:
             os.close(dfd)
     return meta
+
+
+def row_groups(df: pd.DataFrame, size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` row ranges of about ``size`` rows that never split a study (pure).
+
+    An instance frame is sorted study by study, so a cut where the study changes keeps each
+    study (and so each series) in one row group: a Dask partition per row group then sees
+    whole series, as the partitions of ``orthanc_pandas.dask.read_orthanc`` do. Level frames
+    and frames without a ``study`` level are cut every ``size`` rows.
+
+    Examples
+    --------
+    >>> idx = pd.MultiIndex.from_arrays([list("pppp"), list("aabb"), list("ssss"), list("1234")],
+    ...                                 names=["patient", "study", "series", "instance"])
+    >>> row_groups(pd.DataFrame(index=idx), 1)
+    [(0, 2), (2, 4)]
+    >>> row_groups(pd.DataFrame(index=idx), 3)
+    [(0, 4)]
+    """
+    n = len(df)
+    if n == 0:
+        return [(0, 0)]
+    names = list(df.index.names) if isinstance(df.index, pd.MultiIndex) else []
+    if "instance" not in names or "study" not in names:
+        return [(i, min(i + size, n)) for i in range(0, n, size)]
+    codes = pd.factorize(df.index.get_level_values("study"))[0]
+    starts = np.flatnonzero(np.diff(codes)) + 1  # the first row of each study but the first
+    out, begin = [], 0
+    for s in starts.tolist():
+        if s - begin >= size:
+            out.append((begin, s))
+            begin = s
+    out.append((begin, n))
+    return out
 
 
 def _anchor(client: OrthancClient, seq) -> dict | None:
@@ -384,4 +422,4 @@ def _alive(pid: int) -> bool:
     return True
 
 
-__all__ = ["mirror", "mirror_metadata", "load_mirror", "write_mirror"]
+__all__ = ["mirror", "mirror_metadata", "load_mirror", "write_mirror", "row_groups", "file_identity"]
