@@ -132,6 +132,143 @@ def child_refresh(url: str) -> dict:
             "full_read_after": t_fresh, "equal": True, "n_after": len(refreshed)}
 
 
+# -- the 1,000,000-instance archive (--million) -------------------------------------------------
+#: patients added by the mirror measurements, after the 2,000 of the archive (same generator)
+MILLION_NEW = ((2000, 2002), (2002, 2004))
+
+
+def child_mirror(url: str, path: str) -> dict:
+    """One op.mirror call in a fresh process: its time and the frame's size."""
+    import orthanc_pandas as op
+
+    warnings.simplefilter("ignore")
+    t = time.perf_counter()
+    df = op.mirror(url, path, progress=False)
+    return {"seconds": time.perf_counter() - t, "n": len(df),
+            "last_change": df.attrs["orthanc"]["last_change"]}
+
+
+def child_check(url: str, path: str) -> dict:
+    """Whether the mirror file equals a fresh read now (pd.testing.assert_frame_equal)."""
+    import pandas as pd
+
+    import orthanc_pandas as op
+
+    warnings.simplefilter("ignore")
+    fresh = op.read_orthanc(url, progress=False)
+    pd.testing.assert_frame_equal(pd.read_parquet(path), fresh)
+    return {"equal": True, "n": len(fresh)}
+
+
+def child_series(url: str) -> dict:
+    import orthanc_pandas as op
+
+    warnings.simplefilter("ignore")
+    op.OrthancClient(url).system()
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        df = op.read_orthanc(url, level="series", progress=False)
+        times.append(time.perf_counter() - t)
+    return {"seconds": min(times), "all": [round(x, 2) for x in times], "n": len(df)}
+
+
+def million(repeat: int) -> None:
+    """The issue-24 targets on 1,000,000 instances (20,000 series), SQLite index, Orthanc 1.13."""
+    import tempfile
+
+    from _common import archive_server, fast_archive, table, upload_pipelined
+    from index import floor_find
+
+    from orthanc_pandas.testing import orthanc_root
+
+    rows = []
+    with archive_server("1m", root=orthanc_root("sid"), ingest_root=None, in_place=True,
+                        config={"StableAge": 3600}) as server, \
+            tempfile.TemporaryDirectory(prefix="bench-mirror-") as tmp:
+        url, client = server.url, server.client()
+        version = client.version
+        n = int(client.statistics()["CountInstances"])
+        removed = _remove_patients(client, [p for r in MILLION_NEW for p in range(*r)])
+        if removed:
+            print(f"removed {removed} instances a previous run left behind", file=sys.stderr)
+        print(f"1M: Orthanc {version}, {n:,} instances; series-first reads...", file=sys.stderr)
+        series = run_child("series", url)
+        rows.append(("series-first read_orthanc(url, level='series')", f"{series.get('seconds', 0):.2f}",
+                     f"{series.get('n', 0):,} series; runs {series.get('all')}", "<= 2 s"))
+        print("1M: floor of the find route, instance reads...", file=sys.stderr)
+        floors = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            floor_find(url)
+            floors.append(time.perf_counter() - t)
+        reads = best_of_rounds([run_child("read", url, "pandas") for _ in range(repeat)])
+        t_floor = min(floors)
+        rows.append(("floor of the find route (bare requests + json.loads)", f"{t_floor:.2f}",
+                     f"runs {[round(x, 1) for x in floors]}", ""))
+        if "error" in reads:
+            rows.append(("read_orthanc(url)", "error", reads["error"], ""))
+        else:
+            rows.append(("read_orthanc(url)", f"{reads['seconds']:.2f}",
+                         f"{reads['seconds'] / t_floor:.2f}x floor; {reads['frame_bytes'] / reads['n']:.0f} "
+                         f"B/instance; peak RSS {reads['peak_above_base'] / reads['frame_bytes']:.2f}x "
+                         f"the frame ({reads['peak_above_base'] / 1e6:.0f} MB over "
+                         f"{reads['frame_bytes'] / 1e6:.0f} MB)", "<= 1.25x; <= 300 B; <= 2x"))
+        path = str(Path(tmp) / "pacs.parquet")
+        print("1M: mirror...", file=sys.stderr)
+        first = run_child("mirror", url, path)
+        rows.append(("op.mirror: first call (read + write the file)", f"{first.get('seconds', 0):.2f}",
+                     f"file {Path(path).stat().st_size / 1e6:.0f} MB" if Path(path).exists() else str(first), ""))
+        same = run_child("mirror", url, path)
+        rows.append(("op.mirror: nothing changed", f"{same.get('seconds', 0):.2f}", "", ""))
+        try:
+            added = upload_pipelined(client, fast_archive(MILLION_NEW[0][1], MILLION_NEW[0][0]))
+            one = run_child("mirror", url, path)
+            rows.append((f"op.mirror after {added:,} new instances", f"{one.get('seconds', 0):.2f}",
+                         "", "<= 1 s"))
+            # 100 deletions in two series of the first patient, and 1,000 more new instances
+            gone = 0
+            for sid in client.get_json(f"/patients/{_patient_ids(client, 0)[0]}/series")[:2]:
+                for inst in client.get_json(f"/series/{sid['ID']}/instances")[:50]:
+                    client.delete(f"/instances/{inst['ID']}")
+                    gone += 1
+            added2 = upload_pipelined(client, fast_archive(MILLION_NEW[1][1], MILLION_NEW[1][0]))
+            two = run_child("mirror", url, path)
+            rows.append((f"op.mirror after {added2:,} new + {gone} deleted", f"{two.get('seconds', 0):.2f}",
+                         f"{two.get('seconds', 0) / series.get('seconds', 1):.2f}x the series-first read",
+                         "<= series-first read"))
+            print("1M: checking the mirror against a fresh read...", file=sys.stderr)
+            check = run_child("check", url, path)
+            rows.append(("mirror file == fresh read_orthanc (assert_frame_equal)",
+                         str(check.get("equal", check)), f"{check.get('n', 0):,} rows", ""))
+        finally:
+            _remove_patients(client, [p for r in MILLION_NEW for p in range(*r)])
+            # the deleted instances come back: the first patient's files again (the rest are
+            # AlreadyStored)
+            upload_pipelined(client, fast_archive(1, 0))
+            after = int(client.statistics()["CountInstances"])
+            if after != n:
+                print(f"WARNING: the archive holds {after} instances, not {n}", file=sys.stderr)
+    print(f"\n1,000,000-instance archive (20,000 series, SQLite index), Orthanc {version}, "
+          f"{os.cpu_count()} cores, each measurement in a fresh process\n")
+    print(table(rows, ("what", "seconds", "detail", "target")))
+
+
+def _patient_ids(client, number: int) -> list[str]:
+    """Orthanc ids of the generated patient ``number`` (fast_archive's PatientID PAT000123)."""
+    return [hit["ID"] for hit in client.post_json("/tools/lookup", data=f"PAT{number:06d}".encode())
+            if hit.get("Type") == "Patient"]
+
+
+def _remove_patients(client, numbers) -> int:
+    removed = 0
+    for number in numbers:
+        for pid in _patient_ids(client, number):
+            removed += len(client.get_json(f"/patients/{pid}/instances"))
+            client.delete(f"/patients/{pid}")
+    return removed
+
+
 def _remove_refresh_patients(client) -> int:
     """Delete what a (possibly interrupted) refresh measurement added to pg-200k."""
     removed = 0
@@ -173,7 +310,12 @@ def main() -> None:
     ap.add_argument("--no-dask", action="store_true")
     ap.add_argument("--no-refresh", action="store_true")
     ap.add_argument("--only", choices=["sqlite-20k", "pg-20k", "pg-200k"], action="append")
+    ap.add_argument("--million", action="store_true",
+                    help="only the 1,000,000-instance archive on Orthanc 1.13 (reads, mirror)")
     args = ap.parse_args()
+    if args.million:
+        million(args.repeat)
+        return
     from _common import archive_server, pg_archive_server, table
 
     t_setup = time.perf_counter()
@@ -264,7 +406,9 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
         mode, url, *rest = sys.argv[2:]
-        out = child_refresh(url) if mode == "refresh" else child_read(url, *rest)
+        children = {"refresh": child_refresh, "mirror": child_mirror, "check": child_check,
+                    "series": child_series, "read": child_read}
+        out = children[mode](url, *rest)
         print(json.dumps(out))
     else:
         main()

@@ -43,12 +43,14 @@ Guarantees
 
 from __future__ import annotations
 
-__all__ = ["read_orthanc", "select", "map_series", "series_tasks", "connect_workers",
+__all__ = ["read_orthanc", "read_mirror", "select", "map_series", "series_tasks", "connect_workers",
            "OrthancDaskAccessor", "DEFAULT_PARTITION_SIZE"]
 
 import copy
 import hashlib
+import json
 import logging
+import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -56,6 +58,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from orthanc_pandas._frame.matching import merge_criteria
 from orthanc_pandas._frame.schema import (
@@ -76,6 +79,7 @@ from orthanc_pandas._frame.schema import (
 )
 from orthanc_pandas._http.client import OrthancClient, get_client
 from orthanc_pandas._ops.labels import label_map
+from orthanc_pandas._ops.mirror import file_identity, mirror_metadata
 from orthanc_pandas._ops.read import provenance, read_consistent
 from orthanc_pandas._ops.selection import frame_columns
 from orthanc_pandas._ops.selection import select as _select
@@ -83,6 +87,7 @@ from orthanc_pandas._ops.series_map import connect_workers, map_series, series_t
 from orthanc_pandas._ops.source import frame_client as _frame_client
 from orthanc_pandas._util.warn import warn
 from orthanc_pandas.errors import (
+    MirrorError,
     OrthancNotFoundError,
     ParseWarning,
     SelectionError,
@@ -357,6 +362,79 @@ def _read_partition(part: _Part, client: OrthancClient, typed: bool, last_change
         )
     tables = {**part.parents, "instance": LevelTable.from_resources("instance", resources)}
     return build_frame(tables, typed=typed)
+
+
+# -- a mirror file ---------------------------------------------------------------------------
+def read_mirror(path) -> dd.DataFrame:
+    """The instance mirror file of :func:`orthanc_pandas.mirror` as a Dask DataFrame.
+
+    The way to use Dask on a live archive: ``op.mirror(url, path)`` brings the file level with
+    the server (following the change log, at the cost of what changed), and this reads it, one
+    partition per row group. Row groups never split a study, so each partition is a pandas
+    index frame of whole series (MultiIndex, the archive's dtypes and categories, attrs), and
+    ``compute()`` equals ``pd.read_parquet(path)``: the archive at the mirror's change sequence.
+    Unlike :func:`read_orthanc`, nothing here asks the server anything, so instances stored or
+    deleted meanwhile cannot make ``compute()`` fail; if ``op.mirror`` rewrites the file before
+    ``compute()``, the partitions refuse to mix two versions (``MirrorError``: read it again).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by ``op.mirror(url, path)`` (``level="instance"``).
+
+    Returns
+    -------
+    dask.dataframe.DataFrame
+
+    Examples
+    --------
+    >>> import orthanc_pandas as op, orthanc_pandas.dask as opd
+    >>> op.mirror("http://127.0.0.1:8042", "pacs.parquet")              # doctest: +SKIP
+    >>> ddf = opd.read_mirror("pacs.parquet")                           # doctest: +SKIP
+    >>> ddf.groupby("Modality", observed=True).size().compute()         # doctest: +SKIP
+    """
+    path = os.fspath(path)
+    info = mirror_metadata(path)
+    if info.get("level") != "instance":
+        raise MirrorError(
+            f"{path} is a {info.get('level')} mirror; read_mirror reads instance mirrors. A "
+            "level frame is small: pd.read_parquet(path) reads it whole.")
+    pf = pq.ParquetFile(path)
+    identity = file_identity(path)
+    # the meta as pandas reads the file (its string dtypes), from the first row's row group
+    first = pf.read_row_group(0, columns=["instance"]).column("instance")
+    meta = pd.read_parquet(path, filters=[("instance", "==", first[0].as_py())] if len(first) else None)
+    meta = meta.iloc[:0]
+    parts = [(path, i, identity, meta.index) for i in range(pf.metadata.num_row_groups)]
+    # the frame's own string dtypes, not Dask's string[pyarrow] (as read_orthanc does)
+    with warnings.catch_warnings(), dask.config.set({"dataframe.convert-string": False}):
+        warnings.simplefilter("ignore")  # dask cannot know divisions of a MultiIndex
+        raw = dd.from_map(_row_group_part, parts, meta=meta, label="orthanc-mirror",
+                          enforce_metadata=False)
+        schema = dask.delayed(meta, pure=True, name=f"orthanc-mirror-schema-{dask.base.tokenize(meta)}")
+        return raw.map_partitions(_conform, schema, meta=meta, align_dataframes=False)
+
+
+def _row_group_part(part) -> pd.DataFrame:
+    return _row_group(*part)
+
+
+def _row_group(path: str, i: int, identity: tuple, like: pd.MultiIndex) -> pd.DataFrame:
+    """Row group ``i`` of the mirror file as a pandas index frame (pandas metadata: index,
+    dtypes; PANDAS_ATTRS: attrs; index level dtypes as ``like``'s, columns conformed later),
+    refused if the file is not the one the graph was built on."""
+    if file_identity(path) != identity:
+        raise MirrorError(
+            f"{path} was rewritten (op.mirror updated it) after this Dask frame was made; call "
+            "orthanc_pandas.dask.read_mirror(path) again.")
+    pf = pq.ParquetFile(path)
+    out = pf.read_row_group(i, use_pandas_metadata=True).to_pandas()
+    out.index = pd.MultiIndex.from_arrays(
+        [out.index.get_level_values(k).astype(like.levels[k].dtype) for k in range(like.nlevels)],
+        names=like.names)
+    raw = (pf.schema_arrow.metadata or {}).get(b"PANDAS_ATTRS")
+    out.attrs = json.loads(raw) if raw else {}
+    return out
 
 
 def _conform(part: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:

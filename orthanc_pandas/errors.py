@@ -21,6 +21,8 @@ __all__ = [
     "ServerChangedError",
     "InconsistentIndexError",
     "ServerMismatchError",
+    "ChangeLogGapError",
+    "MirrorError",
     "ServerCapabilityError",
     "FrameFormatError",
     "UnknownTagError",
@@ -46,6 +48,7 @@ __all__ = [
     "GeometryWarning",
     "RefreshWarning",
     "DeletionWarning",
+    "MirrorWarning",
 ]
 
 
@@ -117,6 +120,17 @@ class InconsistentIndexError(ServerChangedError):
 
 class ServerMismatchError(OrthancPandasError, ValueError):
     """A frame is used against another server (or another database) than the one it was read from."""
+
+
+class ChangeLogGapError(ServerMismatchError):
+    """The server's change log does not explain what it holds: resources a frame or mirror
+    never saw that no change entry names (log cleared, database restored from a backup or
+    replaced, another server at the same URL). ``op.mirror`` then reads the archive anew."""
+
+
+class MirrorError(OrthancPandasError, ValueError):
+    """A mirror file cannot be used: written for another URL or level, not a mirror, or
+    unreadable. The message says which, and what to do (another path, or delete the file)."""
 
 
 class ServerCapabilityError(OrthancPandasError, RuntimeError):
@@ -240,6 +254,10 @@ class GeometryWarning(OrthancPandasWarning):
 class RefreshWarning(OrthancPandasWarning):
     """``refresh()`` could not reproduce a fresh read exactly (a frame cut by plain pandas, or
     selection criteria that cannot be replayed)."""
+
+
+class MirrorWarning(OrthancPandasWarning):
+    """``op.mirror`` reads the archive anew instead of updating the file, and says why."""
 
 
 class DeletionWarning(OrthancPandasWarning):

@@ -150,6 +150,28 @@ def test_select_and_refresh(twins):
         pd.testing.assert_frame_equal(refreshed_sel, fresh.orthanc.select(PatientID="PG1", InstanceNumber=(1, 10)))
 
 
+def test_series_first_read_and_mirror_on_postgres(twins, tmp_path):
+    """Issue 24 on the PostgreSQL index: the series-first frame equals the instance frame's
+    series(), and a mirror after uploads and deletions equals a fresh read (the plugin has no
+    extended find: deletions are found from the instance id list there)."""
+    pg, _, _ = twins
+    config = {"PostgreSQL": {"Database": pg.create_database("mirror")}, "StableAge": 3600}
+    with LocalOrthanc(postgres=pg, config=config) as server:
+        server.upload_bytes(to_bytes(d) for d in make_series(6, 8, 8, seed="pg-m", patient_id="PM1"))
+        server.upload_bytes(to_bytes(d) for d in make_series(4, 8, 8, seed="pg-n", patient_id="PM2"))
+        series = op.read_orthanc(server.url, level="series")
+        from_instances = op.read_orthanc(server.url).orthanc.series()
+        shared = [c for c in series.columns if c not in ("slice_count", "slice_spacing")]
+        pd.testing.assert_frame_equal(series[shared], from_instances[shared], check_like=False)
+        path = tmp_path / "pg.parquet"
+        first = op.mirror(server.url, path)
+        server.upload_bytes(to_bytes(d) for d in make_series(3, 8, 8, seed="pg-o", patient_id="PM3"))
+        server.client().delete(f"/instances/{first.index[0][3]}")
+        got = op.mirror(server.url, path)
+        pd.testing.assert_frame_equal(got, op.read_orthanc(server.url))
+        pd.testing.assert_frame_equal(pd.read_parquet(path), got)
+
+
 @pytest.fixture
 def shared_tmp():
     """A temporary folder the postgres system user can enter (pytest's tmp_path is private

@@ -32,6 +32,7 @@ import pyarrow as pa
 from pandas.api.types import union_categoricals
 
 from orthanc_pandas._frame import schema as _index
+from orthanc_pandas._frame.level_read import SERIES_COUNT_TAG
 from orthanc_pandas._frame.matching import decode_criteria
 from orthanc_pandas._frame.schema import (
     LEVELS,
@@ -50,6 +51,7 @@ from orthanc_pandas._ops.selection import select
 from orthanc_pandas._util.fanout import fan_out, worker_count
 from orthanc_pandas._util.warn import warn
 from orthanc_pandas.errors import (
+    ChangeLogGapError,
     OrthancNotFoundError,
     OrthancPandasError,
     RefreshWarning,
@@ -331,7 +333,7 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
     series_of = dict(zip(old_list, df.index.get_level_values("series").tolist(), strict=True))
     seq0, stats, affected, deleted, new = _changed_rows(
         client, int(info["last_change"]), series_of, typed=typed,
-        keep_only_rows=keep_only_rows, max_attempts=max_attempts)
+        keep_only_rows=keep_only_rows, max_attempts=max_attempts, full=full)
     # labelling writes no change entry: read every label now (cost ~ the labelled resources)
     labels = label_map(client) if client.capabilities().labels else None
     keep_categories = bool(criteria) and not keep_only_rows
@@ -398,31 +400,77 @@ def _plan(df: pd.DataFrame, client: OrthancClient) -> tuple[dict, list, bool, bo
     return info, criteria, full, keep_only_rows
 
 
+def _counts(stats: dict) -> tuple:
+    return tuple(int(stats[STAT_KEYS[level]]) for level in LEVELS)
+
+
+def series_instance_counts(client: OrthancClient, *, page_size: int = 5000) -> dict[str, int]:
+    """Every series id of the server with its number of instances, from extended
+    ``/tools/find`` at series level (``RequestedTags`` ``NumberOfSeriesRelatedInstances``):
+    one paged pass over the series, no instance listed (cost grows with the series)."""
+    out: dict[str, int] = {}
+    for page in client.iter_find("Series", [], page_size=page_size, RequestedTags=[SERIES_COUNT_TAG]):
+        out.update((r["ID"], int((r.get("RequestedTags") or {})[SERIES_COUNT_TAG])) for r in page)
+    return out
+
+
+def _unseen_series(client: OrthancClient, series_of: dict, affected: set[str]) -> tuple[set, set]:
+    """Deletions found by counts (a full frame on a server with extended find).
+
+    ``(series whose instance count differs from the frame's, series of the server that the
+    frame never held and no change named)``. Orthanc logs no deletion, so they are found by
+    comparing the per-series instance counts of the server with the frame's; the series that
+    differ are read again whole, which makes them exact whatever happened to them.
+    """
+    server = series_instance_counts(client)
+    mine: dict[str, int] = {}
+    for s in series_of.values():
+        mine[s] = mine.get(s, 0) + 1
+    differ = {s for s in set(server) | set(mine)
+              if s not in affected and server.get(s, 0) != mine.get(s, 0)}
+    unseen = {s for s in server if s not in mine and s not in affected}
+    return differ - unseen, unseen
+
+
 def _changed_rows(client: OrthancClient, since: int, series_of: dict, *, typed: bool,
-                  keep_only_rows: bool, max_attempts: int):
+                  keep_only_rows: bool, max_attempts: int, full: bool = False):
     """What changed since ``since`` for the frame whose instances are the keys of
     ``series_of``: ``(sequence, statistics, affected series, deleted instances, fresh rows of
-    the affected series or None)``, taken while the change sequence stood still."""
+    the affected series or None)``, taken while the change sequence stood still.
+
+    Deletions (which Orthanc does not log) are found by counts when ``full`` (the frame holds
+    the whole archive) and the server has extended find: if ``/statistics`` agrees with the
+    frame after the logged changes, nothing was deleted and no instance id is listed; else the
+    per-series counts say which series to read again. Otherwise (a cut frame, or a server
+    without extended find) the instance id list (``GET /instances``) is compared.
+    """
     old_set = set(series_of)
+    by_counts = full and client.capabilities().extended_find
     for _attempt in range(max_attempts):
         seq0 = client.last_change()  # (it may go back: deleting drops a resource's entries)
         changed = changed_resources(client.iter_changes(since, content_only=True))
         stats = client.statistics()
-        server_ids = set(client.list_ids("instances"))
-        deleted = old_set - server_ids
-        affected = set(changed["series"]) | {series_of[i] for i in deleted}
+        affected = set(changed["series"])
         affected |= {series_of[i] for i in changed["instance"] if i in series_of}
         # study / patient entries: the series under them now
         for level in ("study", "patient"):
             for rid in changed[level]:
                 found = _get_or_none(client, f"/{ROUTES[level]}/{rid}/series")
                 affected |= {s["ID"] for s in found or []}
+        if by_counts:
+            server_ids = None
+            deleted = set()
+        else:
+            server_ids = set(client.list_ids("instances"))
+            deleted = old_set - server_ids
+            affected |= {series_of[i] for i in deleted}
         new = fetch_series(client, affected, typed) if affected else None
         if not keep_only_rows:
             # new instances in series not yet known (changes may name only the instance)
             covered = set(new.index.get_level_values("instance").tolist()) if new is not None else set()
             unknown = [i for i in changed["instance"]
-                       if i not in series_of and i in server_ids and i not in covered]
+                       if i not in series_of and (server_ids is None or i in server_ids)
+                       and i not in covered]
             more = {r["ParentSeries"] for r in _pmap(
                 lambda i: _get_or_none(client, f"/instances/{i}") or {"ParentSeries": None},
                 unknown) if r.get("ParentSeries")} - affected
@@ -430,7 +478,24 @@ def _changed_rows(client: OrthancClient, since: int, series_of: dict, *, typed: 
                 extra = fetch_series(client, more, typed)
                 new = extra if new is None else _combine([new, extra], typed)
                 affected |= more
-        if client.last_change() == seq0:
+        if by_counts:
+            kept = sum(1 for s in series_of.values() if s not in affected)
+            have = kept + (len(new) if new is not None else 0)
+            if have != int(stats["CountInstances"]):
+                differ, unseen = _unseen_series(client, series_of, affected)
+                if unseen:
+                    raise ChangeLogGapError(
+                        f"The change log of {client.url} since sequence {since} does not explain "
+                        f"what the server holds: {len(unseen)} series that this frame never held "
+                        "are there and no change entry names them (the log was cleared, the "
+                        "database restored or replaced, or another server answers at this URL). "
+                        "Read it again with orthanc_pandas.read_orthanc(url).")
+                if differ:
+                    again = fetch_series(client, differ, typed)
+                    parts = [p for p in (new, again) if p is not None]
+                    new = _combine(parts, typed) if len(parts) > 1 else (parts[0] if parts else None)
+                    affected |= differ
+        if client.last_change() == seq0 and _counts(client.statistics()) == _counts(stats):
             return seq0, stats, affected, deleted, new
     raise ServerChangedError(
         f"The archive at {client.url} kept changing during {max_attempts} refresh attempts; "

@@ -1,0 +1,425 @@
+"""``op.mirror(url, path)``: the archive's index kept in one parquet file, updated by what changed.
+
+The first call reads the archive (``read_orthanc``) and writes ``path``. Later calls load the
+file and bring it level with the server the way ``refresh()`` does (the change log for what
+was stored; per-series counts, and only where they differ a re-read of those series, for what
+was deleted, which Orthanc does not log), then write it back if anything changed.
+
+Why one file, not a dataset folder: a file can be replaced atomically (written beside the old
+one, fsynced, then ``os.replace``), so a crash or a kill mid-write leaves the previous mirror
+whole and readable, and two processes never see half of each. A folder of parts cannot be
+swapped in one step. One file still splits for parallel readers: it is written in row groups
+of ``row_group_size`` rows, which ``dask.dataframe.read_parquet(path,
+split_row_groups=True)`` and DuckDB read as separate pieces.
+
+The file is plain parquet: ``pd.read_parquet(path)`` gives back the frame with its index and
+``attrs`` (``.orthanc`` works on it), DuckDB and pyarrow read it as a table. Its key-value
+metadata ``orthanc_pandas.mirror`` (JSON) holds the change sequence, the server's identity and
+the frame format. It holds patient data: it is created readable and writable by its owner
+only (mode 0600, as ssh does with private keys), whatever the umask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from orthanc_pandas._http.client import OrthancClient, get_client
+from orthanc_pandas._ops.provenance import FORMAT_VERSION, check_format
+from orthanc_pandas._ops.read import read_orthanc
+from orthanc_pandas._ops.read_levels import FRAME_LEVELS
+from orthanc_pandas._ops.refresh import refresh
+from orthanc_pandas._ops.refresh_levels import refresh_level_frame
+from orthanc_pandas._util.warn import warn
+from orthanc_pandas._version import __version__
+from orthanc_pandas.errors import (
+    FrameFormatError,
+    MirrorError,
+    MirrorWarning,
+    ServerMismatchError,
+)
+
+log = logging.getLogger(__name__)
+
+#: version of the mirror's own metadata (``orthanc_pandas.mirror``)
+MIRROR_FORMAT = 1
+META_KEY = b"orthanc_pandas.mirror"
+#: rows per parquet row group: the pieces Dask and DuckDB read in parallel
+ROW_GROUP_SIZE = 100_000
+LEVEL_CHOICES = ("instance", *FRAME_LEVELS)
+
+#: the frame this process last loaded or wrote, per mirror file: (file identity, frame,
+#: metadata). A process that updates a mirror again (a notebook, a service) then skips
+#: loading it: an update costs what changed, not the archive. Valid while the file on disk
+#: is the one written (same inode, size and modification time); frames handed out are
+#: shallow copies, which pandas' copy-on-write keeps apart from this one.
+_LAST: dict[str, tuple[tuple, pd.DataFrame, dict]] = {}
+
+
+def mirror(url: str | OrthancClient, path: str | os.PathLike, *, level: str = "instance",
+           auth=None, progress=None, row_group_size: int = ROW_GROUP_SIZE,
+           **read_kwargs) -> pd.DataFrame:
+    """The archive's index frame, kept in the parquet file ``path`` and updated by what changed.
+
+    The first call reads the archive with :func:`~orthanc_pandas.read_orthanc` and writes
+    ``path``. Each later call loads ``path``, applies only what changed on the server since
+    it was written, writes it back (atomically) when anything did, and returns the frame:
+    equal to what ``read_orthanc(url, level=level)`` would return now.
+
+    What an update costs (``docs/mirror.md`` has the figures):
+
+    * ``level="instance"``: the changes since the file's change sequence (``/changes``); the
+      series they name are read again whole; deletions (which Orthanc does not log) are found
+      by comparing counts (``/statistics``), then, only if they differ, per-series instance
+      counts (extended ``/tools/find``, Orthanc >= 1.12.5) or, on older servers, the instance
+      id list; labels (which write no change entry) are read again: cost grows with the
+      labelled resources. Then the file is written again (~1 s per million rows).
+    * ``level="series"`` (``"study"``, ``"patient"``): the level frame is read again
+      level-first, whose cost grows with the series, not the instances.
+
+    When the server's change log no longer explains what it holds (the log was cleared, the
+    database restored from a backup or replaced, or another server answers at ``url``), a
+    :class:`~orthanc_pandas.errors.MirrorWarning` says so and the archive is read anew: the
+    mirror never mixes two archives.
+
+    Parameters
+    ----------
+    url : str or OrthancClient
+        The server, as for ``read_orthanc``.
+    path : str or os.PathLike
+        The mirror file (parquet). Created (mode 0600) if missing. A file that ``mirror`` did
+        not write is never overwritten.
+    level : {"instance", "series", "study", "patient"}, default "instance"
+        The frame kept: instances, or the level frame read level-first.
+    auth : (str, str), optional
+        As for ``read_orthanc``; never written to the file.
+    progress : bool or tqdm, optional
+        Progress bar of the reads (a first read, or one read anew).
+    row_group_size : int, default 100,000
+        Rows per parquet row group (the pieces parallel readers take).
+    **read_kwargs
+        Passed to ``read_orthanc`` (``typed``, ``page_size``, ``route``, ``max_rounds``,
+        client options such as ``verify`` or ``timeout``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The frame, with provenance in ``attrs["orthanc"]`` (``last_change``, ``counts``).
+
+    Raises
+    ------
+    MirrorError
+        ``path`` is not a mirror (another parquet file, or not parquet), or is the mirror of
+        another URL or level: choose another path or delete the file.
+
+    Warns
+    -----
+    MirrorWarning
+        When the mirror is read anew instead of updated, with the reason.
+
+    Examples
+    --------
+    >>> import orthanc_pandas as op
+    >>> df = op.mirror("http://127.0.0.1:8042", "pacs.parquet")          # doctest: +SKIP
+    >>> # ... tomorrow: only what changed is read
+    >>> df = op.mirror("http://127.0.0.1:8042", "pacs.parquet")          # doctest: +SKIP
+    >>> series = op.mirror(url, "pacs-series.parquet", level="series")   # doctest: +SKIP
+    >>> import dask.dataframe as dd
+    >>> ddf = dd.read_parquet("pacs.parquet", split_row_groups=True)     # doctest: +SKIP
+    """
+    if level not in LEVEL_CHOICES:
+        raise ValueError(f"level must be one of {', '.join(map(repr, LEVEL_CHOICES))}; got {level!r}.")
+    if not isinstance(row_group_size, int) or row_group_size < 1:
+        raise ValueError(f"row_group_size must be a positive integer, got {row_group_size!r}.")
+    client_keys = {"verify", "timeout", "retries", "pool_size", "compress_json"}
+    client = get_client(url, auth=auth, **{k: v for k, v in read_kwargs.items() if k in client_keys})
+    read_kwargs = {k: v for k, v in read_kwargs.items() if k not in client_keys}
+    path = Path(path)
+    with _locked(path):
+        _remove_stale_temporaries(path)
+        loaded = _cached(path) or (load_mirror(path) if path.exists() else None)
+        if loaded is None:
+            log.info("mirror %s: first read of %s", path, client.url)
+            df = read_orthanc(client, level=level, progress=progress, **read_kwargs)
+        else:
+            old, info = loaded
+            _check_same(info, client, level, path)
+            why = _why_read_anew(old, info, client)
+            if why is None:
+                try:
+                    df = _update(old, client, level)
+                except ServerMismatchError as exc:  # ChangeLogGapError, or counts that differ
+                    why = str(exc)
+            if why is not None:
+                warn(f"op.mirror: {path} is read anew from {client.url}: {why}", MirrorWarning)
+                df = read_orthanc(client, level=level, progress=progress, **read_kwargs)
+            elif _same_content(old, df):
+                log.info("mirror %s: nothing changed since sequence %s", path, info["last_change"])
+                _remember(path, old, info)
+                return old.copy(deep=False)
+        info = write_mirror(df, path, client, level=level, row_group_size=row_group_size)
+        _remember(path, df, info)
+    return df.copy(deep=False)
+
+
+def file_identity(path: str | os.PathLike) -> tuple:
+    """What tells one written mirror file from the next (a rewrite is a new inode)."""
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _remember(path: Path, df: pd.DataFrame, info: dict) -> None:
+    _LAST.clear()  # one mirror's frame at a time: memory for one archive, not one per path
+    _LAST[str(path.resolve())] = (file_identity(path), df, info)
+
+
+def _cached(path: Path) -> tuple[pd.DataFrame, dict] | None:
+    hit = _LAST.get(str(path.resolve())) if path.exists() else None
+    if hit is None or hit[0] != file_identity(path):
+        return None
+    return hit[1], hit[2]
+
+
+def _update(old: pd.DataFrame, client: OrthancClient, level: str) -> pd.DataFrame:
+    if len(old) == 0:  # an empty archive: nothing to keep, and read again it costs nothing
+        return read_orthanc(client, level=level, typed=_is_typed(old))
+    if level == "instance":
+        return refresh(old, client)
+    return refresh_level_frame(old, client)
+
+
+def _is_typed(df: pd.DataFrame) -> bool:
+    return not ("StudyDate" in df.columns and isinstance(df["StudyDate"].dtype, pd.StringDtype))
+
+
+def _same_content(old: pd.DataFrame, new: pd.DataFrame) -> bool:
+    """Whether an update changed nothing but the time it was taken (then the file stays)."""
+    a = {k: v for k, v in (old.attrs.get("orthanc") or {}).items() if k != "read_at"}
+    b = {k: v for k, v in (new.attrs.get("orthanc") or {}).items() if k != "read_at"}
+    return a == b and old.equals(new) and old.index.equals(new.index) \
+        and (old.dtypes == new.dtypes).all()
+
+
+# -- the file --------------------------------------------------------------------------------
+def mirror_metadata(path: str | os.PathLike) -> dict:
+    """The ``orthanc_pandas.mirror`` metadata of a mirror file (change sequence, server, level).
+
+    Examples
+    --------
+    >>> mirror_metadata("pacs.parquet")["last_change"]                   # doctest: +SKIP
+    20412
+    """
+    path = Path(path)
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowException) as exc:
+        raise MirrorError(
+            f"{path} cannot be read as parquet ({exc}). op.mirror never overwrites a file it "
+            "did not write: choose another path, or delete this file to read the archive anew."
+        ) from None
+    if META_KEY not in meta:
+        raise MirrorError(
+            f"{path} is a parquet file but not a mirror written by op.mirror (no "
+            f"{META_KEY.decode()} metadata). op.mirror never overwrites a file it did not "
+            "write: choose another path, or delete this file.")
+    return json.loads(meta[META_KEY])
+
+
+def load_mirror(path: str | os.PathLike) -> tuple[pd.DataFrame, dict] | None:
+    """``(frame, metadata)`` of a mirror file; None when it must be read anew (another mirror
+    or frame format, written by another orthanc-pandas: said in a warning)."""
+    path = Path(path)
+    info = mirror_metadata(path)
+    if info.get("mirror_format") != MIRROR_FORMAT or info.get("format") != FORMAT_VERSION:
+        warn(f"op.mirror: {path} was written by {info.get('library', 'another version')} in "
+             f"another format (mirror {info.get('mirror_format')}, frame {info.get('format')}); "
+             f"this orthanc-pandas {__version__} reads it anew.", MirrorWarning)
+        return None
+    df = pd.read_parquet(path)
+    try:
+        check_format(df.attrs)
+    except FrameFormatError as exc:
+        warn(f"op.mirror: {exc} It is read anew.", MirrorWarning)
+        return None
+    return df, info
+
+
+def write_mirror(df: pd.DataFrame, path: str | os.PathLike, client: OrthancClient, *,
+                 level: str, row_group_size: int = ROW_GROUP_SIZE) -> dict:
+    """Write ``df`` to ``path`` atomically, mode 0600, with the mirror metadata.
+
+    The table is written to a temporary file beside ``path`` (same folder, so the same file
+    system), flushed to disk, then renamed over ``path`` in one step; the folder is synced so
+    the rename survives a crash. Until that rename the previous file is untouched. Returns
+    the metadata written.
+    """
+    path = Path(path)
+    info = dict(df.attrs.get("orthanc") or {})
+    system = client.system()
+    meta = {
+        "mirror_format": MIRROR_FORMAT,
+        "format": FORMAT_VERSION,
+        "library": f"orthanc-pandas {__version__}",
+        "level": level,
+        "url": client.url,
+        "last_change": info.get("last_change"),
+        "counts": info.get("counts"),
+        "written_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "server": {"name": system.get("Name"), "version": system.get("Version"),
+                   "database_backend": system.get("DatabaseBackendPlugin"),
+                   "database_version": system.get("DatabaseVersion"),
+                   "anchor": _anchor(client, info.get("last_change"))},
+    }
+    table = pa.Table.from_pandas(df, preserve_index=True)
+    schema_meta = dict(table.schema.metadata or {})
+    if df.attrs:  # as DataFrame.to_parquet stores them, so pd.read_parquet gives them back
+        schema_meta[b"PANDAS_ATTRS"] = json.dumps(df.attrs).encode()
+    schema_meta[META_KEY] = json.dumps(meta).encode()
+    table = table.replace_schema_metadata(schema_meta)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # O_CREAT's mode is cut by the umask only; never widened
+        with os.fdopen(fd, "wb") as f:
+            with pq.ParquetWriter(f, table.schema) as writer:
+                for start, stop in row_groups(df, row_group_size):
+                    writer.write_table(table.slice(start, stop - start), row_group_size=stop - start)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    with contextlib.suppress(OSError):  # the rename itself on disk (not on every platform)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    return meta
+
+
+def row_groups(df: pd.DataFrame, size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` row ranges of about ``size`` rows that never split a study (pure).
+
+    An instance frame is sorted study by study, so a cut where the study changes keeps each
+    study (and so each series) in one row group: a Dask partition per row group then sees
+    whole series, as the partitions of ``orthanc_pandas.dask.read_orthanc`` do. Level frames
+    and frames without a ``study`` level are cut every ``size`` rows.
+
+    Examples
+    --------
+    >>> idx = pd.MultiIndex.from_arrays([list("pppp"), list("aabb"), list("ssss"), list("1234")],
+    ...                                 names=["patient", "study", "series", "instance"])
+    >>> row_groups(pd.DataFrame(index=idx), 1)
+    [(0, 2), (2, 4)]
+    >>> row_groups(pd.DataFrame(index=idx), 3)
+    [(0, 4)]
+    """
+    n = len(df)
+    if n == 0:
+        return [(0, 0)]
+    names = list(df.index.names) if isinstance(df.index, pd.MultiIndex) else []
+    if "instance" not in names or "study" not in names:
+        return [(i, min(i + size, n)) for i in range(0, n, size)]
+    codes = pd.factorize(df.index.get_level_values("study"))[0]
+    starts = np.flatnonzero(np.diff(codes)) + 1  # the first row of each study but the first
+    out, begin = [], 0
+    for s in starts.tolist():
+        if s - begin >= size:
+            out.append((begin, s))
+            begin = s
+    out.append((begin, n))
+    return out
+
+
+def _anchor(client: OrthancClient, seq) -> dict | None:
+    """The change entry at ``seq``: a fingerprint of this server's log (another database has
+    another resource at that sequence)."""
+    if not seq:
+        return None
+    page = client.get_json("/changes", params={"since": int(seq) - 1, "limit": 1})
+    for c in page.get("Changes") or []:
+        if int(c.get("Seq", -1)) == int(seq):
+            return {"seq": int(seq), "id": c.get("ID"), "type": c.get("ChangeType")}
+    return None
+
+
+# -- checks ----------------------------------------------------------------------------------
+def _check_same(info: dict, client: OrthancClient, level: str, path: Path) -> None:
+    if info.get("url") != client.url:
+        raise MirrorError(
+            f"{path} is the mirror of {info.get('url')}, not of {client.url}. Use another path "
+            "for this server (or, if it is the same server under a new address, delete the file "
+            "to read it anew).")
+    if info.get("level") != level:
+        raise MirrorError(
+            f"{path} is a mirror at level {info.get('level')!r}, not {level!r}. Use another path "
+            f"for the {level} frame, or pass level={info.get('level')!r}.")
+
+
+def _why_read_anew(old: pd.DataFrame, info: dict, client: OrthancClient) -> str | None:
+    """Why the change log cannot bring this mirror up to date (None: it can)."""
+    seq = client.last_change()
+    mine = int(info.get("last_change") or 0)
+    system = client.system(refresh=True)
+    server = info.get("server") or {}
+    if server.get("name") != system.get("Name"):
+        return (f"another server answers at this URL (named {system.get('Name')!r}; the mirror "
+                f"was written from {server.get('name')!r})")
+    if seq < mine:
+        return (f"the server's change sequence ({seq}) is behind the mirror's ({mine}): its "
+                "database was restored from a backup or replaced, or another server answers here")
+    anchor = server.get("anchor")
+    if anchor:
+        now = _anchor(client, anchor["seq"])
+        if now is not None and (now["id"], now["type"]) != (anchor["id"], anchor["type"]):
+            return (f"the server's change log holds another resource at sequence {anchor['seq']} "
+                    "than when the mirror was written: another database or server answers here")
+    return None
+
+
+# -- housekeeping ----------------------------------------------------------------------------
+@contextlib.contextmanager
+def _locked(path: Path):
+    """One update of a mirror at a time (an advisory lock on a file beside it)."""
+    lock = path.with_name(f".{path.name}.lock")
+    fd = os.open(lock, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Temporary files of writes killed mid-way (their process is gone): never the mirror."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:-4]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+__all__ = ["mirror", "mirror_metadata", "load_mirror", "write_mirror", "row_groups", "file_identity"]
