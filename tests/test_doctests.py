@@ -20,7 +20,7 @@ from orthanc_pandas.errors import OrthancPandasWarning
 NOT_RUN: dict[str, str] = {}
 #: pure modules whose examples are their documentation: each must have some that run
 PURE = ["_frame.schema", "_frame.matching", "_frame.levels", "_frame.tags", "_http.capabilities",
-        "_http.changes", "_imaging.geometry", "_imaging.assemble", "_imaging.decode",
+        "_http.changes", "_imaging.geometry", "_imaging.assemble", "_imaging.decode", "_imaging.seg",
         "testing.synthetic", "_util.fanout"]
 MODULES = sorted(m.name for m in pkgutil.walk_packages(orthanc_pandas.__path__, "orthanc_pandas.")
                  if not m.ispkg or m.name == "orthanc_pandas.testing")

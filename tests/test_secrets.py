@@ -81,6 +81,7 @@ def test_password_in_no_output_of_the_whole_api(server, tmp_path, caplog, capsys
         plan = df.orthanc.delete(level="patient")  # a dry run
         refreshed = df.orthanc.refresh()
         vol = sel.orthanc.volume()
+        seg_rows = vol.orthanc.to_seg(vol.values > vol.values.mean(), "body", upload=True)
         zipped = sel.orthanc.to_zip(tmp_path / "sel.zip")
         for frame in (df, sel, wt, refreshed, upload_report, plan):
             texts += [repr(frame), frame.to_string(), json.dumps(frame.attrs, default=str)]
@@ -93,6 +94,7 @@ def test_password_in_no_output_of_the_whole_api(server, tmp_path, caplog, capsys
             back = pd.read_parquet(path)
             texts.append(json.dumps(back.attrs))
         texts += [repr(vol), json.dumps(vol.attrs, default=str), repr(hdrs.iloc[0])]
+        texts += [repr(seg_rows), seg_rows.to_string(), json.dumps(seg_rows.attrs, default=str)]
         blobs.append(zipped.read_bytes())
 
         # the simple-orthanc facade

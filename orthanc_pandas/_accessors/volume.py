@@ -9,6 +9,9 @@ indices in dims order ``(z, y, x, 1)`` to LPS millimetres) and the array itself,
 * ``vol.orthanc.to_nifti(path)``: a NIfTI-1 file in RAS (nibabel, same extra).
 * ``vol.orthanc.to_netcdf(path)``: netCDF with netCDF-safe attrs; works in a base install
   (h5netcdf is a dependency).
+* ``vol.orthanc.to_seg(mask, labels)``: a DICOM SEG of the volume's source instances
+  (highdicom, ``pip install 'orthanc-pandas[masks]'``); ``upload=True`` stores it in the
+  source Orthanc and returns its rows. See ``docs/interop.md``, "Writing a SEG".
 * ``vol.orthanc.plot()``: a slice the right way up (radiological), windowed, in mm, with
   optional mask contours; three planes with ``view="three"`` (``pip install
   'orthanc-pandas[plot]'``). See ``docs/volumes.md``, "Looking at a volume".
@@ -30,6 +33,8 @@ from orthanc_pandas._imaging.interop import (
     sitk_geometry,
     volume_affine,
 )
+from orthanc_pandas._imaging.masks import GRID_ATOL
+from orthanc_pandas._ops.seg import to_seg
 from orthanc_pandas.errors import NotAVolumeError
 
 
@@ -261,3 +266,124 @@ class VolumeAccessor:
                            overlay=overlay, overlay_window=overlay_window,
                            overlay_cmap=overlay_cmap, overlay_alpha=overlay_alpha,
                            letters=letters, ax=ax, figsize=figsize, interactive=interactive)
+
+    def to_seg(self, mask, labels=None, *, codes=None, fractional: bool = False,
+               fractional_type: str = "PROBABILITY", algorithm: str | None = None,
+               algorithm_version: str | None = None, algorithm_type: str | None = None,
+               algorithm_family="ArtificialIntelligence", series_description: str | None = None,
+               series_number: int | None = None, series_instance_uid: str | None = None,
+               sop_instance_uid: str | None = None, content_label: str | None = None,
+               content_description: str | None = None, content_creator_name: str | None = None,
+               upload: bool = False, orthanc_labels=None, sources=None, atol: float = GRID_ATOL,
+               max_workers: int | None = None, progress=None, client=None):
+        """A DICOM SEG of ``mask`` on the volume's source instances; stored with ``upload=True``.
+
+        The SEG is written by highdicom on the headers of the instances the volume was read
+        from (``pip install 'orthanc-pandas[masks]'``). Each source image is placed by its own
+        ImagePositionPatient, ImageOrientationPatient and PixelSpacing, never by its rank, so
+        the SEG lies on its source pixels for axial, sagittal and oblique series, in whatever
+        dims order the volume and the mask are (a DataArray mask is matched by dim names). A
+        mask that is not on the volume's grid is refused. See ``docs/interop.md``, "Writing a
+        SEG".
+
+        Parameters
+        ----------
+        mask : DataArray or array
+            On the volume's grid. One segment: booleans (or 0/1) of the volume's shape. Several:
+            a ``segment`` dim (``roi`` too), or a numpy array with segments first, one boolean
+            mask each (they may overlap); or an integer label map, value ``k`` being segment
+            ``k`` (0: background). A numpy array is read in the volume's dims order
+            (``vol.dims``); a DataArray by its dim names, and its ``z``/``y``/``x`` coordinates
+            and ``attrs["affine"]`` must be the volume's. With ``fractional=True``: values in
+            [0, 1].
+        labels : str, list of str or dict, optional
+            SegmentLabel of each segment: one string for one segment; a list in segment order
+            (for a label map, ``labels[k - 1]`` names value ``k``); or ``{k: label}`` with keys
+            1..n for a label map. Default: the ``segment`` coordinate of a DataArray mask (as
+            ``seg_rows.orthanc.mask(like=vol)`` gives).
+        codes : dict, optional
+            ``label -> type`` or ``label -> (category, type)``: segmented property codes, each a
+            pydicom ``Code``, a highdicom ``CodedConcept``, a ``(value, scheme, meaning)`` tuple
+            or a ``pydicom.sr.codedict.codes.SCT`` keyword (``"Liver"``). Labels without an entry
+            are looked up in DICOM's segmentation property types ("liver" -> SCT 10200004
+            Liver, category Anatomical Structure; "tumor" -> Neoplasm), else Tissue / Tissue.
+        fractional : bool, default False
+            ``False``: a BINARY SEG (1 bit per pixel). ``True``: FRACTIONAL, values in [0, 1]
+            stored as ``round(value * 255)``.
+        fractional_type : {"PROBABILITY", "OCCUPANCY"}
+        algorithm, algorithm_version : str, optional
+            The algorithm that made the mask (AlgorithmName and AlgorithmVersion, both or
+            neither); then the segments are ``"AUTOMATIC"``, else ``"MANUAL"``.
+        algorithm_type : {"AUTOMATIC", "SEMIAUTOMATIC", "MANUAL"}, optional
+        algorithm_family : str or code, default "ArtificialIntelligence"
+            A keyword of CID 7162 (``codes.cid7162``) or a code.
+        series_description : str, optional
+            Default ``"Segmentation: "`` and the labels (at most 64 characters).
+        series_number : int, optional
+            Default 1000 + the source series' number.
+        series_instance_uid, sop_instance_uid : str, optional
+            Default: new UIDs. Fixed UIDs make a rerun store nothing new (Orthanc keeps the
+            instance it has: ``AlreadyStored``).
+        content_label, content_description, content_creator_name : str, optional
+            ContentLabel (default highdicom's, e.g. ``"CT_SEG"``), ContentDescription,
+            ContentCreatorName.
+        upload : bool, default False
+            Store the SEG in the Orthanc the volume was read from (``attrs["orthanc_url"]``, or
+            ``client``) and return its rows instead of the dataset.
+        orthanc_labels : str or list of str, optional
+            Orthanc labels (Orthanc >= 1.12) put on the stored SEG instance (with ``upload``).
+        sources : list of pydicom.Dataset, optional
+            The source instances' datasets (headers are enough); default: read from the
+            server (up to their pixel data, ``max_workers`` at a time).
+        atol : float
+            Tolerance, in voxels, of the grid checks and of each image's place.
+        max_workers : int, optional
+        progress : bool or tqdm, optional
+            Progress bar over the source headers read.
+        client : OrthancClient or str, optional
+            Default: the client registered for the volume's server.
+
+        Returns
+        -------
+        highdicom.seg.Segmentation or pandas.DataFrame
+            Without ``upload``: the SEG, a ``pydicom.Dataset`` (``seg.save_as("seg.dcm")``).
+            With ``upload``: the new instance's rows, an index frame as a fresh read (or
+            ``df.orthanc.refresh()``) gives them, on which ``.orthanc`` works
+            (``rows.orthanc.mask(like=vol)``).
+
+        Raises
+        ------
+        ImportError
+            highdicom is missing: ``pip install 'orthanc-pandas[masks]'``.
+        MaskGeometryError
+            The mask is not on the volume's grid (its shape, coordinates or affine differ: the
+            message says which), or a source image is not where the volume says.
+        GeometryError
+            The volume has no geometry, or sources a SEG cannot reference frame by frame
+            (several multi-frame images, mosaics, frames without per-frame positions).
+        SelectionError
+            Labels, codes, values or options that do not fit (values other than 0/1 without
+            ``fractional``, a label map value without a label, ...).
+        ServerCapabilityError
+            ``orthanc_labels`` on Orthanc < 1.12 (checked before anything is stored).
+
+        Examples
+        --------
+        >>> ct = df[df.SeriesInstanceUID == "1.2.3"].orthanc.volume()            # doctest: +SKIP
+        >>> liver = model(ct.values) > 0.5                                        # doctest: +SKIP
+        >>> rows = ct.orthanc.to_seg(liver, "liver", algorithm="nnU-Net", algorithm_version="2.5",
+        ...                          upload=True, orthanc_labels="ai-draft")   # doctest: +SKIP
+        >>> rows.orthanc.mask(like=ct)                       # the same voxels back  # doctest: +SKIP
+        >>> seg = ct.orthanc.to_seg(labelmap, ["liver", "spleen"])                 # doctest: +SKIP
+        >>> seg.save_as("seg.dcm")                                                 # doctest: +SKIP
+        """
+        return to_seg(self._da, mask, labels, client=client, sources=sources, upload=upload,
+                      orthanc_labels=orthanc_labels, max_workers=max_workers, progress=progress,
+                      codes=codes, fractional=fractional, fractional_type=fractional_type,
+                      algorithm=algorithm, algorithm_version=algorithm_version,
+                      algorithm_type=algorithm_type, algorithm_family=algorithm_family,
+                      atol=atol, series_description=series_description,
+                      series_number=series_number, series_instance_uid=series_instance_uid,
+                      sop_instance_uid=sop_instance_uid, content_label=content_label,
+                      content_description=content_description,
+                      content_creator_name=content_creator_name)

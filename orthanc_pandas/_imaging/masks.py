@@ -45,13 +45,15 @@ SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 
 
-def _need(module: str):
+def need_masks_extra(module: str = "highdicom", what: str = "Masks"):
+    """Import ``module`` of the ``masks`` extra, or say how to install it."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ImportError(f"Masks need {module}: pip install 'orthanc-pandas[masks]'.") from exc
+        raise ImportError(f"{what} need{'s' if what != 'Masks' else ''} {module}: "
+                          f"pip install 'orthanc-pandas[masks]' (or pip install {module}).") from exc
 
 
 def _grid(like) -> tuple[np.ndarray, tuple[int, int, int]]:
@@ -83,7 +85,7 @@ def _result(data: np.ndarray, dim: str, labels: list[str], numbers: list[int], l
         if set(c.dims) <= {"z", "y", "x"}:
             coords[name] = c
     keep = ("affine", "spacing", "origin", "direction", "geometry", "frame_of_reference_uid",
-            "orthanc_series")
+            "orthanc_series", "orthanc_url")
     out_attrs = {k: like.attrs[k] for k in keep if k in like.attrs}
     out_attrs.update(attrs)
     return xr.DataArray(data, dims=(dim, "z", "y", "x"), coords=coords, attrs=out_attrs,
@@ -139,7 +141,7 @@ def seg_mask(ds, like, *, atol: float = GRID_ATOL, plane_atol: float = PLANE_ATO
     >>> m = seg_mask(pydicom.dcmread("seg.dcm"), ct)            # doctest: +SKIP
     >>> m.sel(segment="liver").sum()                             # doctest: +SKIP
     """
-    hd = _need("highdicom")
+    hd = need_masks_extra("highdicom")
     seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
     a, shape = _grid(like)
     _check_frame_of_reference(getattr(ds, "FrameOfReferenceUID", None), like, "SEG")

@@ -19,7 +19,7 @@ import pydicom
 
 from orthanc_pandas._http.client import OrthancClient
 from orthanc_pandas._util.bulk import check_bulk_args
-from orthanc_pandas._util.fanout import map_in_order, stopped_answering, worker_count
+from orthanc_pandas._util.fanout import fan_out, map_in_order, stopped_answering, worker_count
 from orthanc_pandas._util.progress import progress_bar
 from orthanc_pandas.errors import OrthancConnectionError, OrthancHTTPError, SelectionError
 
@@ -118,6 +118,36 @@ def read_header(client: OrthancClient, instance_id: str) -> pydicom.Dataset:
             if ds is not None:
                 return ds
             size = min(size * 2, 4 << 20)
+
+
+def read_headers(client: OrthancClient, instance_ids, *, max_workers: int | None = None,
+                 progress=None, desc: str = "Reading headers") -> list[pydicom.Dataset]:
+    """The headers of ``instance_ids``, in that order (:func:`read_header` for each, a few at
+    a time); the first error stops them all.
+
+    Examples
+    --------
+    >>> datasets = read_headers(client, vol.instance.values)         # doctest: +SKIP
+    """
+    check_bulk_args(max_workers)
+    ids = [str(i) for i in instance_ids]
+    workers = worker_count(max_workers, pool_size=client.pool_size, jobs=len(ids) or 1)
+    done = 0
+    lock = threading.Lock()
+
+    def one(iid: str) -> pydicom.Dataset:
+        nonlocal done
+        ds = read_header(client, iid)
+        with lock:
+            done += 1
+        return ds
+
+    try:
+        return fan_out(one, ids, workers, progress=progress, desc=desc, unit="file",
+                       name="orthanc-headers")
+    except OrthancConnectionError as exc:
+        raise stopped_answering(exc, desc, done, len(ids), "headers were read",
+                                "nothing was returned (no partial list).") from None
 
 
 def _instance_ids(df: pd.DataFrame) -> list[str]:

@@ -159,6 +159,7 @@ def series_volume(rows: pd.DataFrame, client: OrthancClient, *, rescale: bool = 
                         allow_irregular=allow_irregular, dtype=dtype, arrays=arrays,
                         max_workers=1, release=True, progress=False)
     vol.attrs["orthanc_series"] = str(series[0])
+    vol.attrs["orthanc_url"] = client.url  # the server to write back to (never credentials)
     return vol
 
 
