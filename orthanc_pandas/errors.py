@@ -243,7 +243,19 @@ class OrthancPandasWarning(UserWarning):
 
 
 class ParseWarning(OrthancPandasWarning):
-    """Some values could not be converted to their column's type and were kept as missing."""
+    """Some values could not be converted to their column's type and were kept as missing.
+
+    One per frame built, naming each column with a count and an example value.
+
+    Attributes
+    ----------
+    columns : dict
+        ``{column: number of values that did not parse}``.
+    """
+
+    def __init__(self, message: str = "", columns: dict[str, int] | None = None):
+        super().__init__(message)
+        self.columns = dict(columns or {})
 
 
 class GeometryWarning(OrthancPandasWarning):

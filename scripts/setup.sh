@@ -39,7 +39,12 @@ apt_install() {  # install Debian packages when missing and possible, else say h
 
 if [ -z "${ORTHANC_BINARY:-}" ]; then
   pkgs=(orthanc orthanc-dicomweb)
-  [ "$job" = test ] && pkgs+=(orthanc-postgresql postgresql debootstrap dcm2niix)
+  if [ "$job" = test ]; then
+    pkgs+=(orthanc-postgresql postgresql debootstrap dcm2niix)
+    # headless Chromium opens the rendered notebooks (tests/test_notebooks.py): Debian's package;
+    # elsewhere (Ubuntu ships Chromium as a snap) install one and set CHROMIUM to its binary
+    grep -qs '^ID=debian' /etc/os-release && pkgs+=(chromium)
+  fi
   apt_install "${pkgs[@]}"
 fi
 

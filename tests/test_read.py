@@ -172,12 +172,16 @@ def test_parse_failures_warn_and_typed_false_keeps_raw(corpus):
         warnings.simplefilter("always")
         typed = op.read_orthanc(corpus.url)
     raw = op.read_orthanc(corpus.url, typed=False)
-    messages = [str(w.message) for w in caught if issubclass(w.category, ParseWarning)]
+    parse = [w for w in caught if issubclass(w.category, ParseWarning)]
     # pydicom's corpus holds a few deliberately invalid values (e.g. NumberOfFrames '1A')
     bad_frames = raw["NumberOfFrames"].dropna()
     bad_frames = bad_frames[~bad_frames.str.strip().str.fullmatch(r"[+-]?\d*")]
     assert len(bad_frames) > 0
-    assert any("NumberOfFrames" in m for m in messages)
+    # one warning for the read, at this line: one line naming the column, the count, an example
+    assert len(parse) == 1 and parse[0].filename == __file__
+    message = str(parse[0].message)
+    assert "\n" not in message and parse[0].message.columns["NumberOfFrames"] == len(bad_frames)
+    assert any(f"NumberOfFrames {v.strip()!r}" in message for v in bad_frames), message
     assert typed.loc[bad_frames.index, "NumberOfFrames"].isna().all()
     assert raw["StudyDate"].dtype == pd.StringDtype("pyarrow")
     assert set(raw.index) == set(typed.index)  # rows may sort differently (NA last)

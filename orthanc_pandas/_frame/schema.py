@@ -48,8 +48,8 @@ The column schema
   ``Int64``, ``orthanc_series_status`` a ``category``. See :mod:`orthanc_pandas._ops.labels`.
 
 A value that does not parse (a date like ``2020-13-45``) becomes missing with a
-:class:`~orthanc_pandas.errors.ParseWarning` naming the column and the count; ``typed=False``
-keeps every tag as the raw string instead.
+:class:`~orthanc_pandas.errors.ParseWarning`: one per frame, naming each column with the count
+and an example value (:mod:`.unparsed`); ``typed=False`` keeps every tag as the raw string instead.
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_dict
 
-from orthanc_pandas._util.warn import warn
-from orthanc_pandas.errors import InconsistentIndexError, ParseWarning
+from orthanc_pandas._frame.unparsed import note, one_warning
+from orthanc_pandas.errors import InconsistentIndexError
 
 LEVELS = ("patient", "study", "series", "instance")
 
@@ -420,6 +420,7 @@ def _codes(child_parents: pa.Array, parent_ids: pa.Array, what: str) -> np.ndarr
     return codes.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+@one_warning()  # one ParseWarning for the whole frame
 def build_frame(tables: Mapping[str, LevelTable | Mapping[str, pa.Array]], *, typed: bool = True,
                 sort: bool = True) -> pd.DataFrame:
     """Join the four levels into one frame, one row per instance.
@@ -695,17 +696,6 @@ def _arrow_numbers(a: pa.Array) -> tuple[pa.Array, pa.Array]:
     return values, pc.or_(pc.and_(_present(a), pc.invert(ok)), pc.invert(finite))
 
 
-def _count(mask: pa.Array) -> int:
-    return int(pc.sum(pc.cast(mask, pa.int64())).as_py() or 0)
-
-
-def _warn(kw: str, bad: int, what: str) -> None:
-    if bad:
-        warn(
-            f"{bad} value(s) of {kw} are not valid {what} and were set to missing; "
-            "read with typed=False to keep the raw strings.", ParseWarning)
-
-
 def typed_columns(kw: str, raw: pa.Array, level: str, typed: bool) -> dict[str, object]:
     """One or more typed columns for the raw strings of one tag at its own level."""
     if not typed:
@@ -746,7 +736,7 @@ def parse_dates(text, kw: str = "date") -> pd.Series:
     # Arrow rolls impossible days over ('20200230' -> 2020-03-01): keep only exact round trips
     exact = pc.fill_null(pc.equal(pc.strftime(dates, format="%Y%m%d"), a), False)
     dates = pc.if_else(exact, dates, pa.scalar(None, dates.type))
-    _warn(kw, _count(pc.and_(_present(a), pc.is_null(dates))), "DICOM dates (YYYYMMDD)")
+    note(kw, pc.and_(_present(a), pc.is_null(dates)), a, "a date YYYYMMDD")
     return pd.Series(dates.to_numpy(zero_copy_only=False).astype(DATE_DTYPE), copy=False)
 
 
@@ -768,7 +758,7 @@ def parse_ages(text, kw: str = "age") -> pd.Series:
     scale = np.append(np.array(list(AGE_UNITS.values())), np.nan)
     years = number.to_numpy(zero_copy_only=False) * scale[
         pc.fill_null(which, len(AGE_UNITS)).to_numpy(zero_copy_only=False)]
-    _warn(kw, _count(pc.and_(_present(a), pc.invert(ok))), "DICOM ages (nnnD/W/M/Y)")
+    note(kw, pc.and_(_present(a), pc.invert(ok)), a, "an age nnnY/M/W/D")
     out = pd.array(years, dtype="Float64")
     out[np.isnan(years)] = pd.NA
     return pd.Series(out, copy=False)
@@ -780,14 +770,15 @@ def parse_numbers(text, kw: str = "number", integer: bool = False) -> pd.Series:
     >>> parse_numbers(pd.Series([" 12 ", "x", None]), integer=True).tolist()
     [12, <NA>, <NA>]
     """
-    values, bad = _arrow_numbers(_numeric_text(_arrow_text(text)))
+    a = _numeric_text(_arrow_text(text))
+    values, bad = _arrow_numbers(a)
     if integer:
         # fractions are not integers; beyond 2**53 a float64 no longer holds every integer
         frac = pc.fill_null(pc.or_(pc.not_equal(values, pc.floor(values)),
                                    pc.greater(pc.abs(values), 2.0 ** 53)), False)
         values = pc.if_else(frac, pa.scalar(None, pa.float64()), values)
         bad = pc.or_(bad, frac)
-    _warn(kw, _count(bad), "integers (IS)" if integer else "decimal numbers (DS)")
+    note(kw, bad, a, "an integer" if integer else "a number")
     out = pd.array(values.to_numpy(zero_copy_only=False), dtype="Float64")
     out[np.asarray(pc.is_null(values))] = pd.NA
     return pd.Series(out.astype("Int64") if integer else out, copy=False)
@@ -818,7 +809,7 @@ def parse_vectors(text, kw: str, length: int) -> dict[str, pd.Series]:
         col = pd.array(values.to_numpy(zero_copy_only=False), dtype="Float64")
         col[np.asarray(pc.is_null(values))] = pd.NA
         out[f"{kw}_{i}"] = pd.Series(col, copy=False)
-    _warn(kw, _count(bad), f"{length} decimal numbers")
+    note(kw, bad, a, f"{length} numbers")
     return out
 
 

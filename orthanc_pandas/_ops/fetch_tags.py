@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterable, Sequence
 import pandas as pd
 
 from orthanc_pandas._frame.tags import TagInfo, parse_number, tag_info, typed_tag_columns
+from orthanc_pandas._frame.unparsed import one_warning
 from orthanc_pandas._http.capabilities import Capabilities
 from orthanc_pandas._http.client import OrthancClient
 from orthanc_pandas._util.fanout import DEFAULT_WORKERS, fan_out, worker_count
@@ -389,11 +390,12 @@ def _fetch_binary(client: OrthancClient, raw: dict[str, dict], keys: set[str], *
 def _columns(df: pd.DataFrame, tags: Sequence[TagInfo], instances, raw: dict) -> dict[str, pd.Series]:
     out: dict[str, pd.Series] = {}
     empty: dict = {}
-    for info in tags:
-        values = [raw.get(iid, empty).get(info.key) for iid in instances]
-        for name, col in typed_tag_columns(info, values).items():
-            col.index = df.index
-            out[name] = col
+    with one_warning(hint="df.orthanc.headers() shows them as stored"):  # one for all the tags
+        for info in tags:
+            values = [raw.get(iid, empty).get(info.key) for iid in instances]
+            for name, col in typed_tag_columns(info, values).items():
+                col.index = df.index
+                out[name] = col
     return out
 
 
