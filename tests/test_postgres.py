@@ -129,6 +129,21 @@ def test_same_frame_as_sqlite(twins):
     assert (pa_["url"], pa_["name"]) == (on_pg.url, "pg")
 
 
+def test_postgres_pages_the_instance_list_in_concurrent_streams(twins):
+    """On a PostgreSQL index the instance list is read as contiguous offset ranges at once
+    (benchmarks/postgres_concurrency.py measured it faster); small pages put many page and
+    range boundaries in the list, and the frame must still equal the SQLite twin's."""
+    from orthanc_pandas._ops.read import POSTGRES_LIST_STREAMS, list_streams
+
+    _, on_pg, on_sqlite = twins
+    assert list_streams(on_pg.client()) == POSTGRES_LIST_STREAMS > 1
+    assert list_streams(on_sqlite.client()) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ParseWarning)
+        a = op.read_orthanc(on_pg.url, progress=False, page_size=7, route="lists")
+    pd.testing.assert_frame_equal(a, _read(on_sqlite.url))
+
+
 def test_select_and_refresh(twins):
     pg, _, _ = twins
     # a second Orthanc on the same PostgreSQL server, in its own database: the twins stay as they are

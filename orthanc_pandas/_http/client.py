@@ -607,20 +607,23 @@ class OrthancClient:
         """All Orthanc ids of a level (``patients``, ``studies``, ``series``, ``instances``)."""
         return self.get_json(f"/{level}")
 
-    def iter_pages(self, level: str, page_size: int = 5000) -> Iterator[list[dict]]:
+    def iter_pages(self, level: str, page_size: int = 5000, *, start: int = 0,
+                   stop: int | None = None) -> Iterator[list[dict]]:
         """Yield the expanded resources of a level, one page at a time.
 
         Uses ``GET /{level}?expand&since=&limit=`` (both parameters together, as Orthanc
-        before 1.12.5 requires). Pages are offsets in an unordered list, so callers that need
-        a consistent snapshot must check the change sequence around the read.
+        before 1.12.5 requires), from offset ``start`` up to ``stop`` (default: the end).
+        Pages are offsets in an unordered list, so callers that need a consistent snapshot
+        must check the change sequence around the read.
         """
-        since = 0
-        while True:
-            page = self.get_json(f"/{level}", params={"expand": "", "since": since, "limit": page_size})
+        since = int(start)
+        while stop is None or since < stop:
+            limit = page_size if stop is None else min(page_size, stop - since)
+            page = self.get_json(f"/{level}", params={"expand": "", "since": since, "limit": limit})
             if not page:
                 return
             yield page
-            if len(page) < page_size:
+            if len(page) < limit:
                 return
             since += len(page)
 

@@ -268,7 +268,11 @@ def read_tables(client: OrthancClient, *, page_size: int = 5000, bar=None, route
     """
     levels = list(reversed(LEVELS))
     if route != "find":
-        return _read_levels(client, levels, page_size, bar)
+        streams = list_streams(client)
+        if streams < 2:
+            return _read_levels(client, levels, page_size, bar)
+        return _read_lists_concurrently(client, levels, page_size, bar, streams,
+                                        (counts or {}).get("instance"))
     total = (counts or {}).get("instance")
     if total is None:
         total = client.count_resources("Instance")
@@ -295,6 +299,47 @@ def read_tables(client: OrthancClient, *, page_size: int = 5000, bar=None, route
     tables = {"instance": first, **parents}
     release_memory()
     return tables
+
+
+#: concurrent streams over the instance list on a PostgreSQL index (GET lists route).
+#: benchmarks/postgres_concurrency.py, 5,000 instances, pages of 1,000, 2 cores: with Debian's
+#: plugin 4.0 (1.10.1) 2 streams 1.86x and 4 streams 2.67x faster than one after another;
+#: with plugin 5.0 (1.13) 1.41x and 1.21x at IndexConnectionsCount 1, 2.48x and 2.40x at 4.
+#: The index builds each expanded resource with queries of its own, which run side by side
+#: there; SQLite serializes them behind one mutex, so its lists stay sequential.
+POSTGRES_LIST_STREAMS = 3
+
+
+def list_streams(client: OrthancClient) -> int:
+    """How many concurrent streams page the instance list on this server (GET lists route):
+    :data:`POSTGRES_LIST_STREAMS` where the index is a database plugin, 1 on SQLite."""
+    return POSTGRES_LIST_STREAMS if client.system().get("DatabaseBackendPlugin") else 1
+
+
+def _read_lists_concurrently(client: OrthancClient, levels, page_size: int, bar, streams: int,
+                             total: int | None) -> dict[str, LevelTable]:
+    """The GET lists with the instance list cut in ``streams`` contiguous offset ranges read
+    at once, beside the parent lists. Ranges come from ``/statistics``: resources added
+    meanwhile may be missed and deleted ones shift offsets, as with one stream; the caller's
+    change-sequence and count checks catch both (and a live read catches up)."""
+    if total is None:
+        total = int(client.statistics()["CountInstances"])
+    bounds = [total * i // streams for i in range(streams)] + [None]
+    parts = [LevelTable("instance") for _ in range(streams)]
+    parents: dict[str, LevelTable] = {}
+
+    def instance_stream(k: int):
+        return lambda: _read_level(parts[k], client.iter_pages(
+            ROUTES["instance"], page_size=page_size, start=bounds[k], stop=bounds[k + 1]), bar, {})
+
+    jobs = [instance_stream(k) for k in range(streams)]
+    jobs.append(lambda: parents.update(_read_levels(client, levels[1:], page_size, bar)))
+    fan_out(lambda job: job(), jobs, len(jobs), name="orthanc-read")
+    first = parts[0]
+    for more in parts[1:]:
+        first.extend(more)
+    release_memory()
+    return {"instance": first, **parents}
 
 
 def _read_levels(client: OrthancClient, levels, page_size: int, bar) -> dict[str, LevelTable]:
