@@ -26,6 +26,7 @@ from orthanc_pandas._frame.matching import merge_criteria
 from orthanc_pandas._frame.schema import INDEX_NAMES, LABELS_COLUMN
 from orthanc_pandas._http.client import OrthancClient
 from orthanc_pandas._ops import series_map
+from orthanc_pandas._ops.annotations import annotations, with_annotation
 from orthanc_pandas._ops.files import delete, download, to_zip
 from orthanc_pandas._ops.gateway import retrieve, send
 from orthanc_pandas._ops.headers import header, headers
@@ -823,6 +824,82 @@ class InstanceAccessor(BaseAccessor):
 
         return level_frame(self._df, "patient")
 
+    # -- annotations (annotations.py) -----------------------------------------------------
+    def annotations(self, *, progress: bool | tqdm | None = None, max_workers: int | None = None,
+                    errors: str = "raise", client: OrthancClient | str | None = None) -> pd.DataFrame:
+        """The annotation table: one row per segment of every SEG and ROI of every RTSTRUCT.
+
+        The SEG and RTSTRUCT rows of this frame (``Modality``) are read without pixel data,
+        one request per instance, and each segment or ROI becomes a row: the annotation's own
+        ids (``annotation_patient`` ... ``annotation_instance``, ``SOPInstanceUID``,
+        ``SeriesInstanceUID``), ``number`` and ``label`` (SegmentNumber/SegmentLabel or
+        ROINumber/ROIName), ``description``, the coded category and type (``category_code``,
+        ``_scheme``, ``_meaning``; ``type_*``), ``roi_interpreted_type``, ``algorithm_type``,
+        ``algorithm_name``, and what it annotates: ``source_series_uid`` and the Orthanc ids
+        ``source_series``, ``source_study``, ``source_patient`` (missing when that series is
+        not on the server), ``frame_of_reference_uid``, ``source_frame_of_reference_uid``
+        and ``frame_of_reference_matches``. Plain types only (text, Int64, boolean): it
+        round-trips through ``to_parquet``/``pd.read_parquet`` and DuckDB. A header naming
+        only source instances (no referenced series) is resolved through those instances:
+        rows of this frame first, else ``POST /tools/lookup``. See ``docs/annotations.md``.
+
+        Parameters
+        ----------
+        progress, max_workers, errors, client
+            As for :meth:`headers` (``errors="report"``: an annotation the server refuses is
+            left out and named in ``result.attrs["errors"]``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Default index; ``attrs["orthanc"]`` is this frame's provenance with
+            ``table="annotations"``. Not an Orthanc frame: ``.orthanc`` does not apply.
+
+        Examples
+        --------
+        >>> ann = df.orthanc.annotations()                                   # doctest: +SKIP
+        >>> ann[["Modality", "label", "type_meaning", "source_series"]]      # doctest: +SKIP
+        >>> ann[ann.label.str.contains("liver", case=False)].source_series.nunique()  # doctest: +SKIP
+        """
+        return annotations(self._df, "instance", lambda: self.client(client), progress=progress,
+                           max_workers=max_workers, errors=errors)
+
+    def with_annotation(self, criteria: Mapping | None = None, /, *,
+                        annotations: pd.DataFrame | None = None, case_sensitive: bool = False,
+                        progress: bool | tqdm | None = None, max_workers: int | None = None,
+                        client: OrthancClient | str | None = None,
+                        **criteria_kwargs) -> pd.DataFrame:
+        """The rows of the series that a matching segment or ROI annotates: a cohort in one line.
+
+        Criteria are on the columns of :meth:`annotations` (``label``, ``type_code``,
+        ``type_meaning``, ``category_code``, ``Modality``, ``algorithm_type`` ...), in the
+        forms of :meth:`select`: wildcards (``label="liver*"``, case-insensitive unless
+        ``case_sensitive=True``), lists (any of), ``None`` (missing). A row is kept when its
+        series is the ``source_series`` of a segment/ROI matching every criterion. A boolean
+        mask on this frame.
+
+        Parameters
+        ----------
+        criteria : dict, optional
+            ``{column: criterion}``, positional only; merged with ``criteria_kwargs``.
+        annotations : pandas.DataFrame, optional
+            The table of :meth:`annotations`, when you have it (no request then); by default
+            it is read for this frame, so the frame must hold the SEG/RTSTRUCT rows.
+
+        Examples
+        --------
+        >>> livers = df.orthanc.with_annotation(label="liver*")              # doctest: +SKIP
+        >>> livers.orthanc.series()                                          # doctest: +SKIP
+        >>> ann = df.orthanc.annotations()                                   # doctest: +SKIP
+        >>> ct = df[df.Modality == "CT"]                                     # doctest: +SKIP
+        >>> ct.orthanc.with_annotation(type_code="10200004", annotations=ann)  # doctest: +SKIP
+        """
+        merged = merge_criteria(criteria, criteria_kwargs)
+        if annotations is None:
+            annotations = self.annotations(progress=progress, max_workers=max_workers, client=client)
+        return with_annotation(self._df, "instance", annotations, merged,
+                               case_sensitive=case_sensitive)
+
     # -- scale (dask.py) -----------------------------------------------------------------
     def map_series(self, func, *, dask_client=None, client: OrthancClient | str | None = None,
                    meta=None, auth: tuple[str, str] | None = None,
@@ -1077,6 +1154,47 @@ class LevelAccessor(BaseAccessor):
         return self.instances(df, client=client).orthanc.download(
             folder, layout=layout, verify=verify, progress=progress, max_workers=max_workers,
             errors=errors, client=client)
+
+    def annotations(self, df: pd.DataFrame | None = None, *, progress: bool | tqdm | None = None,
+                    max_workers: int | None = None, errors: str = "raise",
+                    client: OrthancClient | str | None = None) -> pd.DataFrame:
+        """The annotation table of the SEG/RTSTRUCT series among this frame's resources.
+
+        See :meth:`InstanceAccessor.annotations`. ``df``: the instance frame this frame was
+        made from (no listing request); without it the SEG/RTSTRUCT series of the rows are
+        listed on the server (one request per SEG/RTSTRUCT series row, or per study/patient
+        row; study rows whose ``modalities`` name neither are skipped).
+
+        Examples
+        --------
+        >>> s = op.read_orthanc(url, level="series")                         # doctest: +SKIP
+        >>> ann = s.orthanc.annotations()                                    # doctest: +SKIP
+        """
+        return annotations(self._df, self.level, lambda: self.client(client), instances=df,
+                           progress=progress, max_workers=max_workers, errors=errors)
+
+    def with_annotation(self, criteria: Mapping | None = None, /, *,
+                        annotations: pd.DataFrame | None = None, df: pd.DataFrame | None = None,
+                        case_sensitive: bool = False, progress: bool | tqdm | None = None,
+                        max_workers: int | None = None, client: OrthancClient | str | None = None,
+                        **criteria_kwargs) -> pd.DataFrame:
+        """The rows annotated by a matching segment or ROI (see :meth:`InstanceAccessor.with_annotation`).
+
+        Series rows: the source series of a match. Study and patient rows: those holding such
+        a source series. ``df`` as for :meth:`annotations`.
+
+        Examples
+        --------
+        >>> s = df.orthanc.series()                                          # doctest: +SKIP
+        >>> s.orthanc.with_annotation(label="liver*", df=df)                 # doctest: +SKIP
+        >>> df.orthanc.studies().orthanc.with_annotation(type_meaning="Liver", df=df)  # doctest: +SKIP
+        """
+        merged = merge_criteria(criteria, criteria_kwargs)
+        if annotations is None:
+            annotations = self.annotations(df, progress=progress, max_workers=max_workers,
+                                           client=client)
+        return with_annotation(self._df, self.level, annotations, merged,
+                               case_sensitive=case_sensitive)
 
     def refresh(self, *, client: OrthancClient | str | None = None) -> pd.DataFrame:
         """A frame read level-first (``read_orthanc(url, level="series")``), read again.
