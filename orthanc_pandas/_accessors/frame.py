@@ -34,6 +34,7 @@ from orthanc_pandas._ops.jobs import modify_resources
 from orthanc_pandas._ops.labels import add_labels, remove_labels
 from orthanc_pandas._ops.levels import geometry_report, instances_of, level_with_tags
 from orthanc_pandas._ops.masks import mask
+from orthanc_pandas._ops.protocol import add_protocol_columns, level_protocol, series_protocol
 from orthanc_pandas._ops.read import check_format
 from orthanc_pandas._ops.refresh import refresh
 from orthanc_pandas._ops.refresh_levels import refresh_level_frame
@@ -753,9 +754,9 @@ class InstanceAccessor(BaseAccessor):
 
 
     # -- level frames (series_frame.py) -------------------------------------------------
-    def series(self, *, geometry: bool = False, progress: bool | tqdm | None = None,
-               max_workers: int | None = None, client: OrthancClient | str | None = None,
-               **tolerances) -> pd.DataFrame:
+    def series(self, *, geometry: bool = False, protocol: bool | Sequence[str] = False,
+               progress: bool | tqdm | None = None, max_workers: int | None = None,
+               client: OrthancClient | str | None = None, **tolerances) -> pd.DataFrame:
         """One row per series of the rows: its tags, its parents' tags and aggregates.
 
         Built from the rows alone (no request to the server) unless ``geometry=True``. Index
@@ -774,6 +775,16 @@ class InstanceAccessor(BaseAccessor):
             raise): the same checks as ``volume()``, on the index columns plus PixelSpacing,
             Rows, Columns, SamplesPerPixel and FrameOfReferenceUID, fetched with
             :meth:`with_tags` when missing (one request per series; no pixels).
+        protocol : bool or list of str, default False
+            Protocol columns: ``True`` for the documented set of each series' modality (CT:
+            KVP, XRayTubeCurrent, Exposure, CTDIvol, SliceThickness, ConvolutionKernel...; MR:
+            RepetitionTime, EchoTime, InversionTime, FlipAngle, MagneticFieldStrength,
+            ScanningSequence, SequenceVariant, DiffusionBValue...; PT: Radiopharmaceutical,
+            RadionuclideTotalDose, Units, DecayCorrection...), a list of tags for those tags
+            on every series. Each tag gives ``<tag>`` (its value when the instances agree,
+            else missing), ``<tag>_min`` and ``<tag>_max``: the same columns whatever the
+            data. Fetched for the rows with :meth:`with_tags` (one request per series; tags
+            that are columns are not fetched). See ``docs/series.md``, "Protocol columns".
         **tolerances
             Keyword arguments of :func:`orthanc_pandas._imaging.geometry.slice_geometry`
             (``spacing_rtol=``, ``tilt_tol=`` ...).
@@ -784,6 +795,9 @@ class InstanceAccessor(BaseAccessor):
         >>> thin = s[(s.Modality == "CT") & (s.slice_spacing <= 2)]          # doctest: +SKIP
         >>> vol = thin.iloc[[0]].orthanc.volume(df)                          # doctest: +SKIP
         >>> df.orthanc.series(geometry=True).volume_problem.dropna()         # doctest: +SKIP
+        >>> p = df.orthanc.series(protocol=True)                             # doctest: +SKIP
+        >>> p[(p.Modality == "CT") & (p.SliceThickness_max <= 2) & (p.KVP == 120)]  # doctest: +SKIP
+        >>> df.orthanc.series(protocol=["KVP", "0019,100c"])                 # doctest: +SKIP
         """
 
         df = self._df
@@ -793,6 +807,11 @@ class InstanceAccessor(BaseAccessor):
                 df = self.with_tags(*missing, progress=progress, max_workers=max_workers,
                                     client=client)
         out = level_frame(df, "series")
+        if protocol is not False:
+            agg = series_protocol(df, out.index.get_level_values("series"), protocol,
+                                  lambda: self.client(client), max_workers=max_workers,
+                                  progress=progress)
+            out = add_protocol_columns(out, agg)
         if geometry:
             report = geometry_report(df, lambda: self.client(client), fetch=False, **tolerances)
             out["volume_ok"] = report["volume_ok"].array
@@ -1195,6 +1214,34 @@ class LevelAccessor(BaseAccessor):
                                            client=client)
         return with_annotation(self._df, self.level, annotations, merged,
                                case_sensitive=case_sensitive)
+
+    def with_protocol(self, protocol: bool | Sequence[str] = True, *, df: pd.DataFrame | None = None,
+                      progress: bool | tqdm | None = None, max_workers: int | None = None,
+                      client: OrthancClient | str | None = None) -> pd.DataFrame:
+        """This series frame with protocol columns (see :meth:`InstanceAccessor.series`, ``protocol``).
+
+        ``df``: the instance frame this frame was made from (its rows are aggregated, as
+        ``df.orthanc.series(protocol=...)`` does); without it every instance of each CT/MR/PT
+        series row (each row, for a list of tags) is read on the server, one request per
+        series. A tag that is a column of this frame is taken from it.
+
+        Examples
+        --------
+        >>> s = op.read_orthanc(url, level="series")                         # doctest: +SKIP
+        >>> s = s.orthanc.with_protocol()                                    # doctest: +SKIP
+        >>> s[s.EchoTime_max < 10]                                           # doctest: +SKIP
+        """
+        if self.level != "series":
+            raise SelectionError(f"Protocol columns are per series; this is a {self.level} frame. "
+                                 "Use df.orthanc.series(protocol=True) or a series frame.")
+        if df is not None:
+            agg = series_protocol(self.instances(df), self._df.index.get_level_values("series"),
+                                  protocol, lambda: self.client(client), max_workers=max_workers,
+                                  progress=progress)
+        else:
+            agg = level_protocol(self._df, protocol, lambda: self.client(client),
+                                 max_workers=max_workers, progress=progress)
+        return add_protocol_columns(self._df, agg)
 
     def refresh(self, *, client: OrthancClient | str | None = None) -> pd.DataFrame:
         """A frame read level-first (``read_orthanc(url, level="series")``), read again.
