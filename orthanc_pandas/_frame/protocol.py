@@ -163,23 +163,37 @@ def aggregate(values: pd.DataFrame, series: Sequence, order: Sequence,
     [<NA>, 100.0, 120.0]
     """
     order = pd.Index(list(order), dtype=object)
-    codes = order.get_indexer(pd.Index(list(series), dtype=object))
+    codes = order.get_indexer(pd.Index(list(series), dtype=object)) if len(order) else \
+        np.full(len(values), -1)
     keep = codes >= 0
-    out: dict[str, object] = {}
     n = len(order)
+    present = [c for c in dtypes if c in values.columns]
+    data = {c: _as_dtype(values[c], dtypes[c])[keep] for c in present}
+    table = pd.DataFrame(data, index=pd.RangeIndex(int(keep.sum())))
+    grouped = table.groupby(codes[keep], sort=True)
+    low = grouped.min().reindex(range(n))
+    high = grouped.max().reindex(range(n))
+    distinct = grouped.nunique().reindex(range(n))
+    out: dict[str, object] = {}
     for col, dtype in dtypes.items():
-        if col in values.columns:
-            v = pd.Series(values[col].to_numpy(dtype=object, na_value=None)[keep], dtype=object)
-            v = pd.Series(pd.array(v.tolist(), dtype=dtype if _numeric(dtype) else TEXT_DTYPE))
-            grouped = v.groupby(codes[keep])
-            low = grouped.min().reindex(range(n))
-            high = grouped.max().reindex(range(n))
-            const = low.where(grouped.nunique().reindex(range(n)).fillna(0).to_numpy() == 1)
+        if col in data:
+            single = distinct[col].fillna(0).to_numpy() == 1
+            parts = (low[col].where(single), low[col], high[col])
         else:
-            low = high = const = pd.Series(pd.array([None] * n, dtype=dtype))
-        for suffix, data in (("", const), ("_min", low), ("_max", high)):
-            out[f"{col}{suffix}"] = pd.array(data.tolist(), dtype=dtype)
+            parts = (None, None, None)
+        for suffix, part in zip(("", *SUFFIXES), parts, strict=True):
+            out[f"{col}{suffix}"] = (pd.array([None] * n, dtype=dtype) if part is None
+                                     else part.astype(dtype).array)
     return pd.DataFrame(out, index=pd.RangeIndex(n))
+
+
+def _as_dtype(column: pd.Series, dtype) -> pd.api.extensions.ExtensionArray:
+    """``column``'s values as an array of ``dtype`` (text for categoricals and objects)."""
+    if column.dtype == dtype:
+        return column.array
+    if isinstance(column.dtype, pd.CategoricalDtype) or not _numeric(dtype):
+        return pd.array(column.to_numpy(dtype=object, na_value=None), dtype=dtype)
+    return column.astype(dtype).array
 
 
 def modality_mask(modality: np.ndarray, tag: str) -> np.ndarray:

@@ -105,8 +105,8 @@ def _values(work: pd.DataFrame, names: list[str], dtypes: dict, documented: bool
             return None  # components are read below
 
         cols = column_names(info, work.columns) if name not in NESTED else []
-        if len(cols) > 1:   # a vector tag already split into components
-            found = {c: work[c] for c in cols}
+        if len(cols) > 1 or (cols and work[cols[0]].dtype != object):
+            found = {c: work[c] for c in cols}   # typed already (with_tags, index columns)
         else:
             found = _value_columns(name, dtypes[name], source, n)
         keep = modality_mask(modality, name) if documented else np.ones(n, dtype=bool)
@@ -181,10 +181,8 @@ def level_protocol(frame: pd.DataFrame, protocol, client_fn: Callable[[], Orthan
 def add_protocol_columns(frame: pd.DataFrame, agg: pd.DataFrame) -> pd.DataFrame:
     """``frame`` (a series frame) with the columns of ``agg`` (aligned by position); a column
     ``frame`` already has (a main tag such as ``Modality``) is kept, not replaced."""
-    out = frame.copy(deep=False)
-    for c in agg.columns:
-        if c not in out.columns:
-            out[c] = agg[c].array
+    new = agg[[c for c in agg.columns if c not in frame.columns]].set_axis(frame.index)
+    out = pd.concat([frame, new], axis=1)
     out.attrs = copy.deepcopy(frame.attrs)
     return out
 
