@@ -187,9 +187,7 @@ def _rt_records(ds) -> list[dict]:
     observations: dict[int, object] = {}
     for obs in ds.get("RTROIObservationsSequence") or ():
         observations.setdefault(_int(obs.get("ReferencedROINumber")), obs)
-    contours: dict[int, object] = {}
-    for rc in ds.get("ROIContourSequence") or ():
-        contours.setdefault(_int(rc.get("ReferencedROINumber")), rc)
+    contours: dict[int, object] | None = None  # parsed only if a ROI names no series
     out = []
     for roi in ds.get("StructureSetROISequence") or ():
         number = _int(roi.get("ROINumber"))
@@ -197,7 +195,13 @@ def _rt_records(ds) -> list[dict]:
         obs = observations.get(number)
         typ = _code(_first(obs, "RTROIIdentificationCodeSequence"))
         series = by_frame.get(frame) if frame else None
-        instance = None if series else _rt_contour_image(contours.get(number))
+        instance = None
+        if series is None:
+            if contours is None:
+                contours = {}
+                for rc in ds.get("ROIContourSequence") or ():
+                    contours.setdefault(_int(rc.get("ReferencedROINumber")), rc)
+            instance = _rt_contour_image(contours.get(number))
         if series is None and instance is None:
             series = only
         algorithm = _first(roi, "ROIDerivationAlgorithmIdentificationSequence")

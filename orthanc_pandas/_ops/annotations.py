@@ -72,7 +72,8 @@ class _Known:
     def add_frame(self, df: pd.DataFrame | None, level: str) -> None:
         if df is None or not len(df) or level in ("study", "patient"):
             return
-        first = df[~df.index.get_level_values("series").duplicated()]  # one row per series
+        cols = [c for c in ("SeriesInstanceUID", "FrameOfReferenceUID") if c in df.columns]
+        first = df[cols][~df.index.get_level_values("series").duplicated()]  # one row per series
         idx = first.index.to_frame(index=False)
         uids = _text_column(first, "SeriesInstanceUID")
         frames = _text_column(first, "FrameOfReferenceUID")
