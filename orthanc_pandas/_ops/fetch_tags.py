@@ -426,7 +426,8 @@ def _columns(df: pd.DataFrame, tags: Sequence[TagInfo], instances, raw: dict) ->
     out: dict[str, pd.Series] = {}
     empty: dict = {}
     for info in tags:
-        values = [raw.get(iid, empty).get(info.key) for iid in instances]
+        key = info.key  # a property: once per tag, not per instance (1.5 s for 23 tags x 20,000)
+        values = [raw.get(iid, empty).get(key) for iid in instances]
         for name, col in typed_tag_columns(info, values).items():
             col.index = df.index
             out[name] = col
