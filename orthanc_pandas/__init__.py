@@ -18,10 +18,11 @@ from orthanc_pandas._ops.files import upload
 from orthanc_pandas._ops.gateway import echo, query
 from orthanc_pandas._ops.mirror import mirror
 from orthanc_pandas._ops.read import read_orthanc
+from orthanc_pandas._ops.sql import sql
 from orthanc_pandas._version import __version__
 from orthanc_pandas.errors import *  # noqa: F403
 from orthanc_pandas.errors import __all__ as _errors_all
 from orthanc_pandas.simple_orthanc import Orthanc
 
 __all__ = ["__version__", "read_orthanc", "mirror", "upload", "connect", "OrthancClient", "query", "echo",
-           "Orthanc", "volume_from_datasets", *_errors_all]
+           "Orthanc", "volume_from_datasets", "sql", *_errors_all]

@@ -19,7 +19,8 @@ from orthanc_pandas.errors import OrthancPandasWarning
 #: module -> why its examples are not run here (fix the example, then remove it from here)
 NOT_RUN: dict[str, str] = {}
 #: pure modules whose examples are their documentation: each must have some that run
-PURE = ["_frame.schema", "_frame.matching", "_frame.levels", "_frame.tags", "_http.capabilities",
+PURE = ["_frame.schema", "_frame.matching", "_frame.levels", "_frame.tags", "_frame.annotations",
+        "_frame.protocol", "_http.capabilities",
         "_http.changes", "_imaging.geometry", "_imaging.assemble", "_imaging.decode", "_imaging.seg",
         "testing.synthetic", "_util.fanout"]
 MODULES = sorted(m.name for m in pkgutil.walk_packages(orthanc_pandas.__path__, "orthanc_pandas.")

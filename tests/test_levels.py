@@ -314,6 +314,9 @@ def test_a_level_accessor_offers_only_what_works_on_a_level_frame(frame, tmp_pat
         "headers": lambda a: a.headers(frame), "download": lambda a: a.download(tmp_path, frame),
         "mask": None,  # needs a SEG: tests/test_masks.py
         "refresh": None,  # a level-first frame's: tests/test_read_levels.py
+        "annotations": lambda a: a.annotations(frame),   # none here: tests/test_annotations.py
+        "with_annotation": lambda a: a.with_annotation(label="x", df=frame),
+        "with_protocol": lambda a: a.with_protocol(df=frame),   # tests/test_protocol.py
     }
     assert set(works) == public
     for call in works.values():

@@ -26,6 +26,7 @@ from orthanc_pandas._frame.matching import merge_criteria
 from orthanc_pandas._frame.schema import INDEX_NAMES, LABELS_COLUMN
 from orthanc_pandas._http.client import OrthancClient
 from orthanc_pandas._ops import series_map
+from orthanc_pandas._ops.annotations import annotations, with_annotation
 from orthanc_pandas._ops.files import delete, download, to_zip
 from orthanc_pandas._ops.gateway import retrieve, send
 from orthanc_pandas._ops.headers import header, headers
@@ -33,6 +34,7 @@ from orthanc_pandas._ops.jobs import modify_resources
 from orthanc_pandas._ops.labels import add_labels, remove_labels
 from orthanc_pandas._ops.levels import geometry_report, instances_of, level_with_tags
 from orthanc_pandas._ops.masks import mask
+from orthanc_pandas._ops.protocol import add_protocol_columns, level_protocol, series_protocol
 from orthanc_pandas._ops.read import check_format
 from orthanc_pandas._ops.refresh import refresh
 from orthanc_pandas._ops.refresh_levels import refresh_level_frame
@@ -752,9 +754,9 @@ class InstanceAccessor(BaseAccessor):
 
 
     # -- level frames (series_frame.py) -------------------------------------------------
-    def series(self, *, geometry: bool = False, progress: bool | tqdm | None = None,
-               max_workers: int | None = None, client: OrthancClient | str | None = None,
-               **tolerances) -> pd.DataFrame:
+    def series(self, *, geometry: bool = False, protocol: bool | Sequence[str] = False,
+               progress: bool | tqdm | None = None, max_workers: int | None = None,
+               client: OrthancClient | str | None = None, **tolerances) -> pd.DataFrame:
         """One row per series of the rows: its tags, its parents' tags and aggregates.
 
         Built from the rows alone (no request to the server) unless ``geometry=True``. Index
@@ -773,6 +775,16 @@ class InstanceAccessor(BaseAccessor):
             raise): the same checks as ``volume()``, on the index columns plus PixelSpacing,
             Rows, Columns, SamplesPerPixel and FrameOfReferenceUID, fetched with
             :meth:`with_tags` when missing (one request per series; no pixels).
+        protocol : bool or list of str, default False
+            Protocol columns: ``True`` for the documented set of each series' modality (CT:
+            KVP, XRayTubeCurrent, Exposure, CTDIvol, SliceThickness, ConvolutionKernel...; MR:
+            RepetitionTime, EchoTime, InversionTime, FlipAngle, MagneticFieldStrength,
+            ScanningSequence, SequenceVariant, DiffusionBValue...; PT: Radiopharmaceutical,
+            RadionuclideTotalDose, Units, DecayCorrection...), a list of tags for those tags
+            on every series. Each tag gives ``<tag>`` (its value when the instances agree,
+            else missing), ``<tag>_min`` and ``<tag>_max``: the same columns whatever the
+            data. Fetched for the rows with :meth:`with_tags` (one request per series; tags
+            that are columns are not fetched). See ``docs/series.md``, "Protocol columns".
         **tolerances
             Keyword arguments of :func:`orthanc_pandas._imaging.geometry.slice_geometry`
             (``spacing_rtol=``, ``tilt_tol=`` ...).
@@ -783,6 +795,9 @@ class InstanceAccessor(BaseAccessor):
         >>> thin = s[(s.Modality == "CT") & (s.slice_spacing <= 2)]          # doctest: +SKIP
         >>> vol = thin.iloc[[0]].orthanc.volume(df)                          # doctest: +SKIP
         >>> df.orthanc.series(geometry=True).volume_problem.dropna()         # doctest: +SKIP
+        >>> p = df.orthanc.series(protocol=True)                             # doctest: +SKIP
+        >>> p[(p.Modality == "CT") & (p.SliceThickness_max <= 2) & (p.KVP == 120)]  # doctest: +SKIP
+        >>> df.orthanc.series(protocol=["KVP", "0019,100c"])                 # doctest: +SKIP
         """
 
         df = self._df
@@ -792,6 +807,11 @@ class InstanceAccessor(BaseAccessor):
                 df = self.with_tags(*missing, progress=progress, max_workers=max_workers,
                                     client=client)
         out = level_frame(df, "series")
+        if protocol is not False:
+            agg = series_protocol(df, out.index.get_level_values("series"), protocol,
+                                  lambda: self.client(client), max_workers=max_workers,
+                                  progress=progress)
+            out = add_protocol_columns(out, agg)
         if geometry:
             report = geometry_report(df, lambda: self.client(client), fetch=False, **tolerances)
             out["volume_ok"] = report["volume_ok"].array
@@ -822,6 +842,82 @@ class InstanceAccessor(BaseAccessor):
         """
 
         return level_frame(self._df, "patient")
+
+    # -- annotations (annotations.py) -----------------------------------------------------
+    def annotations(self, *, progress: bool | tqdm | None = None, max_workers: int | None = None,
+                    errors: str = "raise", client: OrthancClient | str | None = None) -> pd.DataFrame:
+        """The annotation table: one row per segment of every SEG and ROI of every RTSTRUCT.
+
+        The SEG and RTSTRUCT rows of this frame (``Modality``) are read without pixel data,
+        one request per instance, and each segment or ROI becomes a row: the annotation's own
+        ids (``annotation_patient`` ... ``annotation_instance``, ``SOPInstanceUID``,
+        ``SeriesInstanceUID``), ``number`` and ``label`` (SegmentNumber/SegmentLabel or
+        ROINumber/ROIName), ``description``, the coded category and type (``category_code``,
+        ``_scheme``, ``_meaning``; ``type_*``), ``roi_interpreted_type``, ``algorithm_type``,
+        ``algorithm_name``, and what it annotates: ``source_series_uid`` and the Orthanc ids
+        ``source_series``, ``source_study``, ``source_patient`` (missing when that series is
+        not on the server), ``frame_of_reference_uid``, ``source_frame_of_reference_uid``
+        and ``frame_of_reference_matches``. Plain types only (text, Int64, boolean): it
+        round-trips through ``to_parquet``/``pd.read_parquet`` and DuckDB. A header naming
+        only source instances (no referenced series) is resolved through those instances:
+        rows of this frame first, else ``POST /tools/lookup``. See ``docs/annotations.md``.
+
+        Parameters
+        ----------
+        progress, max_workers, errors, client
+            As for :meth:`headers` (``errors="report"``: an annotation the server refuses is
+            left out and named in ``result.attrs["errors"]``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Default index; ``attrs["orthanc"]`` is this frame's provenance with
+            ``table="annotations"``. Not an Orthanc frame: ``.orthanc`` does not apply.
+
+        Examples
+        --------
+        >>> ann = df.orthanc.annotations()                                   # doctest: +SKIP
+        >>> ann[["Modality", "label", "type_meaning", "source_series"]]      # doctest: +SKIP
+        >>> ann[ann.label.str.contains("liver", case=False)].source_series.nunique()  # doctest: +SKIP
+        """
+        return annotations(self._df, "instance", lambda: self.client(client), progress=progress,
+                           max_workers=max_workers, errors=errors)
+
+    def with_annotation(self, criteria: Mapping | None = None, /, *,
+                        annotations: pd.DataFrame | None = None, case_sensitive: bool = False,
+                        progress: bool | tqdm | None = None, max_workers: int | None = None,
+                        client: OrthancClient | str | None = None,
+                        **criteria_kwargs) -> pd.DataFrame:
+        """The rows of the series that a matching segment or ROI annotates: a cohort in one line.
+
+        Criteria are on the columns of :meth:`annotations` (``label``, ``type_code``,
+        ``type_meaning``, ``category_code``, ``Modality``, ``algorithm_type`` ...), in the
+        forms of :meth:`select`: wildcards (``label="liver*"``, case-insensitive unless
+        ``case_sensitive=True``), lists (any of), ``None`` (missing). A row is kept when its
+        series is the ``source_series`` of a segment/ROI matching every criterion. A boolean
+        mask on this frame.
+
+        Parameters
+        ----------
+        criteria : dict, optional
+            ``{column: criterion}``, positional only; merged with ``criteria_kwargs``.
+        annotations : pandas.DataFrame, optional
+            The table of :meth:`annotations`, when you have it (no request then); by default
+            it is read for this frame, so the frame must hold the SEG/RTSTRUCT rows.
+
+        Examples
+        --------
+        >>> livers = df.orthanc.with_annotation(label="liver*")              # doctest: +SKIP
+        >>> livers.orthanc.series()                                          # doctest: +SKIP
+        >>> ann = df.orthanc.annotations()                                   # doctest: +SKIP
+        >>> ct = df[df.Modality == "CT"]                                     # doctest: +SKIP
+        >>> ct.orthanc.with_annotation(type_code="10200004", annotations=ann)  # doctest: +SKIP
+        """
+        merged = merge_criteria(criteria, criteria_kwargs)
+        if annotations is None:
+            annotations = self.annotations(progress=progress, max_workers=max_workers, client=client)
+        return with_annotation(self._df, "instance", annotations, merged,
+                               case_sensitive=case_sensitive)
 
     # -- scale (dask.py) -----------------------------------------------------------------
     def map_series(self, func, *, dask_client=None, client: OrthancClient | str | None = None,
@@ -1077,6 +1173,75 @@ class LevelAccessor(BaseAccessor):
         return self.instances(df, client=client).orthanc.download(
             folder, layout=layout, verify=verify, progress=progress, max_workers=max_workers,
             errors=errors, client=client)
+
+    def annotations(self, df: pd.DataFrame | None = None, *, progress: bool | tqdm | None = None,
+                    max_workers: int | None = None, errors: str = "raise",
+                    client: OrthancClient | str | None = None) -> pd.DataFrame:
+        """The annotation table of the SEG/RTSTRUCT series among this frame's resources.
+
+        See :meth:`InstanceAccessor.annotations`. ``df``: the instance frame this frame was
+        made from (no listing request); without it the SEG/RTSTRUCT series of the rows are
+        listed on the server (one request per SEG/RTSTRUCT series row, or per study/patient
+        row; study rows whose ``modalities`` name neither are skipped).
+
+        Examples
+        --------
+        >>> s = op.read_orthanc(url, level="series")                         # doctest: +SKIP
+        >>> ann = s.orthanc.annotations()                                    # doctest: +SKIP
+        """
+        return annotations(self._df, self.level, lambda: self.client(client), instances=df,
+                           progress=progress, max_workers=max_workers, errors=errors)
+
+    def with_annotation(self, criteria: Mapping | None = None, /, *,
+                        annotations: pd.DataFrame | None = None, df: pd.DataFrame | None = None,
+                        case_sensitive: bool = False, progress: bool | tqdm | None = None,
+                        max_workers: int | None = None, client: OrthancClient | str | None = None,
+                        **criteria_kwargs) -> pd.DataFrame:
+        """The rows annotated by a matching segment or ROI (see :meth:`InstanceAccessor.with_annotation`).
+
+        Series rows: the source series of a match. Study and patient rows: those holding such
+        a source series. ``df`` as for :meth:`annotations`.
+
+        Examples
+        --------
+        >>> s = df.orthanc.series()                                          # doctest: +SKIP
+        >>> s.orthanc.with_annotation(label="liver*", df=df)                 # doctest: +SKIP
+        >>> df.orthanc.studies().orthanc.with_annotation(type_meaning="Liver", df=df)  # doctest: +SKIP
+        """
+        merged = merge_criteria(criteria, criteria_kwargs)
+        if annotations is None:
+            annotations = self.annotations(df, progress=progress, max_workers=max_workers,
+                                           client=client)
+        return with_annotation(self._df, self.level, annotations, merged,
+                               case_sensitive=case_sensitive)
+
+    def with_protocol(self, protocol: bool | Sequence[str] = True, *, df: pd.DataFrame | None = None,
+                      progress: bool | tqdm | None = None, max_workers: int | None = None,
+                      client: OrthancClient | str | None = None) -> pd.DataFrame:
+        """This series frame with protocol columns (see :meth:`InstanceAccessor.series`, ``protocol``).
+
+        ``df``: the instance frame this frame was made from (its rows are aggregated, as
+        ``df.orthanc.series(protocol=...)`` does); without it every instance of each CT/MR/PT
+        series row (each row, for a list of tags) is read on the server, one request per
+        series. A tag that is a column of this frame is taken from it.
+
+        Examples
+        --------
+        >>> s = op.read_orthanc(url, level="series")                         # doctest: +SKIP
+        >>> s = s.orthanc.with_protocol()                                    # doctest: +SKIP
+        >>> s[s.EchoTime_max < 10]                                           # doctest: +SKIP
+        """
+        if self.level != "series":
+            raise SelectionError(f"Protocol columns are per series; this is a {self.level} frame. "
+                                 "Use df.orthanc.series(protocol=True) or a series frame.")
+        if df is not None:
+            agg = series_protocol(self.instances(df), self._df.index.get_level_values("series"),
+                                  protocol, lambda: self.client(client), max_workers=max_workers,
+                                  progress=progress)
+        else:
+            agg = level_protocol(self._df, protocol, lambda: self.client(client),
+                                 max_workers=max_workers, progress=progress)
+        return add_protocol_columns(self._df, agg)
 
     def refresh(self, *, client: OrthancClient | str | None = None) -> pd.DataFrame:
         """A frame read level-first (``read_orthanc(url, level="series")``), read again.

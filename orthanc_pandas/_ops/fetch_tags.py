@@ -269,6 +269,42 @@ def fetch_series_tags(client: OrthancClient, series_ids: Iterable[str], tags: Se
     return out
 
 
+def fetch_tags_by_series(client: OrthancClient, series_ids: Iterable[str], tags: Sequence[TagInfo], *,
+                         max_workers: int | None = DEFAULT_WORKERS, progress=None,
+                         route: str = "auto") -> dict[str, dict[str, dict]]:
+    """:func:`fetch_series_tags`, grouped by series: ``{series id: {instance id: {key: raw}}}``.
+
+    The same requests (one per series, two where some tags must come from the files); for
+    callers that aggregate per series and have no instance rows (a series frame read
+    series-first).
+
+    Examples
+    --------
+    >>> raw = fetch_tags_by_series(client, [sid], [resolve_tag("KVP")])      # doctest: +SKIP
+    >>> raw[sid]                                                           # doctest: +SKIP
+    {'0a1b...': {'0018,0060': '120'}, ...}
+    """
+    series_ids = list(dict.fromkeys(series_ids))
+    caps = client.capabilities()
+    _check_route(route, caps)
+    jobs = _series_jobs(series_ids, list(tags), caps, route)
+
+    def one(job):
+        fn, kind, rid, job_tags = job
+        try:
+            return rid, fn(client, rid, job_tags)
+        except OrthancNotFoundError as exc:
+            raise _not_found(exc, f"{kind.capitalize()} {rid}") from None
+
+    out: dict[str, dict[str, dict]] = {sid: {} for sid in series_ids}
+    for sid, part in fan_out(one, jobs, _workers(client, max_workers, len(jobs)), progress=progress,
+                             desc="Fetching tags", unit="requests", min_total=200,
+                             name="orthanc-tags"):
+        for iid, values in part.items():
+            out[sid].setdefault(iid, {}).update(values)
+    return out
+
+
 def _series_sizes(client: OrthancClient, series_ids: list[str], max_workers) -> dict[str, int]:
     def one(sid):
         try:
@@ -392,7 +428,8 @@ def _columns(df: pd.DataFrame, tags: Sequence[TagInfo], instances, raw: dict) ->
     empty: dict = {}
     with one_warning(hint="df.orthanc.headers() shows them as stored"):  # one for all the tags
         for info in tags:
-            values = [raw.get(iid, empty).get(info.key) for iid in instances]
+            key = info.key  # a property: once per tag, not per instance (1.5 s for 23 tags x 20,000)
+            values = [raw.get(iid, empty).get(key) for iid in instances]
             for name, col in typed_tag_columns(info, values).items():
                 col.index = df.index
                 out[name] = col

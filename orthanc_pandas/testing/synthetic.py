@@ -32,7 +32,8 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, 
 _ROOT = "1.2.826.0.1.3680043.10.1234."  # a UID root for generated, non-clinical data
 
 
-_SOP_CLASS = {"CT": CTImageStorage, "MR": MRImageStorage}
+_SOP_CLASS = {"CT": CTImageStorage, "MR": MRImageStorage,
+              "PT": "1.2.840.10008.5.1.4.1.1.128"}  # Positron Emission Tomography Image
 
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
@@ -83,7 +84,8 @@ def make_series(n_slices: int = 10, rows: int = 64, cols: int = 64, *, modality:
                 dtype=np.int16, slope: float = 1.0, intercept: float = -1024.0,
                 instance_numbers: str | Sequence[int] = "ascending",
                 pixels: Callable[[int, int, int, float], np.ndarray] | None = None,
-                extra: dict | None = None, seed: object = None) -> list[Dataset]:
+                extra: dict | None = None, per_slice: Callable[[int], dict] | None = None,
+                seed: object = None) -> list[Dataset]:
     """A series of single-frame slices with exactly known geometry.
 
     Parameters
@@ -111,6 +113,11 @@ def make_series(n_slices: int = 10, rows: int = 64, cols: int = 64, *, modality:
         Pixel values of each slice; default: :func:`phantom`, or a ramp encoding the slice index.
     extra : dict, optional
         More elements by keyword, set on every slice.
+    per_slice : callable(index) -> dict, optional
+        More elements by keyword for slice ``index`` (in position order), set after ``extra``:
+        values that vary within the series (tube current, echo time, b-value...). A value
+        of ``None`` leaves the element out of that slice; a ``(tag, VR, value)`` triple adds a
+        private or unknown tag.
     seed : object, optional
         Makes UIDs deterministic (same seed, same UIDs).
 
@@ -170,6 +177,11 @@ def make_series(n_slices: int = 10, rows: int = 64, cols: int = 64, *, modality:
         _set_pixels(ds, arr)
         for kw, value in (extra or {}).items():
             setattr(ds, kw, value)
+        for kw, value in (per_slice(k) if per_slice is not None else {}).items():
+            if isinstance(value, tuple) and len(value) == 3:
+                ds.add_new(*value)
+            elif value is not None:
+                setattr(ds, kw, value)
         out.append(ds)
     return out
 
