@@ -3,6 +3,7 @@ show is looked at: rendered to HTML by nbconvert and opened in headless Chromium
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import os
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import numpy as np
 from conftest import IN_CI
 from headless_chromium import Chromium, find_chromium
 
@@ -133,6 +135,43 @@ def test_progress_bars_end_in_their_final_state(executed):
     for bar in bars:  # the label right of the bar says n/n, not the count of a frame before
         n = int(bar["max"])
         assert any(re.match(rf"\u2007{n}/{n}\u2007", label) for label in labels), (n, labels)
+
+
+#: What 04-training-set must find and write on the archive it generates: the cohort (CT,
+#: slice thickness <= 2 mm, a liver segment) is the 1 mm axial and the 1.5 mm sagittal series;
+#: the 5 mm CT, the "spleen" CT, the CT without a SEG and the MR with a liver SEG are not in it
+TRAINING_COHORT = ["CT 1 mm axial", "CT 1.5 mm sagittal"]
+
+
+def _voxels_in_drawn_liver(*axes: tuple[int, float]) -> int:
+    """How many voxels of a grid centred on (0, 0, 0), ``(count, spacing)`` along L, P, S, lie in
+    the ellipsoid the notebook draws (its CENTRE and RADII): computed here with numpy alone."""
+    centre, radii = np.array([-14.6, 4.3, 0.35]), np.array([22.3, 17.7, 11.9])
+    grid = np.stack(np.meshgrid(*[(np.arange(n) - (n - 1) / 2) * s for n, s in axes], indexing="ij"), -1)
+    return int(((((grid - centre) / radii) ** 2).sum(-1) <= 1).sum())
+
+
+def test_training_set_nifti_pairs_are_consistent(executed):
+    """04-training-set's summary (the cell tagged ``summary``): the SQL cohort is the expected
+    series, each NIfTI pair has the same shape and affine (nibabel), its label is binary and
+    equals the drawn ellipsoid at each voxel's position, and the label's voxel counts equal
+    those of the ellipsoid on each series' grid, counted here independently."""
+    path, nb, error = executed
+    if path.stem != "04-training-set":
+        pytest.skip("only 04-training-set writes NIfTI pairs")
+    if error is not None:
+        pytest.fail(f"{path.name} stopped at a failing cell:\n{error}")
+    tagged = [c for c in nb.cells if "summary" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "one cell tagged 'summary'"
+    (shown,) = [o for o in tagged[0].outputs if o.output_type == "execute_result"]
+    summary = ast.literal_eval(shown["data"]["text/plain"])
+    assert summary.pop("cohort") == TRAINING_COHORT
+    # 1 mm axial: 64 x 64 pixels of 1.5 mm in L and P, 32 slices of 1 mm in S; 1.5 mm sagittal:
+    # 32 slices of 1.5 mm in L, 64 x 64 pixels of 1.5 mm in P and S
+    assert summary.pop("liver_voxels") == [_voxels_in_drawn_liver((64, 1.5), (64, 1.5), (32, 1.0)),
+                                           _voxels_in_drawn_liver((32, 1.5), (64, 1.5), (64, 1.5))]
+    assert summary == {"pairs": 2, "same_shape": True, "same_affine": True, "binary": True,
+                       "matches_drawn_liver": True}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
