@@ -314,6 +314,8 @@ def test_a_level_accessor_offers_only_what_works_on_a_level_frame(frame, tmp_pat
         "headers": lambda a: a.headers(frame), "download": lambda a: a.download(tmp_path, frame),
         "mask": None,  # needs a SEG: tests/test_masks.py
         "refresh": None,  # a level-first frame's: tests/test_read_levels.py
+        "show": lambda a: repr(a.show()),
+        "thumbnails": lambda a: a.thumbnails(frame, save=tmp_path / "one.png"),
     }
     assert set(works) == public
     for call in works.values():
@@ -346,7 +348,7 @@ def _agree(df, series: pd.DataFrame) -> dict:
         if kind == "ok" and not index_ok or kind == "geometry" and problem != message:
             out[sid[2]] = (problem, kind, message)
         # no pixel data: the index knows it from Rows; an undecodable file it cannot know
-        if kind == "pixels" and not index_ok and "not an image" not in problem:
+        if kind == "pixels" and not index_ok and "not an image" not in problem.lower():
             out[sid[2]] = (problem, kind, message)
     return out, seen
 
