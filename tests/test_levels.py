@@ -317,6 +317,8 @@ def test_a_level_accessor_offers_only_what_works_on_a_level_frame(frame, tmp_pat
         "annotations": lambda a: a.annotations(frame),   # none here: tests/test_annotations.py
         "with_annotation": lambda a: a.with_annotation(label="x", df=frame),
         "with_protocol": lambda a: a.with_protocol(df=frame),   # tests/test_protocol.py
+        "show": lambda a: repr(a.show()),
+        "thumbnails": lambda a: a.thumbnails(frame, save=tmp_path / "one.png"),
     }
     assert set(works) == public
     for call in works.values():
@@ -349,7 +351,7 @@ def _agree(df, series: pd.DataFrame) -> dict:
         if kind == "ok" and not index_ok or kind == "geometry" and problem != message:
             out[sid[2]] = (problem, kind, message)
         # no pixel data: the index knows it from Rows; an undecodable file it cannot know
-        if kind == "pixels" and not index_ok and "not an image" not in problem:
+        if kind == "pixels" and not index_ok and "not an image" not in problem.lower():
             out[sid[2]] = (problem, kind, message)
     return out, seen
 

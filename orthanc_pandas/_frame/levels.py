@@ -146,6 +146,86 @@ def _series_aggregates(df: pd.DataFrame, first: np.ndarray, group: np.ndarray, n
     return out
 
 
+def middle_instances(df: pd.DataFrame) -> pd.DataFrame:
+    """Per series of an instance frame: the instance holding its middle slice. No request.
+
+    The middle is taken by position along the slice normal, not by InstanceNumber: a series
+    numbered against its positions (or shuffled) still gives the slice in the middle of the
+    body, the one ``vol.orthanc.plot()`` shows first. Within a series only the rows of its
+    most common ImageOrientationPatient count (a localizer or a second stack in the series
+    does not move the middle); they are sorted by ImagePositionPatient along their normal,
+    ties and rows without a position by InstanceNumber, then by row order, and the one at rank
+    ``count // 2`` is chosen (the upper middle of an even count, as ``volume()``'s middle
+    index). A multi-frame instance gives its middle frame by frame index (``frame``).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        An instance frame (or a row subset).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per series, in the order of ``level_frame(df, "series")`` (index ``(patient,
+        study, series)``): ``instance`` (Orthanc id), ``row`` (its position in ``df``) and
+        ``frame`` (0-based frame to show, 0 for single-frame instances).
+
+    Examples
+    --------
+    >>> idx = pd.MultiIndex.from_tuples([("p", "st", "se", f"i{k}") for k in range(4)],
+    ...                                 names=INDEX_NAMES)
+    >>> axial = {f"ImageOrientationPatient_{k}": float(v) for k, v in enumerate((1, 0, 0, 0, 1, 0))}
+    >>> df = pd.DataFrame({"InstanceNumber": [1, 2, 3, 4], "ImagePositionPatient_0": 0.0,
+    ...                    "ImagePositionPatient_1": 0.0,
+    ...                    "ImagePositionPatient_2": [30.0, 0.0, 20.0, 10.0], **axial}, index=idx)
+    >>> middle_instances(df).instance.tolist()   # z = 0, 10, 20, 30: rank 2 is z = 20, not i1
+    ['i2']
+    """
+    first, group, _ = group_codes(df, "series")
+    n, m = len(first), len(df)
+    index = df.index[first].droplevel("instance")
+    if m == 0:
+        return pd.DataFrame({"instance": pd.Series([], dtype=object), "row": np.empty(0, np.intp),
+                             "frame": np.empty(0, np.int64)}, index=index)
+    iop, ipp = _floats(df, _IOP), _floats(df, _IPP)
+    has_iop = np.isfinite(iop).all(axis=1)
+    # one code per (series, rounded orientation); rows without one share the code of "none"
+    # (a groupby: np.unique(axis=0) on a million rows takes seconds)
+    key = pd.DataFrame(np.where(has_iop[:, None], np.round(iop, 3), np.inf))
+    key["group"] = group
+    combo = key.groupby(list(key.columns), sort=False).ngroup().to_numpy()
+    count = np.bincount(combo)
+    _, first_of = np.unique(combo, return_index=True)
+    # the most common orientation of each series (an orientation wins over none)
+    score = count + has_iop[first_of] * (m + 1)
+    series_of = group[first_of].astype(np.intp)
+    by = np.lexsort((-score, series_of))  # by series, the best combo first
+    firsts = by[np.r_[True, series_of[by][1:] != series_of[by][:-1]]]
+    best = np.empty(n, np.intp)
+    best[series_of[firsts]] = firsts
+    keep = combo == best[group]
+    normal = np.cross(iop[:, :3], iop[:, 3:])
+    z = np.einsum("ij,ij->i", ipp, normal)
+    number = df["InstanceNumber"].to_numpy(np.float64, na_value=np.nan) \
+        if "InstanceNumber" in df.columns else np.full(m, np.nan)
+    z = np.where(np.isfinite(z), z, np.inf)
+    number = np.where(np.isfinite(number), number, np.inf)
+    rows = np.flatnonzero(keep)
+    order = rows[np.lexsort((rows, number[rows], z[rows], group[rows]))]
+    g = group[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    sizes = np.diff(np.r_[starts, len(order)])
+    chosen = np.empty(n, np.intp)
+    chosen[g[starts]] = order[starts + sizes // 2]
+    frames = df["NumberOfFrames"].to_numpy(np.float64, na_value=np.nan)[chosen] \
+        if "NumberOfFrames" in df.columns else np.full(n, np.nan)
+    frame = np.where(np.isfinite(frames) & (frames > 1), np.nan_to_num(frames) // 2, 0)
+    k = INDEX_NAMES.index("instance")  # the chosen rows' ids only, not a million of them
+    ids = np.asarray(df.index.levels[k].take(np.asarray(df.index.codes[k])[chosen]), dtype=object)
+    return pd.DataFrame({"instance": ids,
+                         "row": chosen, "frame": frame.astype(np.int64)}, index=index)
+
+
 def level_frame(df: pd.DataFrame, level: str) -> pd.DataFrame:
     """One row per ``level`` resource of the instance frame ``df`` (no request to the server).
 

@@ -38,19 +38,48 @@ def decode_pixels(ds) -> np.ndarray:
     >>> decode_pixels(make_series(1, 4, 6)[0]).shape
     (4, 6)
     """
+    arr = _decoded(ds, None)
+    if is_mosaic(ds):
+        return split_mosaic(arr, mosaic_layout(ds))
+    return arr
+
+
+def decode_frame(ds, index: int) -> np.ndarray:
+    """Frame ``index`` (0-based) of a multi-frame dataset, decoding that frame only.
+
+    What ``decode_pixels(ds)[index]`` gives, without decoding (and colour-converting) the
+    other frames: a thumbnail of a 120-frame ultrasound clip costs one frame. A mosaic is
+    decoded whole (its slices are tiles of one image) and its slice ``index`` returned.
+
+    Examples
+    --------
+    >>> from orthanc_pandas.testing.synthetic import make_multiframe
+    >>> ds = make_multiframe(4, 3, 5)
+    >>> bool((decode_frame(ds, 2) == decode_pixels(ds)[2]).all())
+    True
+    """
+    if is_mosaic(ds):
+        return decode_pixels(ds)[index]
+    if number_of_frames(ds) <= 1:
+        return decode_pixels(ds)
+    return _decoded(ds, index)
+
+
+def _decoded(ds, index: int | None) -> np.ndarray:
+    """pydicom's pixels of ``ds`` (one frame when ``index`` is given), with one error type."""
     from pydicom.pixels import pixel_array
 
     uid = ds.get("SOPInstanceUID", "?")
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise PixelDataError(
-            f"Instance {uid} (SOPClassUID {ds.get('SOPClassUID', '?')}, Modality "
-            f"{ds.get('Modality', '?')}) has no pixel data: it is not an image. Select image "
+            f"Not an image: no pixel data in instance {uid} (SOPClassUID "
+            f"{ds.get('SOPClassUID', '?')}, Modality {ds.get('Modality', '?')}). Select image "
             "instances only.")
     _set_transfer_syntax(ds)
-    arr = _native_view(ds)
+    arr = _native_view(ds) if index is None else None
     try:
         if arr is None:
-            arr = pixel_array(ds)
+            arr = pixel_array(ds) if index is None else pixel_array(ds, index=index)
         if is_palette(ds):
             from pydicom.pixels import apply_color_lut
 
@@ -62,8 +91,6 @@ def decode_pixels(ds) -> np.ndarray:
             f"Could not decode the pixels of instance {uid} (transfer syntax {tsname}): "
             f"{type(exc).__name__}: {exc}. Compressed syntaxes need pydicom's plugins: "
             "pip install 'orthanc-pandas[pixels]'.") from exc
-    if is_mosaic(ds):
-        return split_mosaic(arr, mosaic_layout(ds))
     return arr
 
 

@@ -39,7 +39,7 @@ import xarray as xr
 
 __all__ = ["CT_WINDOWS", "PERCENTILES", "PlaneLayout", "apply_window", "choose_window",
            "plane_layout", "extract_plane", "edge_letters", "orientation_letters",
-           "plane_extent", "plot_title", "plot_volume"]
+           "plane_extent", "plot_title", "plot_volume", "require_matplotlib"]
 
 #: CT window presets, name -> (center, width) in HU. Lung, brain and bone are Radiopaedia's
 #: "Windowing (CT)" values (lung W1500 L-600, brain W80 L40, bone W1800 L400); soft tissue is
@@ -459,7 +459,8 @@ def slice_label(da: xr.DataArray, layout: PlaneLayout, index: int) -> str:
 # --------------------------------------------------------------------------- drawing
 
 
-def _matplotlib():
+def require_matplotlib():
+    """matplotlib with pyplot imported, or an ImportError naming the extra to install."""
     try:
         import matplotlib
         import matplotlib.pyplot
@@ -587,7 +588,7 @@ _LETTER_STYLE = {"color": "#ffcc00", "fontsize": 11, "fontweight": "bold"}
 def _draw(ax, da, layout, index, window, layers, mask_style, overlay, overlay_window,
           overlay_cmap, overlay_alpha, letters):
     """Draw one plane into ``ax``."""
-    matplotlib = _matplotlib()
+    matplotlib = require_matplotlib()
     extent = plane_extent(da, layout)
     img = extract_plane(da, layout, index)
     gray = apply_window(img.values, *window)
@@ -660,7 +661,7 @@ def plot_volume(da: xr.DataArray, *, plane: str | None = None, index=None, view:
     views = _indices(vol, view, plane, index)
     if ax is not None and len(views) > 1:
         raise ValueError("ax= takes one plane; view='three' draws its own figure.")
-    matplotlib = _matplotlib()
+    matplotlib = require_matplotlib()
     if interactive:
         return _interactive(vol, views, win, layers, mask_style, ov, ov_win, overlay_cmap,
                             overlay_alpha, letters, figsize)

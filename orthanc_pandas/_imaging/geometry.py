@@ -704,6 +704,9 @@ def series_verdict(headers, **tolerances) -> str | None:
         return str(exc)
     missing = [h for h in headers if not h.rows or not h.columns]
     if missing:
-        return (f"Instance {missing[0].sop_instance_uid} has no Rows/Columns: it is not an image "
-                "(no pixel data). Select image instances only.")
+        # the reason first: a report column cut for display still says it
+        return (f"Not an image: no Rows/Columns (no pixel data) in instance "
+                f"{missing[0].sop_instance_uid}"
+                + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+                + ". Select image instances only.")
     return None

@@ -77,8 +77,8 @@ def _csa(ds):
 def _refuse(ds, why: str) -> MissingGeometryError:
     uid = str(ds.get("SOPInstanceUID", ""))
     return MissingGeometryError(
-        f"Instance {uid or '?'} is a Siemens mosaic (ImageType MOSAIC: slices tiled into one "
-        f"image), but {why}; its slices cannot be placed, so no volume is built from it. "
+        f"A Siemens mosaic whose slices cannot be placed: {why} (instance {uid or '?'}, "
+        "ImageType MOSAIC: slices tiled into one image), so no volume is built from it. "
         "Install nibabel (pip install 'orthanc-pandas[interop]') to read the Siemens CSA header, "
         "or convert the series with dcm2niix.", slices=[uid] if uid else [])
 
