@@ -12,9 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
-import numpy as np
 from conftest import IN_CI
 from headless_chromium import Chromium, find_chromium
 
