@@ -793,7 +793,10 @@ class InstanceAccessor(BaseAccessor):
                                     client=client)
         out = level_frame(df, "series")
         if geometry:
-            report = geometry_report(df, lambda: self.client(client), fetch=False, **tolerances)
+            report = geometry_report(df, lambda: self.client(client), fetch=False,
+                                     max_workers=max_workers, progress=progress, **tolerances)
+            for col in ("slice_count", "slice_spacing"):  # what the headers say, where read
+                out[col] = report[col].fillna(out[col]).array
             out["volume_ok"] = report["volume_ok"].array
             out["volume_problem"] = report["volume_problem"].array
         return out
