@@ -309,6 +309,29 @@ def test_a_member_that_lies_about_its_size_is_reported_and_not_stored(empty_serv
     assert empty_server.client().list_ids("instances") == [report.loc[f"{archive}!ok.dcm", "instance"]]
 
 
+def test_a_streamed_file_is_sent_whole_again_after_a_dropped_connection(empty_server, tmp_path):
+    """Kept-alive connections dropped on reuse (Orthanc closes idle ones after 1 s): each file
+    is sent again from its first byte, and the server stores exactly the files."""
+    from tls_relay import KeepAliveDropRelay
+
+    blobs = [to_bytes(d) for d in make_series(4, 256, 256, seed="again")]
+    paths = []
+    for k, b in enumerate(blobs):
+        paths.append(tmp_path / f"{k}.dcm")
+        paths[-1].write_bytes(b)
+    with zipfile.ZipFile(tmp_path / "two.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(paths[2], "2.dcm")
+        zf.write(paths[3], "3.dcm")
+    with KeepAliveDropRelay(empty_server.port) as relay:
+        client = op.OrthancClient(relay.url, retries=2)
+        report = op.upload([paths[0], paths[1], tmp_path / "two.zip"], client, max_workers=1)
+        assert relay.drops >= 3  # every upload after the first went out again on a new connection
+    assert list(report.status.astype(str)) == ["Success"] * 4
+    server = empty_server.client()
+    for instance, blob in zip(report.instance, blobs, strict=True):
+        assert server.get_bytes(f"/instances/{instance}/file") == blob
+
+
 _RSS_CHILD = """
 import json, resource, sys
 import orthanc_pandas as op
