@@ -771,8 +771,13 @@ class InstanceAccessor(BaseAccessor):
         geometry : bool, default False
             Also ``volume_ok`` (boolean) and ``volume_problem`` (the message ``volume()`` would
             raise): the same checks as ``volume()``, on the index columns plus PixelSpacing,
-            Rows, Columns, SamplesPerPixel and FrameOfReferenceUID, fetched with
-            :meth:`with_tags` when missing (one request per series; no pixels).
+            Rows, Columns, SamplesPerPixel, FrameOfReferenceUID and ImageType, fetched with
+            :meth:`with_tags` when missing (one request per series). Multi-frame (enhanced,
+            RT Dose) and Siemens mosaic instances are read from Orthanc's JSON
+            (``/instances/{id}/tags``, and a mosaic's CSA header element by ``/content``): no
+            file is downloaded. For those series ``slice_count`` and ``slice_spacing`` are the
+            slices ``volume()`` stacks (a mosaic's tiles; RT Dose frames GridFrameOffsetVector
+            apart).
         **tolerances
             Keyword arguments of :func:`orthanc_pandas._imaging.geometry.slice_geometry`
             (``spacing_rtol=``, ``tilt_tol=`` ...).

@@ -375,7 +375,7 @@ class OrthancClient:
         answer = Stream(self, method, self._full(path), _Attempts(self.retries, idempotent),
                         dict(params=params, data=data, headers=hdrs,
                              timeout=timeout or self.timeout))
-        if hasattr(data, "read") and hasattr(data, "seek") and hasattr(data, "tell"):
+        if hasattr(data, "seek") and hasattr(data, "tell"):
             answer._rewind_to = data.tell()  # a streamed body (an upload): sent again from here
         try:
             answer._open()

@@ -303,6 +303,9 @@ class _Body:
     ``len()`` gives requests the Content-Length (Orthanc wants one); ``seek(0)`` opens the input
     again for a retry (:meth:`OrthancClient.stream` rewinds a body it sends again). Reading stops
     at the announced size: an input that turns out shorter raises, never sends a short body.
+    It is an iterable of 1 MiB pieces and not a file object on purpose: urllib3 reads a file
+    object in 16 kB blocks, one ``send`` each, which cost 1.4 s of client CPU and ~20% of the
+    wall time on 2,000 files of 128 kB; an iterable is sent one piece per ``send``.
     """
 
     def __init__(self, open_input, size: int, name: str):
@@ -323,7 +326,7 @@ class _Body:
         self._pos = 0
         return 0
 
-    def read(self, n: int = -1) -> bytes:
+    def _read(self, n: int = -1) -> bytes:
         left = self._size - self._pos
         n = left if n is None or n < 0 else min(n, left)
         if n <= 0:
@@ -342,8 +345,15 @@ class _Body:
         return data
 
     def __iter__(self):
-        while chunk := self.read(_CHUNK):
+        while chunk := self._read(_CHUNK):
             yield chunk
+
+    def head(self, n: int) -> bytes:
+        """The first ``n`` bytes (fewer for a shorter input); the body then starts again."""
+        try:
+            return self._read(n)
+        finally:
+            self.seek(0)
 
     def close(self) -> None:
         if self._f is not None:
@@ -583,11 +593,7 @@ def upload(paths, client: str | OrthancClient, *, recursive: bool = False,
     server_down: list[str] = []  # set once the server stopped answering: send nothing more
 
     def head(item: _Input) -> bytes:
-        sniff = item.body()
-        try:
-            return sniff.read(_SNIFF)
-        finally:
-            sniff.close()
+        return item.body().head(_SNIFF)
 
     def post(item: _Input) -> dict:
         if check_dicom and not _looks_like_dicom(head(item)):
