@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -272,7 +273,7 @@ def _looks_like_dicom(data: bytes) -> bool:
     return group_le in (0x0002, 0x0008) or group_be == 0x0008
 
 
-#: The sniff reads this many bytes of each file (the preamble, ``DICM`` and a little more)
+#: The sniff looks at this many bytes of each file (the preamble, ``DICM`` and a little more)
 _SNIFF = 132
 
 
@@ -308,22 +309,26 @@ class _Body:
     wall time on 2,000 files of 128 kB; an iterable is sent one piece per ``send``.
     """
 
-    def __init__(self, open_input, size: int, name: str):
+    def __init__(self, open_input, size: int, name: str, lock=None):
         self._open, self._size, self.name = open_input, int(size), name
+        # zipfile counts a ZipFile's open members without a lock: opening and closing members
+        # of one archive from several threads goes through the archive's lock
+        self._lock = lock or contextlib.nullcontext()
         self._f = None
         self._pos = 0
+        self._first: bytes | None = None
 
     def __len__(self) -> int:
         return self._size
 
     def tell(self) -> int:
-        return self._pos
+        return 0  # iterating always sends the body from its first byte (the first piece kept)
 
     def seek(self, pos: int, whence: int = 0) -> int:
         if (pos, whence) != (0, 0):
             raise ValueError("an upload body only rewinds to its start")
         self.close()
-        self._pos = 0
+        self._pos, self._first = 0, None
         return 0
 
     def _read(self, n: int = -1) -> bytes:
@@ -333,7 +338,8 @@ class _Body:
             return b""
         try:
             if self._f is None:
-                self._f = self._open()
+                with self._lock:
+                    self._f = self._open()
             data = self._f.read(n)
         except Exception as exc:  # OSError, BadZipFile (bad CRC), zlib.error...
             raise _Unreadable(f"reading {self.name} failed after {self._pos} bytes "
@@ -344,21 +350,23 @@ class _Body:
         self._pos += len(data)
         return data
 
+    def first(self) -> bytes:
+        """The first 1 MiB (all of a smaller input), read once: sniffed, then sent first."""
+        if self._first is None:
+            self._first = self._read(_CHUNK)
+        return self._first
+
     def __iter__(self):
+        if self._first is not None:
+            yield self._first
         while chunk := self._read(_CHUNK):
             yield chunk
-
-    def head(self, n: int) -> bytes:
-        """The first ``n`` bytes (fewer for a shorter input); the body then starts again."""
-        try:
-            return self._read(n)
-        finally:
-            self.seek(0)
 
     def close(self) -> None:
         if self._f is not None:
             f, self._f = self._f, None
-            f.close()
+            with self._lock:
+                f.close()
 
 
 class _Archive:
@@ -366,19 +374,18 @@ class _Archive:
 
     def __init__(self, path: Path):
         self.zf = zipfile.ZipFile(path)
+        self.lock = threading.Lock()  # around opening and closing members (see _Body)
         self._users = 1  # the reader, until it has handed out every member
-        self._lock = threading.Lock()
 
     def hold(self) -> None:
-        with self._lock:
+        with self.lock:
             self._users += 1
 
     def release(self) -> None:
-        with self._lock:
+        with self.lock:
             self._users -= 1
-            done = self._users == 0
-        if done:
-            self.zf.close()
+            if self._users == 0:
+                self.zf.close()
 
 
 class _Input:
@@ -390,7 +397,8 @@ class _Input:
 
     def body(self) -> _Body:
         if self.archive is not None:
-            return _Body(lambda: self.archive.zf.open(self.info), self.info.file_size, self.name)
+            return _Body(lambda: self.archive.zf.open(self.info), self.info.file_size, self.name,
+                         lock=self.archive.lock)
         try:
             size = self.path.stat().st_size
         except OSError as exc:
@@ -592,15 +600,15 @@ def upload(paths, client: str | OrthancClient, *, recursive: bool = False,
     lock = threading.Lock()
     server_down: list[str] = []  # set once the server stopped answering: send nothing more
 
-    def head(item: _Input) -> bytes:
-        return item.body().head(_SNIFF)
-
     def post(item: _Input) -> dict:
-        if check_dicom and not _looks_like_dicom(head(item)):
-            return _upload_row("NotDicom", "not a DICOM file (no DICM marker, no SOP Instance UID)")
         body = item.body()
         try:
-            answer = client.post_json("/instances", data=body if len(body) else b"",
+            first = body.first()
+            looks = _looks_like_dicom(first[:_SNIFF])
+            if check_dicom and not looks:
+                return _upload_row("NotDicom", "not a DICOM file (no DICM marker, no SOP Instance UID)")
+            # a file that fits in the first piece goes as bytes; a larger one as the pieces
+            answer = client.post_json("/instances", data=first if len(first) == len(body) else body,
                                       idempotent=True, headers={"Content-Type": "application/dicom"})
         except _Unreadable:  # the input's fault: its row says so, the batch goes on
             raise
@@ -609,7 +617,7 @@ def upload(paths, client: str | OrthancClient, *, recursive: bool = False,
                 # retried already (uploads are idempotent): the server is gone, so the rest
                 # of the batch is reported unsent at once instead of failing file by file
                 server_down.append(type(exc).__name__)
-            return classify_upload(error=exc, looked_like_dicom=check_dicom or _looks_like_dicom(head(item)))
+            return classify_upload(error=exc, looked_like_dicom=check_dicom or looks)
         finally:
             body.close()
         return classify_upload(answer)
