@@ -22,6 +22,7 @@ NOT_RUN: dict[str, str] = {}
 PURE = ["_frame.schema", "_frame.matching", "_frame.levels", "_frame.tags", "_frame.annotations",
         "_frame.protocol", "_http.capabilities",
         "_http.changes", "_imaging.geometry", "_imaging.assemble", "_imaging.decode", "_imaging.seg",
+        "_imaging.json_header",
         "testing.synthetic", "_util.fanout"]
 MODULES = sorted(m.name for m in pkgutil.walk_packages(orthanc_pandas.__path__, "orthanc_pandas.")
                  if not m.ispkg or m.name == "orthanc_pandas.testing")

@@ -66,7 +66,9 @@ class Sent:
             with self.lock:
                 self.requests.append((request.method, request.url))
                 body = request.body if isinstance(request.body, bytes) else b""
-                self.bodies.append(hashlib.sha256(body).hexdigest())
+                # a streamed upload body (a file or ZIP member) is told apart by its name
+                name = getattr(request.body, "name", None) if not body else None
+                self.bodies.append(str(name) if name else hashlib.sha256(body).hexdigest())
             try:
                 return original(session, request, **kw)
             except requests.exceptions.Timeout:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import pandas as pd
@@ -198,6 +201,174 @@ def test_upload_single_file_missing_file_and_bad_zip(empty_server, tmp_path):
     assert list(report.status.astype(str)) == ["Success", "Error", "Error", "NotDicom"]
     single = op.upload(good, empty_server.url)
     assert list(single.status.astype(str)) == ["AlreadyStored"]
+
+
+def _write_zip(path: Path, members) -> None:
+    """A ZIP written by hand: ``members`` are ``(name, method, crc, size, chunks)``, ``chunks``
+    the member's stored bytes (raw deflate for method 8) as an iterable, so nothing big is ever
+    in memory; sizes and CRC are what the headers announce (a test may make them lie)."""
+    central = []
+    with open(path, "wb") as f:
+        for name, method, crc, size, chunks in members:
+            offset, raw = f.tell(), name.encode()
+            f.write(struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, method, 0, 0, crc, 0, size,
+                                len(raw), 0) + raw)
+            start = f.tell()
+            for chunk in chunks:
+                f.write(chunk)
+            packed = f.tell() - start
+            f.seek(offset + 18)
+            f.write(struct.pack("<L", packed))
+            f.seek(0, 2)
+            central.append(struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, method, 0, 0, crc,
+                                       packed, size, len(raw), 0, 0, 0, 0, 0, offset) + raw)
+        start = f.tell()
+        f.write(b"".join(central))
+        f.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(central), len(central),
+                            f.tell() - start, start, 0))
+
+
+def _deflated(name: str, data: bytes):
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return name, 8, zlib.crc32(data), len(data), [c.compress(data) + c.flush()]
+
+
+def _bomb(name: str, header: bytes, mib: int):
+    """``header`` then ``mib`` MiB of zeros, deflated to ~1 kB a MiB: the 1 MiB block is
+    compressed once and repeated (a full flush makes each copy stand alone)."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = c.compress(header) + c.flush(zlib.Z_FULL_FLUSH)
+    zeros = bytes(1 << 20)
+    block = c.compress(zeros) + c.flush(zlib.Z_FULL_FLUSH)
+    crc = zlib.crc32(header)
+    for _ in range(mib):
+        crc = zlib.crc32(zeros, crc)
+    return (name, 8, crc, len(header) + mib * (1 << 20),
+            [head, *(block for _ in range(mib)), c.flush(zlib.Z_FINISH)])
+
+
+def _posted(monkeypatch) -> list[int]:
+    """The size of every body POSTed to /instances (bytes, or a streamed file's length)."""
+    import requests
+
+    sizes: list[int] = []
+    send = requests.Session.send
+
+    def spy(session, request, **kw):
+        if request.method == "POST" and request.url.endswith("/instances"):
+            sizes.append(len(request.body))
+        return send(session, request, **kw)
+
+    monkeypatch.setattr(requests.Session, "send", spy)
+    return sizes
+
+
+def test_a_zip_bomb_member_is_refused_on_its_row_and_the_rest_is_stored(empty_server, tmp_path,
+                                                                        monkeypatch):
+    """1 GiB of zeros behind a DICOM preamble, deflated to ~1 MB: refused from the sizes its
+    ZIP announces, before a byte is inflated; the other members are stored (the server's own
+    instance list says which)."""
+    blobs = [to_bytes(d) for d in make_series(3, 16, 16, seed="bomb")]
+    archive = tmp_path / "study.zip"
+    _write_zip(archive, [_deflated("a.dcm", blobs[0]), _bomb("bomb.dcm", blobs[1][:132], 1024),
+                         _deflated("b.dcm", blobs[1]), _deflated("c.dcm", blobs[2])])
+    assert archive.stat().st_size < 2 << 20
+    with zipfile.ZipFile(archive) as zf:  # a ZIP zipfile reads (testzip would inflate the GiB)
+        assert [m.file_size for m in zf.infolist()][1] == (1 << 30) + 132
+        assert zf.read("a.dcm") == blobs[0]
+    posted = _posted(monkeypatch)
+    with pytest.raises(op.BulkError, match="1 of 4 file") as info:
+        op.upload(archive, empty_server.url)
+    report = info.value.report.set_index("path")
+    bomb = report.loc[f"{archive}!bomb.dcm"]
+    assert bomb.status == "Error" and "ZIP bomb" in bomb.message and "max_ratio=200" in bomb.message
+    assert "1,073,741,956 bytes" in bomb.message  # the announced size, read, never inflated
+    assert pd.isna(bomb.instance)
+    stored = report[report.status == "Success"]
+    assert len(stored) == 3 and set(stored.instance) == set(empty_server.client().list_ids("instances"))
+    assert sorted(posted) == sorted(map(len, blobs))  # the three files; the bomb was not sent
+    # limits of one's own: max_member_size refuses any member above it, None lifts the ratio
+    again = op.upload(archive, empty_server.url, max_member_size=2 << 20, max_ratio=None,
+                      errors="report").set_index("path")
+    assert again.loc[f"{archive}!bomb.dcm", "message"].startswith(
+        "inflates to 1,073,741,956 bytes, over max_member_size=2,097,152")
+    assert set(again.drop(f"{archive}!bomb.dcm").status.astype(str)) == {"AlreadyStored"}
+
+
+def test_a_member_that_lies_about_its_size_is_reported_and_not_stored(empty_server, tmp_path):
+    """zipfile never inflates a member beyond the size its header announces: a member announcing
+    less fails its CRC at that size, and the body sent so far is dropped, not stored."""
+    blobs = [to_bytes(d) for d in make_series(2, 64, 64, seed="liar")]
+    name, method, crc, size, chunks = _deflated("liar.dcm", blobs[0])
+    archive = tmp_path / "liar.zip"
+    _write_zip(archive, [(name, method, crc, size // 2, chunks), _deflated("ok.dcm", blobs[1])])
+    report = op.upload(archive, empty_server.url, errors="report").set_index("path")
+    liar = report.loc[f"{archive}!liar.dcm"]
+    assert liar.status == "Error" and "CRC" in liar.message, liar.message
+    assert report.loc[f"{archive}!ok.dcm", "status"] == "Success"
+    assert empty_server.client().list_ids("instances") == [report.loc[f"{archive}!ok.dcm", "instance"]]
+
+
+def test_a_streamed_file_is_sent_whole_again_after_a_dropped_connection(empty_server, tmp_path):
+    """Kept-alive connections dropped on reuse (Orthanc closes idle ones after 1 s): each file
+    is sent again from its first byte, and the server stores exactly the files. The files are
+    larger than one 1 MiB piece, so they are streamed (smaller ones go as bytes)."""
+    from tls_relay import KeepAliveDropRelay
+
+    blobs = [to_bytes(d) for d in make_series(4, 768, 1024, seed="again")]
+    assert min(map(len, blobs)) > 1 << 20
+    paths = []
+    for k, b in enumerate(blobs):
+        paths.append(tmp_path / f"{k}.dcm")
+        paths[-1].write_bytes(b)
+    with zipfile.ZipFile(tmp_path / "two.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(paths[2], "2.dcm")
+        zf.write(paths[3], "3.dcm")
+    with KeepAliveDropRelay(empty_server.port) as relay:
+        client = op.OrthancClient(relay.url, retries=2)
+        report = op.upload([paths[0], paths[1], tmp_path / "two.zip"], client, max_workers=1)
+        assert relay.drops >= 3  # every upload after the first went out again on a new connection
+    assert list(report.status.astype(str)) == ["Success"] * 4
+    server = empty_server.client()
+    for instance, blob in zip(report.instance, blobs, strict=True):
+        assert server.get_bytes(f"/instances/{instance}/file") == blob
+
+
+_RSS_CHILD = """
+import json, resource, sys
+import orthanc_pandas as op
+from orthanc_pandas.testing.synthetic import make_series, to_bytes
+url, archive, warm = sys.argv[1:]
+op.upload(warm, url)  # the first upload loads what any upload loads (threads, pandas, requests)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+report = op.upload(archive, url)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"before": before * 1024, "after": after * 1024, "stored": int((report.status == "Success").sum())}))
+"""
+
+
+def test_upload_memory_is_bounded_by_the_largest_file_not_the_archive(empty_server, tmp_path):
+    """A 50 MiB ZIP of 100 files of 512 KiB: the uploading process's peak RSS grows by a few of
+    its files at most, not by the archive (the whole ZIP used to be read first: +46 MiB)."""
+    from orthanc_pandas.testing.synthetic import generate_archive
+
+    archive = tmp_path / "big.zip"
+    largest = 0
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for k, blob in enumerate(generate_archive(1, 1, 1, 100, rows=512, cols=512, seed="rss")):
+            largest = max(largest, len(blob))
+            with zf.open(f"{k:04d}.dcm", "w") as member:
+                member.write(blob)
+    warm = tmp_path / "warm.dcm"
+    warm.write_bytes(to_bytes(make_series(1, 8, 8, seed="warm")[0]))
+    size = archive.stat().st_size
+    assert size > 95 * largest
+    out = subprocess.run([sys.executable, "-c", _RSS_CHILD, empty_server.url, str(archive), str(warm)],
+                         capture_output=True, text=True, check=True, timeout=600)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    grew = got["after"] - got["before"]
+    assert got["stored"] == 100
+    assert grew < 16 * largest < size / 5, (grew, largest, size)
 
 
 # Orthanc's answers as it sends them (POST /instances on 1.10 and 1.13), classified without a server

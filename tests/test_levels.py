@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pydicom
+import pydicom.data
 import pytest
 
 import orthanc_pandas as op
@@ -25,7 +26,7 @@ from orthanc_pandas.errors import (
     PixelDataError,
     SelectionError,
 )
-from orthanc_pandas.testing.synthetic import make_multiframe, make_series, to_bytes
+from orthanc_pandas.testing.synthetic import make_mosaic, make_multiframe, make_series, to_bytes
 
 SAGITTAL = (0, 1, 0, 0, 0, -1)
 
@@ -47,8 +48,14 @@ SERIES = {
     "multiframe": lambda: [make_multiframe(5, 8, 8, frame_order="descending", seed="mf")],
     "multiframe-gap": lambda: [_multiframe_gap()],
     "cine": lambda: [make_multiframe(4, 8, 8, per_frame_positions=False, seed="cine")],
+    # one file, many slices: read from Orthanc's JSON (tags, the CSA header), never the file
+    "mosaic": lambda: [make_mosaic(5, 4, 6, normal_sign=-1.0, slice_spacing=3.0, seed="mos")],
+    "mosaic-volumes": lambda: make_mosaic(4, 4, 4, n_volumes=2, seed="fmri"),  # 2 time points
+    "mosaic-no-csa": lambda: [make_mosaic(4, 4, 6, csa=False, seed="nocsa")],
+    "rtdose": lambda: [pydicom.dcmread(pydicom.data.get_testdata_file("rtdose.dcm"))],
 }
-BROKEN = {"gap", "duplicate", "tilt", "localizer", "sizes", "spacings", "multiframe-gap", "skewed"}
+BROKEN = {"gap", "duplicate", "tilt", "localizer", "sizes", "spacings", "multiframe-gap", "skewed",
+          "mosaic-volumes", "mosaic-no-csa"}
 
 
 def _multiframe_gap():
@@ -369,6 +376,63 @@ def test_index_verdict_is_what_volume_does_on_generated_defects(frame):
     assert seen == {"ok": len(SERIES) - len(BROKEN), "geometry": len(BROKEN)}
 
 
+def _sent(client, call):
+    """(method, path without query) of every request ``client`` sends during ``call()``."""
+    sent: list[tuple[str, str]] = []
+
+    def hook(resp, *args, **kwargs):
+        sent.append((resp.request.method, resp.request.path_url.split("?")[0]))
+
+    client.session.hooks["response"].append(hook)
+    try:
+        return call(), sent
+    finally:
+        client.session.hooks["response"].remove(hook)
+
+
+def test_the_geometry_report_downloads_no_file(frame):
+    """Multi-frame, mosaic and RT Dose series are read from Orthanc's JSON and, for a mosaic's
+    CSA header, the one element's value: never /file (nor /header-like routes)."""
+    with_tags = frame.orthanc.with_tags("PixelSpacing", "Rows", "Columns", "SamplesPerPixel",
+                                        "FrameOfReferenceUID", "ImageType")
+    s, sent = _sent(frame.orthanc.client(), lambda: with_tags.orthanc.series(geometry=True))
+    paths = [p for _, p in sent]
+
+    def ids(*names):
+        return set(with_tags[with_tags.SeriesDescription.isin(names)].index.get_level_values("instance"))
+
+    read = ids("multiframe", "multiframe-gap", "cine", "mosaic", "mosaic-volumes", "mosaic-no-csa",
+               "rtdose")
+    csa = ids("mosaic", "mosaic-volumes")  # the ones with a CSA header
+    assert {m for m, _ in sent} == {"GET"}
+    assert not [p for p in paths if p.endswith("/file") or "/header" in p or "archive" in p]
+    assert sorted(p.split("/")[2] for p in paths if p.endswith("/tags")) == sorted(read)
+    contents = [p for p in paths if "/content/" in p]
+    assert {p.split("/")[2] for p in contents if p.endswith("/0029-1010")} == csa
+    assert all(p.endswith(("/0029-1010", "/0019-100a")) for p in contents)
+    assert len(paths) == len(read) + len(contents)  # nothing else: the tags were columns
+
+
+def test_rt_dose_and_mosaic_rows_carry_their_slice_count_and_spacing(frame):
+    """RT Dose: NumberOfFrames slices GridFrameOffsetVector apart (pydicom on the file); a
+    mosaic: its tiles at SpacingBetweenSlices; both as volume() stacks them."""
+    s = _by_description(frame.orthanc.series(geometry=True))
+    dose = pydicom.dcmread(pydicom.data.get_testdata_file("rtdose.dcm"), stop_before_pixels=True)
+    offsets = np.asarray(dose.GridFrameOffsetVector, float)
+    assert s.loc["rtdose", "slice_count"] == int(dose.NumberOfFrames) == len(offsets)
+    assert s.loc["rtdose", "slice_spacing"] == pytest.approx(np.median(np.abs(np.diff(offsets))))
+    assert s.loc["mosaic", "slice_count"] == 5 and s.loc["mosaic", "slice_spacing"] == pytest.approx(3.0)
+    assert s.loc["mosaic-volumes", "slice_count"] == 8  # 2 time points of 4 tiles
+    assert s.loc["multiframe", "slice_spacing"] == pytest.approx(2.5)
+    assert pd.isna(s.loc["mosaic-no-csa", "slice_spacing"])  # refused: no tiles to count
+    for name in ("rtdose", "mosaic", "multiframe"):
+        vol = frame[frame.SeriesDescription == name].orthanc.volume()
+        assert vol.sizes["z"] == s.loc[name, "slice_count"]
+        assert vol.attrs["spacing"][0] == pytest.approx(s.loc[name, "slice_spacing"])
+    plain = _by_description(frame.orthanc.series())  # no request: the index alone
+    assert pd.isna(plain.loc["rtdose", "slice_spacing"]) and plain.loc["rtdose", "slice_count"] == 15
+
+
 def test_tolerances_reach_the_checks(frame):
     s = _by_description(frame.orthanc.series(geometry=True, spacing_rtol=1.5, tilt_tol=0.5))
     assert s.loc["gap", "volume_ok"] and s.loc["tilt", "volume_ok"]
@@ -385,7 +449,8 @@ def test_index_verdict_is_what_volume_does_on_every_corpus_series(corpus, corpus
 def test_geometry_needs_a_server_only_for_missing_tags(frame):
     dead = frame.orthanc.with_tags("PixelSpacing", "Rows", "Columns", "SamplesPerPixel",
                                    "FrameOfReferenceUID", "ImageType")
-    dead = dead[dead.NumberOfFrames.fillna(1) <= 1]  # multi-frame headers come from the server
+    # multi-frame and mosaic headers come from the server
+    dead = dead[(dead.NumberOfFrames.fillna(1) <= 1) & ~dead.ImageType.astype(str).str.contains("MOSAIC")]
     dead.attrs = {"orthanc": {**frame.attrs["orthanc"], "url": "http://127.0.0.1:9"}}
     s = _by_description(dead.orthanc.series(geometry=True))
     assert not s.loc["gap", "volume_ok"] and s.loc["axial", "volume_ok"]

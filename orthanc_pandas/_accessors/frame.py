@@ -861,8 +861,13 @@ class InstanceAccessor(BaseAccessor):
         geometry : bool, default False
             Also ``volume_ok`` (boolean) and ``volume_problem`` (the message ``volume()`` would
             raise): the same checks as ``volume()``, on the index columns plus PixelSpacing,
-            Rows, Columns, SamplesPerPixel and FrameOfReferenceUID, fetched with
-            :meth:`with_tags` when missing (one request per series; no pixels).
+            Rows, Columns, SamplesPerPixel, FrameOfReferenceUID and ImageType, fetched with
+            :meth:`with_tags` when missing (one request per series). Multi-frame (enhanced,
+            RT Dose) and Siemens mosaic instances are read from Orthanc's JSON
+            (``/instances/{id}/tags``, and a mosaic's CSA header element by ``/content``): no
+            file is downloaded. For those series ``slice_count`` and ``slice_spacing`` are the
+            slices ``volume()`` stacks (a mosaic's tiles; RT Dose frames GridFrameOffsetVector
+            apart).
         protocol : bool or list of str, default False
             Protocol columns: ``True`` for the documented set of each series' modality (CT:
             KVP, XRayTubeCurrent, Exposure, CTDIvol, SliceThickness, ConvolutionKernel...; MR:
@@ -901,7 +906,10 @@ class InstanceAccessor(BaseAccessor):
                                   progress=progress)
             out = add_protocol_columns(out, agg)
         if geometry:
-            report = geometry_report(df, lambda: self.client(client), fetch=False, **tolerances)
+            report = geometry_report(df, lambda: self.client(client), fetch=False,
+                                     max_workers=max_workers, progress=progress, **tolerances)
+            for col in ("slice_count", "slice_spacing"):  # what the headers say, where read
+                out[col] = report[col].fillna(out[col]).array
             out["volume_ok"] = report["volume_ok"].array
             out["volume_problem"] = report["volume_problem"].array
         return out

@@ -1,7 +1,8 @@
 """Instance frame -> one row per series, study or patient. Pure pandas/numpy, no HTTP.
 
 The parts that need the server (the way back to instances, tags at a level, the geometry
-report that fetches PixelSpacing, Rows, Columns... or multi-frame headers) are in
+report that fetches PixelSpacing, Rows, Columns... and the JSON headers of multi-frame and
+mosaic instances) are in
 ``orthanc_pandas._ops.levels``; the geometry checks themselves in
 ``orthanc_pandas._imaging.geometry``. See ``docs/series.md``.
 

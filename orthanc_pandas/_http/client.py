@@ -375,6 +375,8 @@ class OrthancClient:
         answer = Stream(self, method, self._full(path), _Attempts(self.retries, idempotent),
                         dict(params=params, data=data, headers=hdrs,
                              timeout=timeout or self.timeout))
+        if hasattr(data, "seek") and hasattr(data, "tell"):
+            answer._rewind_to = data.tell()  # a streamed body (an upload): sent again from here
         try:
             answer._open()
             yield answer
@@ -643,6 +645,8 @@ class Stream:
         self._attempts, self._send = attempts, send
         self.response: requests.Response | None = None
         self.delivered = 0  # bytes handed to the caller
+        self._rewind_to: int | None = None  # where a file-like body starts, to send it again
+        self._sent = False
 
     @property
     def headers(self) -> Mapping[str, str]:
@@ -660,6 +664,9 @@ class Stream:
         while True:
             self.close()
             checkpoint()  # a stopped fan-out (Ctrl-C, another item's error) sends nothing more
+            if self._sent and self._rewind_to is not None:
+                self._send["data"].seek(self._rewind_to)  # a retry sends the whole body again
+            self._sent = True
             try:
                 with client._map_exceptions(self.method, self.url, timeout=self._send["timeout"]):
                     resp = client.session.request(self.method, self.url, stream=True, **self._send)

@@ -693,6 +693,28 @@ def index_headers(rows: pd.DataFrame):
                         instance_number=nums[k], samples=s[k] or 1) for k in range(n)]
 
 
+def stack_spacing(headers: Sequence[SliceHeader]) -> float | None:
+    """The series frame's ``slice_spacing`` of slices read from headers: the median step (mm)
+    between their positions sorted along the first slice's normal, steps below 1e-4 mm ignored;
+    None with fewer than two distinct positions or without orientation.
+
+    Examples
+    --------
+    >>> from orthanc_pandas.testing.synthetic import make_multiframe
+    >>> stack_spacing(slice_headers(make_multiframe(4, 8, 8, slice_spacing=3.0, frame_order="descending")))
+    3.0
+    """
+    if not headers or headers[0].orientation is None:
+        return None
+    iop = np.asarray(headers[0].orientation, float)
+    normal = np.cross(iop[:3], iop[3:])
+    pos = np.array([h.position if h.position is not None else (np.nan,) * 3 for h in headers], float)
+    z = np.sort((pos @ normal)[np.isfinite(pos).all(axis=1)])
+    dz = np.diff(z)
+    dz = dz[dz > _ABS_EPS]
+    return float(np.median(dz)) if len(dz) else None
+
+
 def series_verdict(headers, **tolerances) -> str | None:
     """The message ``volume()`` raises for these slice headers, or None when it succeeds."""
 

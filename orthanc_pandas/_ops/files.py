@@ -11,8 +11,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import io
 import os
 import tempfile
 import threading
@@ -273,30 +273,209 @@ def _looks_like_dicom(data: bytes) -> bool:
     return group_le in (0x0002, 0x0008) or group_be == 0x0008
 
 
-def _items(files: list[Path]) -> Iterator[tuple[str, object]]:
-    """(report path, bytes or an exception) for every file and every ZIP member."""
+#: The sniff looks at this many bytes of each file (the preamble, ``DICM`` and a little more)
+_SNIFF = 132
+
+
+#: A ZIP member is refused, not sent, when it inflates beyond this (upload's ``max_member_size``):
+#: 4 GiB is the most one uncompressed DICOM element can hold, and Orthanc holds a whole request
+#: body in its memory
+MAX_MEMBER_SIZE = 4 << 30
+
+
+#: ... or when it inflates more than this many times its compressed size (``max_ratio``)...
+MAX_RATIO = 200
+
+
+#: ... once it inflates beyond this: small members (a flat-colour secondary capture deflates
+#: ~200:1, pydicom's test files up to 203:1, a 512 x 512 phantom 107:1) are never refused for
+#: their ratio, however well they compress
+RATIO_FLOOR = 64 << 20
+
+
+class _Unreadable(Exception):
+    """Reading an input failed while its bytes were being sent: the input's fault, never the
+    server's (an ``OSError`` there would read as a broken connection and stop the batch)."""
+
+
+class _Body:
+    """One file or ZIP member as a request body: read in 1 MiB pieces as it is sent, never whole.
+
+    ``len()`` gives requests the Content-Length (Orthanc wants one); ``seek(0)`` opens the input
+    again for a retry (:meth:`OrthancClient.stream` rewinds a body it sends again). Reading stops
+    at the announced size: an input that turns out shorter raises, never sends a short body.
+    It is an iterable of 1 MiB pieces and not a file object on purpose: urllib3 reads a file
+    object in 16 kB blocks, one ``send`` each, which cost 1.4 s of client CPU and ~20% of the
+    wall time on 2,000 files of 128 kB; an iterable is sent one piece per ``send``.
+    """
+
+    def __init__(self, open_input, size: int, name: str, lock=None):
+        self._open, self._size, self.name = open_input, int(size), name
+        # zipfile counts a ZipFile's open members without a lock: opening and closing members
+        # of one archive from several threads goes through the archive's lock
+        self._lock = lock or contextlib.nullcontext()
+        self._f = None
+        self._pos = 0
+        self._first: bytes | None = None
+
+    def __len__(self) -> int:
+        return self._size
+
+    def tell(self) -> int:
+        return 0  # iterating always sends the body from its first byte (the first piece kept)
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if (pos, whence) != (0, 0):
+            raise ValueError("an upload body only rewinds to its start")
+        self.close()
+        self._pos, self._first = 0, None
+        return 0
+
+    def _read(self, n: int = -1) -> bytes:
+        left = self._size - self._pos
+        n = left if n is None or n < 0 else min(n, left)
+        if n <= 0:
+            return b""
+        try:
+            if self._f is None:
+                with self._lock:
+                    self._f = self._open()
+            data = self._f.read(n)
+        except Exception as exc:  # OSError, BadZipFile (bad CRC), zlib.error...
+            raise _Unreadable(f"reading {self.name} failed after {self._pos} bytes "
+                              f"({type(exc).__name__}: {exc})") from None
+        if not data:
+            raise _Unreadable(f"{self.name} ended after {self._pos} of the {self._size} bytes it "
+                              "had when the upload started")
+        self._pos += len(data)
+        return data
+
+    def first(self) -> bytes:
+        """The first 1 MiB (all of a smaller input), read once: sniffed, then sent first."""
+        if self._first is None:
+            self._first = self._read(_CHUNK)
+        return self._first
+
+    def __iter__(self):
+        if self._first is not None:
+            yield self._first
+        while chunk := self._read(_CHUNK):
+            yield chunk
+
+    def close(self) -> None:
+        if self._f is not None:
+            f, self._f = self._f, None
+            with self._lock:
+                f.close()
+
+
+class _Archive:
+    """An open ZIP whose members are being sent: closed once the last member is done."""
+
+    def __init__(self, path: Path):
+        self.zf = zipfile.ZipFile(path)
+        self.lock = threading.Lock()  # around opening and closing members (see _Body)
+        self._users = 1  # the reader, until it has handed out every member
+
+    def hold(self) -> None:
+        with self.lock:
+            self._users += 1
+
+    def release(self) -> None:
+        with self.lock:
+            self._users -= 1
+            if self._users == 0:
+                self.zf.close()
+
+
+class _Input:
+    """What the reader hands a worker: a plain file, or a member of an open ZIP."""
+
+    def __init__(self, name: str, path: Path | None = None, archive: _Archive | None = None,
+                 info: zipfile.ZipInfo | None = None):
+        self.name, self.path, self.archive, self.info = name, path, archive, info
+
+    def body(self) -> _Body:
+        if self.archive is not None:
+            return _Body(lambda: self.archive.zf.open(self.info), self.info.file_size, self.name,
+                         lock=self.archive.lock)
+        try:
+            size = self.path.stat().st_size
+        except OSError as exc:
+            raise _Unreadable(f"{exc.strerror or exc}: {self.path}") from None
+        return _Body(lambda: open(self.path, "rb"), size, self.name)
+
+    def done(self) -> None:
+        if self.archive is not None:
+            self.archive.release()
+
+
+def _bomb(info: zipfile.ZipInfo, max_size: int | None, max_ratio: float | None) -> str | None:
+    """Why a ZIP member looks like a ZIP bomb (from its central directory entry), or None.
+
+    Only the sizes the archive announces are read: zipfile never inflates a member beyond its
+    announced size (a member that lies about it fails its CRC check and is reported).
+
+    Examples
+    --------
+    >>> info = zipfile.ZipInfo("bomb.dcm"); info.file_size, info.compress_size = 1 << 30, 1 << 20
+    >>> print(_bomb(info, MAX_MEMBER_SIZE, MAX_RATIO))
+    inflates 1024 times (1,073,741,824 bytes from 1,048,576): over max_ratio=200, a ZIP bomb? Not sent; pass max_ratio=None to send it anyway.
+    >>> _bomb(info, MAX_MEMBER_SIZE, None) is None
+    True
+    """
+    size, packed = info.file_size, max(info.compress_size, 1)
+    if max_size is not None and size > max_size:
+        return (f"inflates to {size:,} bytes, over max_member_size={max_size:,}: a ZIP bomb? Not "
+                "sent; pass a larger max_member_size to send it anyway.")
+    if max_ratio is not None and size > RATIO_FLOOR and size > max_ratio * packed:
+        return (f"inflates {size / packed:.0f} times ({size:,} bytes from {packed:,}): over "
+                f"max_ratio={max_ratio:g}, a ZIP bomb? Not sent; pass max_ratio=None to send it "
+                "anyway.")
+    return None
+
+
+def _is_zip(f: Path) -> bool:
+    if f.suffix.lower() == ".dcm":
+        return False
+    with open(f, "rb") as fh:
+        return fh.read(4) == b"PK\x03\x04"
+
+
+def _items(files: list[Path], archives: list[_Archive], *, max_size: int | None,
+           max_ratio: float | None) -> Iterator[tuple[str, object]]:
+    """(report path, an :class:`_Input` or the exception that refuses it) for every file and
+    every ZIP member, in order. Nothing here reads more than a file's first 4 bytes and a ZIP's
+    central directory; the bytes are read by the worker that sends them."""
     for f in files:
         try:
-            data = f.read_bytes()
+            is_zip = _is_zip(f)
         except OSError as exc:
             yield str(f), exc
             continue
-        if data[:4] == b"PK\x03\x04" and f.suffix.lower() != ".dcm":
-            try:
-                with zipfile.ZipFile(io.BytesIO(data)) as zf:
-                    members = [m for m in zf.infolist() if not m.is_dir()]
-                    for m in members:
-                        try:
-                            yield f"{f}!{m.filename}", zf.read(m)
-                        except Exception as exc:  # a corrupt member: report it, go on
-                            yield f"{f}!{m.filename}", exc
-                    if not members:
-                        yield str(f), ValueError("empty ZIP archive")
-                continue
-            except zipfile.BadZipFile as exc:
-                yield str(f), exc
-                continue
-        yield str(f), data
+        if not is_zip:
+            yield str(f), _Input(str(f), path=f)
+            continue
+        try:
+            archive = _Archive(f)
+        except (zipfile.BadZipFile, OSError) as exc:
+            yield str(f), exc
+            continue
+        archives.append(archive)
+        try:
+            members = [m for m in archive.zf.infolist() if not m.is_dir()]
+            if not members:
+                yield str(f), ValueError("empty ZIP archive")
+            for m in members:
+                name = f"{f}!{m.filename}"
+                why = _bomb(m, max_size, max_ratio)
+                if why is not None:
+                    yield name, _Unreadable(why)
+                    continue
+                archive.hold()
+                yield name, _Input(name, archive=archive, info=m)
+        finally:
+            archive.release()
 
 
 def _upload_row(status: str, message: str = "", answer: dict | None = None) -> dict:
@@ -357,7 +536,8 @@ def classify_upload(answer=None, error: BaseException | None = None, *,
 
 def upload(paths, client: str | OrthancClient, *, recursive: bool = False,
            check_dicom: bool = True, progress=None, max_workers: int | None = None,
-           errors: str = "raise") -> pd.DataFrame:
+           errors: str = "raise", max_member_size: int | None = MAX_MEMBER_SIZE,
+           max_ratio: float | None = MAX_RATIO) -> pd.DataFrame:
     """Store DICOM files in Orthanc; report every input path.
 
     Parameters
@@ -382,6 +562,19 @@ def upload(paths, client: str | OrthancClient, *, recursive: bool = False,
         ``"raise"``: after every file was tried, a :class:`~orthanc_pandas.errors.BulkError`
         when any is ``Failure`` or ``Error`` (its ``.report`` is the report below);
         ``"report"``: return the report regardless. ``NotDicom`` is not a failure.
+    max_member_size : int or None, default 4 GiB
+        A ZIP member that inflates beyond this many bytes is not sent: its row is ``Error``
+        with the reason (a ZIP bomb?), and the rest of the batch goes on. ``None``: no limit.
+    max_ratio : float or None, default 200
+        Likewise for a member inflating more than this many times its compressed size, once it
+        inflates beyond 64 MiB (:data:`RATIO_FLOOR`; smaller members are never refused for
+        their ratio). ``None``: no limit.
+
+    Notes
+    -----
+    Files and ZIP members are streamed to the server in 1 MiB pieces, one ``POST /instances``
+    per file on kept-alive connections: memory stays a few MiB per worker whatever the size of
+    the files or archives (``docs/files.md`` has the measurements, and why not ZIP bodies).
 
     Returns
     -------
@@ -407,48 +600,74 @@ def upload(paths, client: str | OrthancClient, *, recursive: bool = False,
     lock = threading.Lock()
     server_down: list[str] = []  # set once the server stopped answering: send nothing more
 
-    def send(i: int, name: str, data) -> None:
-        if server_down:
-            row = _upload_row("Error", f"not sent: the server stopped answering earlier in this "
-                                       f"batch ({server_down[0]}). Rerun upload(): files already "
-                                       "stored are reported AlreadyStored.")
-        elif isinstance(data, BaseException):
-            row = classify_upload(error=data)
-        elif check_dicom and not _looks_like_dicom(data):
-            row = _upload_row("NotDicom", "not a DICOM file (no DICM marker, no SOP Instance UID)")
-        else:
-            try:
-                row = classify_upload(client.post_json(
-                    "/instances", data=data, idempotent=True,
-                    headers={"Content-Type": "application/dicom"}))
-            except Exception as exc:  # never abort the batch: report it on its row
-                if isinstance(exc, OrthancConnectionError):
-                    # retried already (uploads are idempotent): the server is gone, so the rest
-                    # of the batch is reported unsent at once instead of failing file by file
-                    server_down.append(type(exc).__name__)
-                row = classify_upload(error=exc,
-                                      looked_like_dicom=check_dicom or _looks_like_dicom(data))
+    def post(item: _Input) -> dict:
+        body = item.body()
+        try:
+            first = body.first()
+            looks = _looks_like_dicom(first[:_SNIFF])
+            if check_dicom and not looks:
+                return _upload_row("NotDicom", "not a DICOM file (no DICM marker, no SOP Instance UID)")
+            # a file that fits in the first piece goes as bytes; a larger one as the pieces
+            answer = client.post_json("/instances", data=first if len(first) == len(body) else body,
+                                      idempotent=True, headers={"Content-Type": "application/dicom"})
+        except _Unreadable:  # the input's fault: its row says so, the batch goes on
+            raise
+        except Exception as exc:  # never abort the batch: report it on its row
+            if isinstance(exc, OrthancConnectionError):
+                # retried already (uploads are idempotent): the server is gone, so the rest
+                # of the batch is reported unsent at once instead of failing file by file
+                server_down.append(type(exc).__name__)
+            return classify_upload(error=exc, looked_like_dicom=check_dicom or looks)
+        finally:
+            body.close()
+        return classify_upload(answer)
+
+    def send(i: int, name: str, item) -> None:
+        try:
+            if server_down:
+                row = _upload_row("Error", f"not sent: the server stopped answering earlier in "
+                                           f"this batch ({server_down[0]}). Rerun upload(): files "
+                                           "already stored are reported AlreadyStored.")
+            elif isinstance(item, _Unreadable):
+                row = _upload_row("Error", str(item))
+            elif isinstance(item, BaseException):
+                row = classify_upload(error=item)
+            else:
+                try:
+                    row = post(item)
+                except _Unreadable as exc:
+                    row = _upload_row("Error", str(exc))
+        finally:
+            if isinstance(item, _Input):
+                item.done()
         with lock:
             rows.append((i, {"path": name, **row}))
 
     workers = worker_count(max_workers, pool_size=client.pool_size)
-    with progress_bar(progress, total=len(files), desc="Uploading", unit="file",
-                      min_total=50) as bar:
-        def read():  # the bar counts files (a ZIP is one), as they are read
-            last = None
-            for i, (name, data) in enumerate(_items(files)):
-                if last != name.split("!", 1)[0]:
-                    if last is not None:
-                        bar.update(1)
-                    last = name.split("!", 1)[0]
-                yield i, name, data
-            if last is not None:
-                bar.update(1)
+    archives: list[_Archive] = []
+    try:
+        with progress_bar(progress, total=len(files), desc="Uploading", unit="file",
+                          min_total=50) as bar:
+            def read():  # the bar counts files (a ZIP is one), as they are read
+                last = None
+                for i, (name, item) in enumerate(_items(files, archives, max_size=max_member_size,
+                                                        max_ratio=max_ratio)):
+                    if last != name.split("!", 1)[0]:
+                        if last is not None:
+                            bar.update(1)
+                        last = name.split("!", 1)[0]
+                    yield i, name, item
+                if last is not None:
+                    bar.update(1)
 
-        # Reading the files is lazy, and at most 4x the workers are read ahead (window), so a
-        # huge folder is never all in memory at once.
-        fan_out(lambda job: send(*job), read(), workers, window=4 * workers,
-                name="orthanc-upload")
+            # Inputs are opened lazily and at most 4x the workers are handed out ahead
+            # (window), each a path or a ZIP entry: no file's bytes are held, only the 1 MiB
+            # pieces on their way to the server.
+            fan_out(lambda job: send(*job), read(), workers, window=4 * workers,
+                    name="orthanc-upload")
+    finally:
+        for archive in archives:  # an interrupted batch leaves none open
+            archive.zf.close()
     rows.sort(key=lambda r: r[0])
     report = pd.DataFrame([r for _, r in rows],
                           columns=["path", "status", "message", "instance", "series", "study", "patient"])
