@@ -199,3 +199,18 @@ def test_merge_rows_keep_only_rows_keeps_the_old_order():
     merged = merge_rows(old, new, {"s1"}, set(), keep_only_rows=True)
     assert merged.SOPInstanceUID.tolist() == ["1.2", "1.0"]
     assert (merged.dtypes == old.dtypes).all()
+
+
+def test_refresh_of_a_frame_saved_with_int64_integers_gives_the_fresh_dtypes(server, tmp_path):
+    """Parquet files of orthanc-pandas 0.1 hold IS/US columns as Int64; refreshed, they have
+    the dtypes of a fresh read (Int32), whether or not anything changed."""
+    df = op.read_orthanc(server.url)
+    narrow = [c for c in df.columns if df[c].dtype == "Int32"]
+    assert "InstanceNumber" in narrow and "orthanc_series_expected_instances" in narrow
+    df.astype({c: "Int64" for c in narrow}).to_parquet(tmp_path / "old.parquet")
+    old = pd.read_parquet(tmp_path / "old.parquet")
+    assert old["InstanceNumber"].dtype == "Int64"
+    assert_same(old.orthanc.refresh(), op.read_orthanc(server.url))
+    server.upload_bytes([to_bytes(d) for d in _series("z", patient_id="P9")])
+    assert_same(old.orthanc.refresh(), op.read_orthanc(server.url))
+

@@ -335,6 +335,8 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
     # labelling writes no change entry: read every label now (cost ~ the labelled resources)
     labels = label_map(client) if client.capabilities().labels else None
     keep_categories = bool(criteria) and not keep_only_rows
+    if typed:  # a frame saved before IS/US became Int32: the dtypes of a fresh read
+        df = _index.narrow_integers(df)
     if not affected and not deleted:  # nothing changed for these rows: same frame, new attrs
         out = df.copy()
     else:
