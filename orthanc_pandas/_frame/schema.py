@@ -275,12 +275,28 @@ def categorical(codes: np.ndarray, categories: Iterable[str]) -> pd.Categorical:
     return pd.Categorical.from_codes(np.asarray(codes), categories=cats)
 
 
-def canonical_categorical(values) -> pd.Categorical:
+def canonical_categorical(values, categories: Iterable[str] | None = None) -> pd.Categorical:
     """``values`` (a categorical) with the categories the schema gives: :data:`STR_DTYPE`, sorted,
-    without the placeholder ``""`` unless there is no other category (see :func:`categorical`)."""
+    without the placeholder ``""`` unless there is no other category (see :func:`categorical`).
+
+    ``categories`` replaces the categories ``values`` has (those in use are always kept).
+
+    >>> canonical_categorical(pd.Categorical(["b", None], categories=["", "z", "b"])).categories.tolist()
+    ['b', 'z']
+    >>> canonical_categorical(pd.Categorical(["b"], categories=["z", "b"]), ["a"]).categories.tolist()
+    ['a', 'b']
+    """
     values = pd.Categorical(values)
-    cats = sorted(c for c in values.categories if c != "")
-    return pd.Categorical(values, categories=pd.Index(cats or [""], dtype=STR_DTYPE))
+    old = values.categories
+    codes = np.asarray(values.codes)
+    wanted = set(old) if categories is None else set(categories) | set(old[np.unique(codes[codes >= 0])])
+    new = pd.Index(sorted(c for c in wanted if c != "") or [""], dtype=STR_DTYPE)
+    # recoded by hand: pd.Categorical(values, categories=new) warns (Pandas4Warning) whenever
+    # a category is dropped, even an unused one like the placeholder
+    position = new.get_indexer(old)
+    position[np.asarray(old == "", dtype=bool)] = -1  # "" is never a value: missing
+    codes = np.where(codes >= 0, position[np.maximum(codes, 0)] if len(old) else -1, -1)
+    return pd.Categorical.from_codes(codes, categories=new)
 
 
 def missing_values(dtype, n: int):
@@ -678,7 +694,7 @@ def labels_column(labels: Mapping[str, pa.Array | None], per_instance: Mapping[s
     position = {c: i for i, c in enumerate(cats)}
     combo_codes = np.array([-1 if u is None else position[u] for u in unions], dtype=np.int64)
     codes = combo_codes[np.asarray(inverse).reshape(-1)]
-    return pd.Categorical.from_codes(codes, categories=pd.Index(cats, dtype=STR_DTYPE))
+    return categorical(codes, cats)  # (no label on these rows: the placeholder category)
 
 
 def _bookkeeping_integers(raw: pa.Array, dtype) -> pd.Series:
