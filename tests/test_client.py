@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import pickle
 import threading
 import time
@@ -11,7 +12,12 @@ import pandas as pd
 import pytest
 
 import orthanc_pandas as op
-from orthanc_pandas._http.client import OrthancClient, _normalize_url, get_client
+from orthanc_pandas._http.client import (
+    OrthancClient,
+    _normalize_url,
+    get_client,
+    json_array_batches,
+)
 from orthanc_pandas.errors import (
     NotOrthancError,
     OrthancAuthError,
@@ -354,3 +360,45 @@ def test_orthanc_own_sslenabled(orthanc_available, tmp_path):
             OrthancClient(server.url, auth=("tls", "nope"), verify=str(cert)).system()
     finally:
         server.stop()
+
+
+# -- JSON arrays decoded a list at a time ------------------------------------------------------
+ORTHANC_LAYOUT = (b'[\n   {\n      "ID" : "a",\n      "MainDicomTags" : \n      {\n'
+                  b'         "StudyDescription" : "}\\n   },\\n   {",\n         "X" : [ 1, 2 ]\n'
+                  b'      }\n   },\n   {\n      "ID" : "b",\n      "Labels" : [ "\xc3\xa9" ]\n   },\n'
+                  b'   {\n      "ID" : "c"\n   }\n]\n')
+
+
+@pytest.mark.parametrize("body", [
+    ORTHANC_LAYOUT,                                            # Orthanc's (JsonCpp's) layout
+    ORTHANC_LAYOUT.replace(b"\n", b"\r\n"),                    # CRLF
+    json.dumps(json.loads(ORTHANC_LAYOUT)).encode(),           # compact: decoded whole
+    json.dumps(json.loads(ORTHANC_LAYOUT), indent=2).encode(),  # another indentation
+    b"[]", b"[\n]", b"[\n   {\n   }\n]",
+    json.dumps([{"a": 1}, [1, 2], "x"], indent=3).encode(),    # not objects only: decoded whole
+])
+@pytest.mark.parametrize("batch", [1, 2, 1000])
+def test_json_array_batches_give_the_items_of_the_array(body, batch):
+    lists = list(json_array_batches(body, batch))
+    assert [item for items in lists for item in items] == json.loads(body)
+    assert all(0 < len(items) <= batch for items in lists)
+
+
+def test_json_array_batches_of_a_real_page_and_broken_json(corpus):
+    resp = corpus.server.client().request("GET", "/instances", params={"expand": "", "since": 0, "limit": 50},
+                                   expect_json=True)
+    assert resp.content.startswith(b"[\n   {")  # the layout the cuts rely on
+    lists = list(json_array_batches(resp.content, 7))
+    assert [len(x) for x in lists] == [7] * 7 + [1]
+    assert [i for x in lists for i in x] == json.loads(resp.content)
+    with pytest.raises(ValueError):  # cut short: decoding fails, never a short list
+        list(json_array_batches(resp.content[:-40], 7))
+    with pytest.raises(ValueError):
+        list(json_array_batches(b"<html>not json</html>", 7))
+
+
+def test_pages_in_batches_equal_whole_pages(corpus):
+    client = corpus.server.client()
+    whole = [i for page in client.iter_pages("instances", page_size=20) for i in page]
+    batched = list(client.iter_pages("instances", page_size=20, batch=3))
+    assert all(len(b) <= 3 for b in batched) and [i for b in batched for i in b] == whole

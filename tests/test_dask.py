@@ -83,7 +83,7 @@ def test_dask_equals_pandas_when_an_instance_tag_is_absent_everywhere(volumes_se
     df = op.read_orthanc(volumes_server.url)
     assert all(df[kw].isna().all() for kw in absent)
     # each has its tag's dtype, as when instances have it, not a data-dependent one
-    expected = {"ImageIndex": "Int64", "ImageComments": "string", "TemporalPositionIdentifier": "Int64"}
+    expected = {"ImageIndex": "Int32", "ImageComments": "string", "TemporalPositionIdentifier": "Int32"}
     assert {kw: str(df[kw].dtype) for kw in absent} == {kw: expected[kw] for kw in absent}
     _assert_same_as_pandas(_compute(opd.read_orthanc(volumes_server.url, partition_size=2)), df)
 

@@ -189,8 +189,8 @@ def after_instance_pages(client: op.OrthancClient, then) -> None:
     first half's stream; the second half and the parent levels are read concurrently)."""
     pages, finds = client.iter_pages, client.iter_find
 
-    def iter_pages(level, page_size=5000):
-        for k, page in enumerate(pages(level, page_size=page_size)):
+    def iter_pages(level, page_size=5000, **kw):
+        for k, page in enumerate(pages(level, page_size=page_size, **kw)):
             yield page
             if level == "instances":
                 then(k)

@@ -114,8 +114,8 @@ def pause_after_first_page(client: op.OrthancClient, writer: Writer, steps: int)
     def wait():
         writer.wait_for(writer.steps() + steps)
 
-    def iter_pages(level, page_size=5000):
-        for k, page in enumerate(pages(level, page_size=page_size)):
+    def iter_pages(level, page_size=5000, **kw):
+        for k, page in enumerate(pages(level, page_size=page_size, **kw)):
             yield page
             if level == "instances" and k == 0:
                 wait()
@@ -191,8 +191,8 @@ def test_deletions_only_during_the_read(live_archive):
     deleter = server.client()
     pages = client.iter_pages
 
-    def iter_pages(level, page_size=5000):
-        for k, page in enumerate(pages(level, page_size=page_size)):
+    def iter_pages(level, page_size=5000, **kw):
+        for k, page in enumerate(pages(level, page_size=page_size, **kw)):
             yield page
             if level == "instances" and k == 1:  # two series from the first pages' range
                 deleter.delete(f"/series/{series[0]}")
@@ -217,8 +217,8 @@ def test_changes_faster_than_read_names_both_rates(live_archive):
         for _ in range(10):
             writer.post_json("/instances", data=next(blobs), idempotent=True)
 
-    def iter_pages(level, page_size=5000):
-        for k, page in enumerate(pages(level, page_size=page_size)):
+    def iter_pages(level, page_size=5000, **kw):
+        for k, page in enumerate(pages(level, page_size=page_size, **kw)):
             yield page
             if level == "instances" and k == 0:
                 write_some()

@@ -199,3 +199,57 @@ def test_merge_rows_keep_only_rows_keeps_the_old_order():
     merged = merge_rows(old, new, {"s1"}, set(), keep_only_rows=True)
     assert merged.SOPInstanceUID.tolist() == ["1.2", "1.0"]
     assert (merged.dtypes == old.dtypes).all()
+
+
+def test_refresh_of_a_frame_saved_with_int64_integers_gives_the_fresh_dtypes(server, tmp_path):
+    """Parquet files of orthanc-pandas 0.1 hold IS/US columns as Int64; refreshed, they have
+    the dtypes of a fresh read (Int32), whether or not anything changed."""
+    df = op.read_orthanc(server.url)
+    narrow = [c for c in df.columns if df[c].dtype == "Int32"]
+    assert "InstanceNumber" in narrow and "orthanc_series_expected_instances" in narrow
+    df.astype({c: "Int64" for c in narrow}).to_parquet(tmp_path / "old.parquet")
+    old = pd.read_parquet(tmp_path / "old.parquet")
+    assert old["InstanceNumber"].dtype == "Int64"
+    assert_same(old.orthanc.refresh(), op.read_orthanc(server.url))
+    server.upload_bytes([to_bytes(d) for d in _series("z", patient_id="P9")])
+    assert_same(old.orthanc.refresh(), op.read_orthanc(server.url))
+
+
+def test_refreshed_selection_has_the_categories_of_the_archive_after_deletions(server):
+    """A selection keeps the categories of the whole archive (as df[mask] does): values whose
+    last series was deleted outside it drop out, exactly as in a fresh read + the select."""
+    df = op.read_orthanc(server.url)
+    sel = df.orthanc.select(PatientID="P2")
+    assert "P1" in sel.PatientID.cat.categories  # df[mask] keeps the archive's categories
+    server.client().delete(f"/patients/{df[df.PatientID == 'P1'].index[0][0]}")  # outside it
+    refreshed = sel.orthanc.refresh()
+    assert_same(refreshed, op.read_orthanc(server.url).orthanc.select(PatientID="P2"))
+    assert "P1" not in refreshed.PatientID.cat.categories
+
+
+@pytest.mark.orthanc_min("1.12")
+def test_refresh_after_uploads_and_label_changes_equals_a_fresh_read_and_the_same_selects(server):
+    """Labels change without any /changes entry; a selection's orthanc_labels categories are
+    every label set of the archive, also those of rows outside it (issue 25)."""
+    df = op.read_orthanc(server.url)
+    sel = df.orthanc.select(PatientID="P2")
+    by_labels = df.orthanc.select(labels=["keep"], labels_how="none")
+    frames = {"full": df, "select": sel, "labels": by_labels}
+
+    def check():
+        fresh = op.read_orthanc(server.url)
+        assert_same(frames["full"].orthanc.refresh(), fresh)
+        assert_same(frames["select"].orthanc.refresh(), fresh.orthanc.select(PatientID="P2"))
+        assert_same(frames["labels"].orthanc.refresh(),
+                    fresh.orthanc.select(labels=["keep"], labels_how="none"))
+
+    p1, p2 = df[df.PatientID == "P1"], df[df.PatientID == "P2"]
+    p1.iloc[:1].orthanc.add_labels("n")                     # a label set outside the selection
+    p2.iloc[:1].orthanc.add_labels("a", "b")
+    p2.iloc[1:2].orthanc.add_labels("b")
+    p2.orthanc.add_labels("s", level="series")
+    server.upload_bytes([to_bytes(d) for d in _series("u", patient_id="P2", series_number=5)])
+    check()
+    p2.iloc[:1].orthanc.remove_labels("b")                  # "a,b,s" is gone; a, b, s are not
+    p1.iloc[:1].orthanc.add_labels("keep", level="patient")
+    check()

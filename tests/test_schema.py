@@ -23,6 +23,7 @@ from orthanc_pandas._frame.schema import (
     parse_dates,
     parse_numbers,
     parse_vectors,
+    tag_dtypes,
     vector_columns,
 )
 from orthanc_pandas.errors import ParseWarning
@@ -123,11 +124,11 @@ def test_empty_frame_has_the_whole_schema():
     assert {"PatientName", "StudyDate", "Modality", "SOPInstanceUID", "ImagePositionPatient_2"} <= set(df.columns)
     # no resource has any tag: every column has the dtype its tag's VR gives it anyway
     expected = {"PatientName": "category", "PatientBirthDate": "datetime64[us]",
-                "StudyDate": "datetime64[us]", "SeriesNumber": "Int64", "Modality": "category",
-                "SOPInstanceUID": "string", "InstanceNumber": "Int64",
+                "StudyDate": "datetime64[us]", "SeriesNumber": "Int32", "Modality": "category",
+                "SOPInstanceUID": "string", "InstanceNumber": "Int32",
                 "ImagePositionPatient_2": "Float64", "ImageOrientationPatient_5": "Float64",
                 "orthanc_file_size": "Int64", "orthanc_series_status": "category",
-                "orthanc_series_expected_instances": "Int64", "orthanc_labels": "category"}
+                "orthanc_series_expected_instances": "Int32", "orthanc_labels": "category"}
     assert {c: str(df[c].dtype) for c in expected} == expected
     assert "null[pyarrow]" not in set(map(str, df.dtypes))
     assert "ImagePositionPatient_3" not in df.columns  # VM 3: exactly three components
@@ -211,6 +212,18 @@ def test_parse_helpers():
     assert out.iloc[0] == pd.Timestamp("2020-01-31") and out.iloc[1:].isna().all()
     n = parse_numbers(pd.Series([" 12 ", "-3", "+4"], dtype="string[pyarrow]"), integer=True)
     assert list(n) == [12, -3, 4] and n.dtype == "Int64"
+    n = parse_numbers(pd.Series(["2147483647", "-2147483648"]), integer=pd.Int32Dtype())
+    assert list(n) == [2**31 - 1, -2**31] and n.dtype == "Int32"
+
+
+def test_integers_beyond_their_dtype_are_missing_not_wrapped():
+    """IS fits Int32 by the standard; a value beyond it is no valid IS (a cast would wrap it)."""
+    with pytest.warns(ParseWarning, match="2 value.*InstanceNumber.*Int32"):
+        n = parse_numbers(pd.Series(["2147483648", "-2147483649", "7"]), "InstanceNumber",
+                          integer=pd.Int32Dtype())
+    assert n.isna().tolist() == [True, True, False] and n.dtype == "Int32"
+    assert tag_dtypes("Rows", "instance") == {"Rows": pd.Int32Dtype()}  # US: 0..65535
+    assert tag_dtypes("NumberOfWaveformSamples", "series") == {"NumberOfWaveformSamples": pd.Int64Dtype()}  # UL
 
 
 # -- fuzzing: no crash, no silently lost value -------------------------------------------

@@ -60,7 +60,7 @@ def test_column_names_finds_vectors():
 
 def test_typed_columns_follow_the_index_schema():
     cols = typed_tag_columns(resolve_tag("Rows"), ["512", None, "256"])
-    assert cols["Rows"].dtype == "Int64" and cols["Rows"].tolist() == [512, pd.NA, 256]
+    assert cols["Rows"].dtype == "Int32" and cols["Rows"].tolist() == [512, pd.NA, 256]
     dates = typed_tag_columns(resolve_tag("AcquisitionDate"), ["20200102", "", None])["AcquisitionDate"]
     assert str(dates.dtype).startswith("datetime64") and dates.iloc[0] == pd.Timestamp("2020-01-02")
     assert dates.iloc[1:].isna().all()

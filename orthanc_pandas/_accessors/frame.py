@@ -302,7 +302,7 @@ class InstanceAccessor(BaseAccessor):
         1.11+), one per instance only for series of which the frame holds a few rows; tags
         that already are columns are not fetched. Long values are fetched in
         full. An instance without the tag gets a missing value. Types follow the index schema:
-        DA -> datetime64, IS/DS/US... -> Int64/Float64, fixed multi-valued numbers -> one
+        DA -> datetime64, IS/US/SS/SL -> Int32, UL -> Int64, DS -> Float64, fixed multi-valued numbers -> one
         column per component (``PixelSpacing_0``, ``PixelSpacing_1``), text -> string,
         sequences -> lists of dicts keyed by keyword. Private tags are named ``"gggg,eeee"``.
 

@@ -265,7 +265,7 @@ def mask(column: pd.Series | pd.DataFrame, criterion, vr: str = "", case_sensiti
     Parameters
     ----------
     column : pandas.Series or pandas.DataFrame
-        A frame column (category, string, datetime, Int64/Float64, object for sequences), or
+        A frame column (category, string, datetime, Int32/Int64/Float64, object for sequences), or
         the (n, k) components of a vector tag (``df[["ImagePositionPatient_0", ...]]``).
     criterion : str, number, date, datetime, tuple, list, None or callable
         See the module documentation for every form.

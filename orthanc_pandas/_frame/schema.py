@@ -10,7 +10,8 @@ The column schema
   VR                      dtype
   ======================  ================================================================
   DA                      ``datetime64[us]`` (NaT when empty or unparsable)
-  IS (and US, SL...)      ``Int64``
+  IS, US, SL, SS          ``Int32`` (every value of these VRs fits: IS is -2**31..2**31-1 by
+                          the standard); UL, SV, UV ``Int64``
   DS                      ``Float64``
   AS                      age in years, ``Float64``: ``063Y`` -> 63, ``006M`` -> 0.5,
                           ``010W`` -> 10*7/365.25, ``003D`` -> 3/365.25
@@ -44,8 +45,9 @@ The column schema
   commas), ``<NA>`` for an instance with no label on any of the four levels. It is a
   ``category`` column like the other text columns of parent levels (few distinct values),
   also when no resource has a label, which is always the case on servers without labels
-  (Orthanc < 1.12). ``orthanc_file_size`` and ``orthanc_series_expected_instances`` are
-  ``Int64``, ``orthanc_series_status`` a ``category``. See :mod:`orthanc_pandas._ops.labels`.
+  (Orthanc < 1.12). ``orthanc_file_size`` is ``Int64`` (files can pass 2 GiB),
+  ``orthanc_series_expected_instances`` ``Int32`` (a count from IS/US tags),
+  ``orthanc_series_status`` a ``category``. See :mod:`orthanc_pandas._ops.labels`.
 
 A value that does not parse (a date like ``2020-13-45``) becomes missing with a
 :class:`~orthanc_pandas.errors.ParseWarning`: one per frame, naming each column with the count
@@ -113,8 +115,8 @@ NEWER_MAIN_TAGS = ("TimezoneOffsetFromUTC", "PerformedProcedureStepStartDate",
 #: Orthanc bookkeeping fields kept per level: JSON key -> (column, kind)
 BOOKKEEPING: dict[str, dict[str, tuple[str, str]]] = {
     "series": {"Status": ("orthanc_series_status", "category"),
-               "ExpectedNumberOfInstances": ("orthanc_series_expected_instances", "int")},
-    "instance": {"FileSize": ("orthanc_file_size", "int")},
+               "ExpectedNumberOfInstances": ("orthanc_series_expected_instances", "int32")},
+    "instance": {"FileSize": ("orthanc_file_size", "int64")},
 }
 
 
@@ -148,7 +150,13 @@ NULL_DTYPE = pd.ArrowDtype(pa.null())
 PLACEHOLDER_CATEGORIES = pd.Index([""], dtype=STR_DTYPE)
 
 
-_INTEGER_VRS = {"IS", "US", "UL", "SS", "SL", "SV", "UV"}
+#: Integer VRs whose every value fits 32 signed bits: ``Int32``, 4 bytes a value less than
+#: ``Int64`` (IS is -2**31..2**31-1 by the standard). Not ``UInt16`` for US: unsigned 16-bit
+#: arithmetic wraps silently (``Rows * Columns`` of a 512x512 image gives 0).
+_INT32_VRS = {"IS", "SL", "SS", "US"}
+
+
+_INTEGER_VRS = _INT32_VRS | {"UL", "SV", "UV"}
 
 
 NUMERIC_VRS = _INTEGER_VRS | {"DS", "FL", "FD"}
@@ -156,6 +164,15 @@ NUMERIC_VRS = _INTEGER_VRS | {"DS", "FL", "FD"}
 
 #: DICOM age (AS, ``063Y``) units -> years
 AGE_UNITS = {"Y": 1.0, "M": 1.0 / 12.0, "W": 7.0 / 365.25, "D": 1.0 / 365.25}
+
+
+def integer_dtype(vr: str) -> pd.Int32Dtype | pd.Int64Dtype:
+    """The dtype of an integer VR's values: ``Int32`` where every value fits, else ``Int64``."""
+    return pd.Int32Dtype() if vr in _INT32_VRS else pd.Int64Dtype()
+
+
+#: bookkeeping kind -> dtype (see :data:`BOOKKEEPING`)
+BOOKKEEPING_DTYPES = {"int32": pd.Int32Dtype(), "int64": pd.Int64Dtype()}
 
 
 def tag_vr(keyword: str) -> str:
@@ -192,6 +209,8 @@ def tag_dtypes(keyword: str, level: str, typed: bool = True) -> dict[str, object
     {'PatientAge': Float64Dtype()}
     >>> tag_dtypes("SOPInstanceUID", "instance")["SOPInstanceUID"] == TEXT_DTYPE
     True
+    >>> tag_dtypes("InstanceNumber", "instance"), tag_dtypes("FileMetaInformationGroupLength", "instance")
+    ({'InstanceNumber': Int32Dtype()}, {'FileMetaInformationGroupLength': Int64Dtype()})
     """
     if not typed:
         return {keyword: TEXT_DTYPE}
@@ -204,10 +223,45 @@ def tag_dtypes(keyword: str, level: str, typed: bool = True) -> dict[str, object
         width = vector_length(keyword)
         if width:
             return {f"{keyword}_{i}": pd.Float64Dtype() for i in range(width)}
-        return {keyword: pd.Int64Dtype() if vr in _INTEGER_VRS else pd.Float64Dtype()}
+        return {keyword: integer_dtype(vr) if vr in _INTEGER_VRS else pd.Float64Dtype()}
     if level == "instance":
         return {keyword: TEXT_DTYPE}
     return {keyword: pd.CategoricalDtype(PLACEHOLDER_CATEGORIES)}
+
+
+def _integer_dtype_of(column: str):
+    """The integer dtype the schema gives ``column`` (None: not an integer column)."""
+    for book in BOOKKEEPING.values():
+        for name, kind in book.values():
+            if name == column:
+                return BOOKKEEPING_DTYPES.get(kind)
+    vr = tag_vr(column)
+    return integer_dtype(vr) if vr in _INTEGER_VRS else None
+
+
+def narrow_integers(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its ``Int64`` columns in the schema's narrower integer dtypes.
+
+    Frames written before IS, US, SL and SS became ``Int32`` (parquet files of orthanc-pandas
+    0.1) hold them as ``Int64``; ``refresh()`` gives them the dtypes of a fresh read. A column
+    whose values do not all fit keeps its dtype (nothing is lost).
+
+    >>> old = pd.DataFrame({"InstanceNumber": pd.array([1, None], dtype="Int64"),
+    ...                     "orthanc_file_size": pd.array([7, 8], dtype="Int64")})
+    >>> narrow_integers(old).dtypes.astype(str).tolist()
+    ['Int32', 'Int64']
+    """
+    narrower = {}
+    for column in df.columns:
+        if not isinstance(column, str) or df[column].dtype != pd.Int64Dtype():
+            continue
+        dtype = _integer_dtype_of(column)
+        if dtype is None or dtype == pd.Int64Dtype():
+            continue
+        info = np.iinfo(dtype.numpy_dtype)
+        if df[column].dropna().between(info.min, info.max).all():
+            narrower[column] = dtype
+    return df.astype(narrower) if narrower else df
 
 
 def categorical(codes: np.ndarray, categories: Iterable[str]) -> pd.Categorical:
@@ -221,12 +275,28 @@ def categorical(codes: np.ndarray, categories: Iterable[str]) -> pd.Categorical:
     return pd.Categorical.from_codes(np.asarray(codes), categories=cats)
 
 
-def canonical_categorical(values) -> pd.Categorical:
+def canonical_categorical(values, categories: Iterable[str] | None = None) -> pd.Categorical:
     """``values`` (a categorical) with the categories the schema gives: :data:`STR_DTYPE`, sorted,
-    without the placeholder ``""`` unless there is no other category (see :func:`categorical`)."""
+    without the placeholder ``""`` unless there is no other category (see :func:`categorical`).
+
+    ``categories`` replaces the categories ``values`` has (those in use are always kept).
+
+    >>> canonical_categorical(pd.Categorical(["b", None], categories=["", "z", "b"])).categories.tolist()
+    ['b', 'z']
+    >>> canonical_categorical(pd.Categorical(["b"], categories=["z", "b"]), ["a"]).categories.tolist()
+    ['a', 'b']
+    """
     values = pd.Categorical(values)
-    cats = sorted(c for c in values.categories if c != "")
-    return pd.Categorical(values, categories=pd.Index(cats or [""], dtype=STR_DTYPE))
+    old = values.categories
+    codes = np.asarray(values.codes)
+    wanted = set(old) if categories is None else set(categories) | set(old[np.unique(codes[codes >= 0])])
+    new = pd.Index(sorted(c for c in wanted if c != "") or [""], dtype=STR_DTYPE)
+    # recoded by hand: pd.Categorical(values, categories=new) warns (Pandas4Warning) whenever
+    # a category is dropped, even an unused one like the placeholder
+    position = new.get_indexer(old)
+    position[np.asarray(old == "", dtype=bool)] = -1  # "" is never a value: missing
+    codes = np.where(codes >= 0, position[np.maximum(codes, 0)] if len(old) else -1, -1)
+    return pd.Categorical.from_codes(codes, categories=new)
 
 
 def missing_values(dtype, n: int):
@@ -289,7 +359,7 @@ class LevelTable:
                                         pa.string())
         for jkey, (_col, kind) in BOOKKEEPING.get(self.level, {}).items():
             values = [bookkeeping_value(r, jkey) for r in page]
-            if kind == "int":
+            if kind in BOOKKEEPING_DTYPES:
                 cols["book:" + jkey] = pa.array([v if isinstance(v, int) else None for v in values], pa.int64())
             else:
                 cols["book:" + jkey] = pa.array([None if v is None else str(v) for v in values], pa.string())
@@ -417,12 +487,12 @@ def _codes(child_parents: pa.Array, parent_ids: pa.Array, what: str) -> np.ndarr
     codes = pc.index_in(child_parents, value_set=parent_ids)
     if codes.null_count:
         raise InconsistentIndexError(f"{codes.null_count} {what} refer to a parent that was not listed")
-    return codes.to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes.to_numpy(zero_copy_only=False).astype(np.int32)
 
 
 @one_warning()  # one ParseWarning for the whole frame
 def build_frame(tables: Mapping[str, LevelTable | Mapping[str, pa.Array]], *, typed: bool = True,
-                sort: bool = True) -> pd.DataFrame:
+                sort: bool = True, consume: bool = False) -> pd.DataFrame:
     """Join the four levels into one frame, one row per instance.
 
     Parameters
@@ -433,6 +503,10 @@ def build_frame(tables: Mapping[str, LevelTable | Mapping[str, pa.Array]], *, ty
     sort : bool, default True
         Order rows by PatientID, StudyDate, StudyInstanceUID, SeriesNumber,
         SeriesInstanceUID, InstanceNumber, SOPInstanceUID (ids break ties).
+    consume : bool, default False
+        Free each level's raw Arrow columns as they are typed, emptying the LevelTables (once
+        the levels are known to join: on :class:`InconsistentIndexError` they are intact).
+        The raw text and the frame are then never held whole together (a read's peak memory).
 
     Raises
     ------
@@ -457,10 +531,18 @@ def build_frame(tables: Mapping[str, LevelTable | Mapping[str, pa.Array]], *, ty
     study_codes = s2study[series_codes]
     patient_codes = st2pat[study_codes]
     per_instance = {"patient": patient_codes, "study": study_codes, "series": series_codes,
-                    "instance": np.arange(n, dtype=np.int64)}
+                    "instance": np.arange(n, dtype=np.int32)}
+    instance_tags = {k[4:] for k in inst if k.startswith("tag:")}
+    if consume:  # the levels join: from here on the raw columns live in `arrays` only
+        for t in tables.values():
+            if isinstance(t, LevelTable):
+                t._chunks, t.n = [], 0
+        for lvl, key in PARENT_KEY.items():
+            arrays[lvl].pop(key, None)
+    del inst
+    take = dict.pop if consume else dict.get
 
     columns: dict[str, pd.Series | np.ndarray | pd.api.extensions.ExtensionArray] = {}
-    instance_tags = {k[4:] for k in inst if k.startswith("tag:")}
     for level in LEVELS:
         lvl = arrays[level]
         codes = per_instance[level]
@@ -471,21 +553,24 @@ def build_frame(tables: Mapping[str, LevelTable | Mapping[str, pa.Array]], *, ty
         for kw in ordered:
             if level != "instance" and kw in instance_tags:
                 continue  # the instance level reports it too; merged below
-            raw = lvl.get("tag:" + kw)
+            raw = take(lvl, "tag:" + kw, None)
             if raw is None:
                 raw = pa.nulls(len(lvl["ID"]), pa.string())
             if level == "instance":
                 raw = _fill_from_parents(kw, raw, arrays, per_instance)
             for name, col in typed_columns(kw, raw, level, typed).items():
                 columns[name] = _expand(col, codes, level)
+            del raw
+            if consume:
+                release_memory()  # this tag's raw text and parsing temporaries (~free: malloc_trim)
         for jkey, (name, kind) in BOOKKEEPING.get(level, {}).items():
-            raw = lvl.get("book:" + jkey)
+            raw = take(lvl, "book:" + jkey, None)
             if raw is None:
-                raw = pa.nulls(len(lvl["ID"]), pa.int64() if kind == "int" else pa.string())
+                raw = pa.nulls(len(lvl["ID"]), pa.int64() if kind in BOOKKEEPING_DTYPES else pa.string())
             if raw.null_count == len(raw):
-                col = missing_values(pd.Int64Dtype() if kind == "int" else _NO_CATEGORIES, len(raw))
-            elif kind == "int":
-                col = pd.Series(raw.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get), dtype="Int64")
+                col = missing_values(BOOKKEEPING_DTYPES.get(kind, _NO_CATEGORIES), len(raw))
+            elif kind in BOOKKEEPING_DTYPES:
+                col = _bookkeeping_integers(raw, BOOKKEEPING_DTYPES[kind])
             else:
                 col = _category(raw)
             columns[name] = _expand(col, codes, level)
@@ -497,6 +582,8 @@ def build_frame(tables: Mapping[str, LevelTable | Mapping[str, pa.Array]], *, ty
         codes=[per_instance[lvl] for lvl in LEVELS],
         names=INDEX_NAMES, verify_integrity=False,
     )
+    if consume:
+        arrays.clear()  # the ids are in the index now
     if sort and n:
         # order from the key columns alone, then permute one column at a time (each unsorted
         # column is freed as its sorted copy is made): df.take(order) held the frame twice
@@ -509,6 +596,8 @@ def build_frame(tables: Mapping[str, LevelTable | Mapping[str, pa.Array]], *, ty
             col = columns[name]
             columns[name] = (col.array if isinstance(col, pd.Series) else col).take(order)
             del col
+            if consume:
+                release_memory()
     df = pd.DataFrame(columns, index=index, copy=False) if columns else pd.DataFrame(index=index)
     return df
 
@@ -606,7 +695,15 @@ def labels_column(labels: Mapping[str, pa.Array | None], per_instance: Mapping[s
     position = {c: i for i, c in enumerate(cats)}
     combo_codes = np.array([-1 if u is None else position[u] for u in unions], dtype=np.int64)
     codes = combo_codes[np.asarray(inverse).reshape(-1)]
-    return pd.Categorical.from_codes(codes, categories=pd.Index(cats, dtype=STR_DTYPE))
+    return categorical(codes, cats)  # (no label on these rows: the placeholder category)
+
+
+def _bookkeeping_integers(raw: pa.Array, dtype) -> pd.Series:
+    """Orthanc's integers (Arrow int64) in ``dtype``; one beyond its range is missing."""
+    info = np.iinfo(dtype.numpy_dtype)
+    fits = pc.and_(pc.greater_equal(raw, info.min), pc.less_equal(raw, info.max))
+    raw = pc.if_else(pc.fill_null(fits, False), raw, pa.scalar(None, raw.type))
+    return pd.Series(pd.array(raw, dtype=pd.Int64Dtype()).astype(dtype), copy=False)
 
 
 def _fill_from_parents(kw: str, raw: pa.Array, arrays, per_instance) -> pa.Array:
@@ -715,7 +812,7 @@ def typed_columns(kw: str, raw: pa.Array, level: str, typed: bool) -> dict[str, 
         length = vector_length(kw)
         if length:
             return parse_vectors(raw, kw, length)
-        return {kw: parse_numbers(raw, kw, integer=(vr in _INTEGER_VRS))}
+        return {kw: parse_numbers(raw, kw, integer=integer_dtype(vr) if vr in _INTEGER_VRS else False)}
     if level == "instance":
         return {kw: _text(raw)}
     return {kw: _category(raw)}
@@ -764,24 +861,32 @@ def parse_ages(text, kw: str = "age") -> pd.Series:
     return pd.Series(out, copy=False)
 
 
-def parse_numbers(text, kw: str = "number", integer: bool = False) -> pd.Series:
-    """DICOM IS/DS strings -> ``Int64``/``Float64``; unparsable -> NA with a warning.
+def parse_numbers(text, kw: str = "number", integer=False) -> pd.Series:
+    """DICOM IS/DS strings -> ``Int32``/``Float64``; unparsable -> NA with a warning.
 
-    >>> parse_numbers(pd.Series([" 12 ", "x", None]), integer=True).tolist()
+    ``integer`` is False (decimal numbers, ``Float64``), True (``Int64``) or the integer dtype
+    (:func:`integer_dtype`); an integer beyond the dtype's range is not a value either.
+
+    >>> parse_numbers(pd.Series([" 12 ", "x", None]), integer=pd.Int32Dtype()).tolist()
     [12, <NA>, <NA>]
     """
     a = _numeric_text(_arrow_text(text))
     values, bad = _arrow_numbers(a)
+    if integer is True:
+        integer = pd.Int64Dtype()
     if integer:
-        # fractions are not integers; beyond 2**53 a float64 no longer holds every integer
+        # fractions are not integers; beyond 2**53 a float64 no longer holds every integer,
+        # and a value beyond the dtype's range would wrap around
+        info = np.iinfo(integer.numpy_dtype)
+        low, high = max(float(info.min), -2.0 ** 53), min(float(info.max), 2.0 ** 53)
         frac = pc.fill_null(pc.or_(pc.not_equal(values, pc.floor(values)),
-                                   pc.greater(pc.abs(values), 2.0 ** 53)), False)
+                                   pc.or_(pc.greater(values, high), pc.less(values, low))), False)
         values = pc.if_else(frac, pa.scalar(None, pa.float64()), values)
         bad = pc.or_(bad, frac)
-    note(kw, bad, a, "an integer" if integer else "a number")
+    note(kw, bad, a, f"an integer fitting {integer.name}" if integer else "a number")
     out = pd.array(values.to_numpy(zero_copy_only=False), dtype="Float64")
     out[np.asarray(pc.is_null(values))] = pd.NA
-    return pd.Series(out.astype("Int64") if integer else out, copy=False)
+    return pd.Series(out.astype(integer) if integer else out, copy=False)
 
 
 def parse_vectors(text, kw: str, length: int) -> dict[str, pd.Series]:
@@ -832,7 +937,7 @@ def sort_order(df: pd.DataFrame) -> np.ndarray:
 def _rank_codes(codes: np.ndarray, categories) -> np.ndarray:
     """Codes into (possibly unsorted) categories -> ranks in sorted order; -1 (NA) last."""
     n = len(categories)
-    rank = np.empty(n + 1, dtype=np.int64)
+    rank = np.empty(n + 1, dtype=np.int32)  # int32 keys: half the sort's memory
     # Index.argsort sorts Arrow-backed strings in Arrow (code point order, as Python's str):
     # an object array of 200k ids cost ~20 MB and 0.2 s
     rank[np.asarray(pd.Index(categories).argsort())] = np.arange(n)
@@ -845,14 +950,14 @@ def rank_values(col: pd.Series) -> np.ndarray:
     if isinstance(col.dtype, pd.CategoricalDtype):
         return _rank_codes(col.cat.codes.to_numpy(), col.cat.categories)
     if isinstance(col.dtype, pd.ArrowDtype) and col.dtype.pyarrow_dtype == pa.null():
-        return np.zeros(len(col), dtype=np.int64)
+        return np.zeros(len(col), dtype=np.int32)
     if isinstance(col.dtype, pd.StringDtype) and col.dtype.storage == "pyarrow":
         # ranked in Arrow: pd.factorize(sort=True) of 200k UIDs cost ~30 MB and 3x the time
         # (missing values rank last: Arrow's default null placement)
         ranks = pc.rank(col.array.__arrow_array__(), sort_keys="ascending", tiebreaker="dense")
-        return ranks.to_numpy().astype(np.int64) - 1
+        return ranks.to_numpy().astype(np.int32) - 1
     codes, uniques = pd.factorize(col, sort=True)
-    return np.where(codes < 0, len(uniques), codes)
+    return np.where(codes < 0, len(uniques), codes).astype(np.int32)
 
 
 def sort_frame(df: pd.DataFrame) -> pd.DataFrame:

@@ -7,9 +7,9 @@ hex, the way Orthanc writes them).
 
 Values Orthanc sends (``?short`` JSON: strings, ``null``, or lists of dicts for sequences)
 become typed columns with the same schema as the index frame (see :mod:`orthanc_pandas._frame.schema`):
-``DA`` -> ``datetime64``, ``IS``/``DS``/binary numbers -> ``Int64``/``Float64``, fixed
-multi-valued numbers -> one ``Float64`` column per component (``PixelSpacing_0``,
-``PixelSpacing_1``), text -> ``string`` (empty text is missing), ``AS`` -> age in years
+``DA`` -> ``datetime64``, ``IS``/``US``/``SS``/``SL`` -> ``Int32`` (``UL`` ``Int64``), ``DS``
+and binary floats -> ``Float64``, fixed multi-valued numbers -> one ``Float64`` column per
+component (``PixelSpacing_0``, ``PixelSpacing_1``), text -> ``string`` (empty text is missing), ``AS`` -> age in years
 (``Float64``); sequences -> an ``object`` column of JSON-like Python lists of dicts keyed by
 keyword; binary values (OB, OW, UN..., fetched apart, see :mod:`orthanc_pandas._ops.fetch_tags`) ->
 an ``object`` column of ``bytes``.

@@ -46,6 +46,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import ssl
 import threading
 import time
@@ -585,49 +586,59 @@ class OrthancClient:
         return int(self.post_json("/tools/count-resources", {"Level": level, "Query": {}})["Count"])
 
     def iter_find(self, level: str, response_content: list[str], *, page_size: int = 5000,
-                  total: int | None = None, start: int = 0, **body) -> Iterator[list[dict]]:
+                  total: int | None = None, start: int = 0, batch: int | None = None,
+                  **body) -> Iterator[list[dict]]:
         """Yield the resources of ``level`` from extended ``/tools/find``, one page at a time.
 
         Pages with ``Limit``/``Since`` (Orthanc >= 1.12.5 with an index that has extended
         find), rows ``start`` to ``total`` (default: the server's count). A server may answer
         fewer rows per call than asked (``LimitFindInstances`` / ``LimitFindResults``): paging
         goes on until ``total`` or an empty page, so such limits never truncate the result.
+        ``batch`` yields each page in lists of up to that many resources, decoded one list at
+        a time (see :func:`json_array_batches`).
         """
         if total is None:
             total = self.count_resources(level)
         since = int(start)
         while since < total:
-            page = self.post_json("/tools/find", {"Level": level, "Query": {}, "Since": since,
-                                                  "Limit": min(page_size, total - since),
-                                                  "ResponseContent": response_content, **body})
-            if not page:
+            resp = self.request("POST", "/tools/find", expect_json=True, json_body={
+                "Level": level, "Query": {}, "Since": since, "Limit": min(page_size, total - since),
+                "ResponseContent": response_content, **body})
+            got = 0
+            for items in _json_batches(resp, "POST", self._full("/tools/find"), batch):
+                got += len(items)
+                yield items
+            if not got:
                 return
-            yield page
-            since += len(page)
+            since += got
 
     def list_ids(self, level: str) -> list[str]:
         """All Orthanc ids of a level (``patients``, ``studies``, ``series``, ``instances``)."""
         return self.get_json(f"/{level}")
 
     def iter_pages(self, level: str, page_size: int = 5000, *, start: int = 0,
-                   stop: int | None = None) -> Iterator[list[dict]]:
+                   stop: int | None = None, batch: int | None = None) -> Iterator[list[dict]]:
         """Yield the expanded resources of a level, one page at a time.
 
         Uses ``GET /{level}?expand&since=&limit=`` (both parameters together, as Orthanc
         before 1.12.5 requires), from offset ``start`` up to ``stop`` (default: the end).
         Pages are offsets in an unordered list, so callers that need a consistent snapshot
-        must check the change sequence around the read.
+        must check the change sequence around the read. ``batch`` yields each page in lists
+        of up to that many resources, decoded one list at a time (see
+        :func:`json_array_batches`).
         """
         since = int(start)
         while stop is None or since < stop:
             limit = page_size if stop is None else min(page_size, stop - since)
-            page = self.get_json(f"/{level}", params={"expand": "", "since": since, "limit": limit})
-            if not page:
+            resp = self.request("GET", f"/{level}", expect_json=True,
+                                params={"expand": "", "since": since, "limit": limit})
+            got = 0
+            for items in _json_batches(resp, "GET", self._full(f"/{level}"), batch):
+                got += len(items)
+                yield items
+            if got < limit:
                 return
-            yield page
-            if len(page) < limit:
-                return
-            since += len(page)
+            since += got
 
 
 class Stream:
@@ -737,6 +748,73 @@ class Stream:
         if self.response is not None:
             with contextlib.suppress(Exception):
                 self.response.close()
+
+
+#: an array as Orthanc writes it: each object on its own lines, indented
+_ARRAY_START = re.compile(rb"\[[ \t\r]*\n([ \t]+)\{")
+_ITEM_SEPARATOR = re.compile(rb"[ \t\r\n]*,[ \t\r\n]*(?=\{)")
+_ARRAY_END = re.compile(rb"[ \t\r\n]*\][ \t\r\n]*\Z")
+
+
+def json_array_batches(body: bytes, batch: int) -> Iterator[list]:
+    r"""The items of the JSON array ``body`` in lists of up to ``batch``, one list decoded at a
+    time.
+
+    A page of 5,000 expanded instances is 2.8 MB of JSON and 5.5 MB of Python objects once
+    decoded whole; decoded 1,000 at a time, each list can be turned into columns before the
+    next is decoded. Orthanc writes an array of objects one per indented block, so an item
+    ends at the first line indented as deep as its opening that closes it (JSON text holds no
+    raw line break, so such a line is never inside a string). An array in any other layout
+    is decoded whole, then handed out in lists all the same.
+
+    Raises ``ValueError`` (``json.JSONDecodeError``) when ``body`` is not JSON.
+
+    Examples
+    --------
+    >>> body = b'[\n   {\n      "ID" : "a",\n      "T" : {\n         "x" : "}"\n      }\n   },\n   {\n      "ID" : "b"\n   }\n]'
+    >>> [[item["ID"] for item in items] for items in json_array_batches(body, 1)]
+    [['a'], ['b']]
+    >>> list(json_array_batches(b'[{"ID": "a"}, {"ID": "b"}]', 1))
+    [[{'ID': 'a'}], [{'ID': 'b'}]]
+    """
+    batch = max(1, int(batch))
+    found = _ARRAY_START.match(body)
+    start = found.end() - 1 if found else -1
+    closing = b"\n" + found.group(1) + b"}" if found else b""
+    while start >= 0:
+        cut, count = start, 0
+        while count < batch and (hit := body.find(closing, cut)) >= 0:
+            cut, count = hit + len(closing), count + 1
+        after = _ITEM_SEPARATOR.match(body, cut)
+        if count == 0 or (after is None and _ARRAY_END.match(body, cut) is None):
+            if start != found.end() - 1:  # lists were handed out: the JSON is broken
+                raise json.JSONDecodeError("not an array of objects", body.decode(errors="replace"), cut)
+            break  # another layout
+        yield json.loads(b"[" + body[start:cut] + b"]")
+        if after is None:
+            return
+        start = after.end()
+    items = json.loads(body)
+    for i in range(0, len(items), batch):
+        yield items[i:i + batch]
+
+
+def _json_batches(resp: requests.Response, method: str, url: str, batch: int | None) -> Iterator[list]:
+    """The items of a JSON-array answer: the whole list, or lists of up to ``batch``."""
+    body = resp.content
+    resp._content = None  # the answer's bytes are held here only, freed with the generator
+    try:
+        if batch is None:
+            items = json.loads(body)
+            if items:
+                yield items
+            return
+        yield from json_array_batches(body, batch)
+    except ValueError:
+        ctype = resp.headers.get("Content-Type", "?")
+        raise NotOrthancError(
+            f"{method} {url} answered {ctype!s}, not JSON: is this URL an Orthanc server?"
+        ) from None
 
 
 def _decode_json(resp: requests.Response, method: str, url: str) -> Any:

@@ -277,7 +277,8 @@ def labels_from_map(index: pd.MultiIndex, labels: dict[str, dict[str, list[str]]
     return labels_column(arrays, per_instance, len(index), categories)
 
 
-def label_map(client: OrthancClient, *, page_size: int = 5000) -> dict[str, dict[str, list[str]]]:
+def label_map(client: OrthancClient, *, page_size: int = 5000,
+              parents: dict[str, str] | None = None) -> dict[str, dict[str, list[str]]]:
     """Every labelled resource of the server: level -> id -> its labels (sorted).
 
     Costs requests in proportion to the labelled resources, not to the archive:
@@ -286,6 +287,8 @@ def label_map(client: OrthancClient, *, page_size: int = 5000) -> dict[str, dict
     extended find (1.12.5+). Older 1.12 servers get one find per label and level, each
     truncated by the server's ``LimitFindResults`` if that is set (it is 0, unlimited, by
     default). An empty dict when the server has no labels at all (or no label support).
+    ``parents``, when given, receives the series of each labelled instance (id -> series id),
+    from the same answers.
     """
     if not client.capabilities().labels:
         return {}
@@ -295,15 +298,64 @@ def label_map(client: OrthancClient, *, page_size: int = 5000) -> dict[str, dict
         return out
     for level in LEVELS:
         found = out[level]
+        with_parent = parents is not None and level == "instance"
         if client.capabilities().extended_find:
-            for page in client.iter_find(_FIND_LEVELS[level], ["Labels"], page_size=page_size,
+            content = ["Labels", "Parent"] if with_parent else ["Labels"]
+            for page in client.iter_find(_FIND_LEVELS[level], content, page_size=page_size,
                                          Labels=in_use, LabelsConstraint="Any"):
                 for r in page:
                     found[r["ID"]] = sorted(r.get("Labels") or ())
+                    if with_parent:
+                        parents[r["ID"]] = r.get("ParentSeries")
         else:
             for label in in_use:
-                ids = client.post_json("/tools/find", {"Level": _FIND_LEVELS[level], "Query": {},
-                                                       "Labels": [label], "Expand": False})
-                for rid in ids:
+                hits = client.post_json("/tools/find", {"Level": _FIND_LEVELS[level], "Query": {},
+                                                        "Labels": [label], "Expand": with_parent})
+                for hit in hits:
+                    rid = hit["ID"] if with_parent else hit
                     found.setdefault(rid, []).append(label)
+                    if with_parent:
+                        parents[rid] = hit.get("ParentSeries")
     return out
+
+
+def archive_label_sets(labels: dict[str, dict[str, list[str]]], hierarchy: pd.MultiIndex,
+                       instance_counts: dict[str, int], instance_series: dict[str, str]) -> list[str]:
+    """Every value ``orthanc_labels`` has somewhere in the archive: the categories a fresh
+    read gives the column. Pure.
+
+    Parameters
+    ----------
+    labels : dict
+        :func:`label_map`.
+    hierarchy : pandas.MultiIndex
+        ``(patient, study, series)`` of every series of the archive.
+    instance_counts : dict
+        Series id -> its number of instances.
+    instance_series : dict
+        Labelled instance id -> its series (``label_map(parents=...)``).
+
+    Examples
+    --------
+    >>> h = pd.MultiIndex.from_tuples([("p", "st", "s1"), ("p", "st", "s2")])
+    >>> archive_label_sets({"study": {"st": ["b"]}, "instance": {"i": ["a"]}}, h,
+    ...                    {"s1": 1, "s2": 2}, {"i": "s1"})
+    ['a,b', 'b']
+    """
+    def of(level: str, rid) -> set[str]:
+        return set((labels.get(level) or {}).get(rid) or ())
+
+    in_series: dict[str, list[str]] = {}
+    for iid, sid in instance_series.items():
+        in_series.setdefault(sid, []).append(iid)
+    found: set[str] = set()
+    for patient, study, series in hierarchy:
+        base = of("patient", patient) | of("study", study) | of("series", series)
+        labelled = in_series.get(series, [])
+        if base and int(instance_counts.get(series, 0)) > len(labelled):
+            found.add(LABELS_SEPARATOR.join(sorted(base)))  # its instances without a label
+        for iid in labelled:
+            union = base | of("instance", iid)
+            if union:
+                found.add(LABELS_SEPARATOR.join(sorted(union)))
+    return sorted(found)

@@ -18,7 +18,9 @@ The cost grows with the changes, not with the archive:
    servers with extended find; see :func:`~orthanc_pandas._ops.labels.label_map`). The cost grows
    with the labelled resources, not with the archive.
 5. The recorded ``select`` criteria are replayed, so the result is what a fresh
-   ``read_orthanc`` followed by the same selects gives.
+   ``read_orthanc`` followed by the same selects gives. A selection keeps the categories of
+   the whole archive (as ``df[mask]`` does), so for one the series, study and patient lists
+   are read too (:func:`archive_categories`: cost grows with the series, not the instances).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import pyarrow as pa
 from pandas.api.types import union_categoricals
 
 from orthanc_pandas._frame import schema as _index
-from orthanc_pandas._frame.level_read import SERIES_COUNT_TAG
+from orthanc_pandas._frame.level_read import SERIES_COUNT_TAG, frame_from_levels
 from orthanc_pandas._frame.matching import decode_criteria
 from orthanc_pandas._frame.schema import (
     LEVELS,
@@ -45,8 +47,9 @@ from orthanc_pandas._frame.schema import (
 )
 from orthanc_pandas._http.changes import is_content_change
 from orthanc_pandas._http.client import OrthancClient
-from orthanc_pandas._ops.labels import label_map, labels_from_map
+from orthanc_pandas._ops.labels import archive_label_sets, label_map, labels_from_map
 from orthanc_pandas._ops.provenance import STAT_KEYS, check_format
+from orthanc_pandas._ops.read_levels import LevelReader
 from orthanc_pandas._ops.selection import select
 from orthanc_pandas._util.fanout import fan_out, worker_count
 from orthanc_pandas._util.warn import warn
@@ -155,13 +158,11 @@ def _as_categorical(arr, n: int) -> pd.Categorical:
     return pd.Categorical(np.asarray(arr.astype(object)), categories=values)
 
 
-def _combine(parts: list[pd.DataFrame], typed: bool = True, keep_categories: bool = False) -> pd.DataFrame:
+def _combine(parts: list[pd.DataFrame], typed: bool = True) -> pd.DataFrame:
     """Stack frames made at different times into what one build_frame call would give.
 
     Categorical columns get the categories a fresh read would give them (the values present,
     sorted); a column left with no value at all gets the all-missing form build_frame gives.
-    ``keep_categories=True`` keeps every category of the parts instead, as a selection of a
-    full read has the categories of the whole archive.
     """
     parts = [p for p in parts if p is not None]
     columns: list[str] = []
@@ -180,17 +181,12 @@ def _combine(parts: list[pd.DataFrame], typed: bool = True, keep_categories: boo
     for c in columns:
         pieces = [f.get(c) for f in flat]
         real = [a for a in pieces if a is not None and not _is_null_dtype(a.dtype)]
-        has_cats = keep_categories and any(
-            isinstance(a.dtype, pd.CategoricalDtype) and any(x != "" for x in a.categories)
-            for a in real)
-        if not real or (all(bool(a.isna().all()) for a in real) and not has_cats):
+        if not real or all(bool(a.isna().all()) for a in real):
             data[c] = _all_missing(n, real)
         elif any(isinstance(a.dtype, pd.CategoricalDtype) for a in real):
             cats = [_as_categorical(a, len(p)) for a, p in zip(pieces, parts, strict=True)]
             merged = union_categoricals(cats, sort_categories=True, ignore_order=True)
-            if not keep_categories:
-                merged = merged.remove_unused_categories()
-            data[c] = _index.canonical_categorical(merged)
+            data[c] = _index.canonical_categorical(merged.remove_unused_categories())
         else:
             filled = [a if a is not None and not _is_null_dtype(a.dtype) else _na_like(real[0], len(p))
                       for a, p in zip(pieces, parts, strict=True)]
@@ -199,8 +195,8 @@ def _combine(parts: list[pd.DataFrame], typed: bool = True, keep_categories: boo
 
 
 def merge_rows(old: pd.DataFrame, new: pd.DataFrame | None, affected_series: Iterable[str],
-               deleted: Iterable[str], *, typed: bool = True, keep_only_rows: bool = False,
-               keep_categories: bool = False) -> pd.DataFrame:
+               deleted: Iterable[str], *, typed: bool = True,
+               keep_only_rows: bool = False) -> pd.DataFrame:
     """The refreshed frame from the old one and the rows read again (pure: frames in, frame out).
 
     Parameters
@@ -219,9 +215,6 @@ def merge_rows(old: pd.DataFrame, new: pd.DataFrame | None, affected_series: Ite
     keep_only_rows : bool, default False
         Keep only instances ``old`` has, in ``old``'s order (a frame cut by plain pandas);
         otherwise rows are in the order ``read_orthanc`` gives.
-    keep_categories : bool, default False
-        Keep every category of the parts (a selection has the categories of the whole
-        archive) instead of the values present.
 
     Returns
     -------
@@ -241,7 +234,7 @@ def merge_rows(old: pd.DataFrame, new: pd.DataFrame | None, affected_series: Ite
     parts = [kept]
     if new is not None and len(new):
         parts.append(new)
-    out = _combine(parts, typed, keep_categories=keep_categories)
+    out = _combine(parts, typed)
     out.index = out.index.remove_unused_levels()
     if keep_only_rows:
         position = pd.Series(np.arange(len(old)), index=old_ids.astype(str))
@@ -253,20 +246,38 @@ def merge_rows(old: pd.DataFrame, new: pd.DataFrame | None, affected_series: Ite
     return out
 
 
-def _relabel(out: pd.DataFrame, old: pd.DataFrame, labels: dict, keep_categories: bool) -> pd.DataFrame:
-    """``out`` with ``orthanc_labels`` derived from the server's labels now (:func:`label_map`).
-
-    A selection keeps the categories of the whole archive, as ``select`` on a fresh read
-    does: the old ones whose labels are all still in use, besides the values present.
-    """
-    extra: list[str] = []
-    old_col = old[_index.LABELS_COLUMN] if _index.LABELS_COLUMN in old.columns else None
-    if keep_categories and old_col is not None and isinstance(old_col.dtype, pd.CategoricalDtype):
-        in_use = {lab for found in labels.values() for ids in found.values() for lab in ids}
-        extra = [c for c in old_col.cat.categories
-                 if set(c.split(_index.LABELS_SEPARATOR)) <= in_use]
-    out[_index.LABELS_COLUMN] = labels_from_map(out.index, labels, extra)
+def _relabel(out: pd.DataFrame, labels: dict) -> pd.DataFrame:
+    """``out`` with ``orthanc_labels`` derived from the server's labels now (:func:`label_map`)."""
+    out[_index.LABELS_COLUMN] = labels_from_map(out.index, labels)
     return out
+
+
+def archive_categories(client: OrthancClient, typed: bool, labels: dict | None,
+                       instance_series: dict[str, str]) -> dict[str, list[str]]:
+    """The categories a fresh read gives each categorical column: its values anywhere in the
+    archive (a selection keeps them, as ``df[mask]`` keeps a column's categories).
+
+    From the series, study and patient lists (what ``read_orthanc(url, level="series")``
+    reads: the cost grows with the series, not the instances) and, for ``orthanc_labels``,
+    the labelled resources (:func:`label_map` with the labelled instances' series).
+    """
+    reader = LevelReader(client, "series", find=client.capabilities().extended_find,
+                         typed=typed, progress=False)
+    raw, _ = reader.read(client.statistics())
+    series = frame_from_levels({lvl: raw[lvl] for lvl in ("patient", "study", "series")},
+                               raw["counts"], "series", typed=typed)
+    out = {c: list(series[c].cat.categories) for c in series.columns
+           if isinstance(series[c].dtype, pd.CategoricalDtype)}
+    out[_index.LABELS_COLUMN] = archive_label_sets(labels or {}, series.index, raw["counts"],
+                                                   instance_series)
+    return out
+
+
+def _with_categories(out: pd.DataFrame, categories: dict[str, list[str]]) -> pd.DataFrame:
+    """``out``'s categorical columns with ``categories`` (besides the values they hold)."""
+    changed = {c: _index.canonical_categorical(out[c].array, cats) for c, cats in categories.items()
+               if c in out.columns and isinstance(out[c].dtype, pd.CategoricalDtype)}
+    return out.assign(**changed) if changed else out
 
 
 def _has_callable(entry: dict) -> bool:
@@ -335,13 +346,16 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
         client, int(info["last_change"]), series_of, typed=typed,
         keep_only_rows=keep_only_rows, max_attempts=max_attempts, full=full)
     # labelling writes no change entry: read every label now (cost ~ the labelled resources)
-    labels = label_map(client) if client.capabilities().labels else None
     keep_categories = bool(criteria) and not keep_only_rows
+    instance_series: dict[str, str] = {}
+    labels = (label_map(client, parents=instance_series if keep_categories else None)
+              if client.capabilities().labels else None)
+    if typed:  # a frame saved before IS/US became Int32: the dtypes of a fresh read
+        df = _index.narrow_integers(df)
     if not affected and not deleted:  # nothing changed for these rows: same frame, new attrs
         out = df.copy()
     else:
-        out = merge_rows(df, new, affected, deleted, typed=typed, keep_only_rows=keep_only_rows,
-                         keep_categories=keep_categories)
+        out = merge_rows(df, new, affected, deleted, typed=typed, keep_only_rows=keep_only_rows)
     if full and len(out) != int(stats["CountInstances"]):
         # a full frame must hold what the server holds; if not, the change log could not be
         # followed (a database replaced or reset under the same URL) and rows would be lost
@@ -352,7 +366,7 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
             "this frame was read (or it is another server). Read it again with "
             "orthanc_pandas.read_orthanc(url).")
     if labels is not None:
-        out = _relabel(out.copy(deep=False), df, labels, keep_categories=keep_categories)
+        out = _relabel(out.copy(deep=False), labels)
     out.attrs = {k: v for k, v in df.attrs.items() if k != "orthanc"}
     out.attrs["orthanc"] = _new_attrs(info, seq0, stats, [])
     if criteria and not keep_only_rows and (affected or deleted):
@@ -362,6 +376,10 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
             by_labels = entry.get("labels") or {}
             out = select(out, crit, lambda: client, case_sensitive=case_sensitive,
                          labels=by_labels.get("labels"), labels_how=by_labels.get("how", "all"))
+    if keep_categories:
+        # a selection has the categories of the whole archive, as select() on a fresh read
+        # gives them: values gone from the archive drop out, new label sets come in
+        out = _with_categories(out, archive_categories(client, typed, labels, instance_series))
     out.attrs["orthanc"] = {**out.attrs.get("orthanc", {}), "criteria": criteria}
     return out
 
