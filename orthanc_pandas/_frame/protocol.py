@@ -108,7 +108,7 @@ def protocol_dtypes(name: str) -> dict[str, object]:
     Examples
     --------
     >>> protocol_dtypes("KVP"), protocol_dtypes("XRayTubeCurrent")
-    ({'KVP': Float64Dtype()}, {'XRayTubeCurrent': Int64Dtype()})
+    ({'KVP': Float64Dtype()}, {'XRayTubeCurrent': Int32Dtype()})
     >>> protocol_dtypes("ConvolutionKernel")["ConvolutionKernel"] == TEXT_DTYPE
     True
     """
@@ -117,7 +117,7 @@ def protocol_dtypes(name: str) -> dict[str, object]:
 
 
 def _numeric(dtype) -> bool:
-    return isinstance(dtype, pd.Int64Dtype | pd.Float64Dtype)
+    return isinstance(dtype, pd.Int32Dtype | pd.Int64Dtype | pd.Float64Dtype)
 
 
 def protocol_schema(columns: dict[str, object]) -> dict[str, object]:
