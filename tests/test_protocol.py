@@ -156,7 +156,7 @@ def test_columns_do_not_depend_on_the_data(protocol_server):
     assert list(ot_only.columns) == list(full.columns)
     assert (ot_only.dtypes == full.dtypes).all()
     assert ot_only[added].isna().all().all()      # OT has no documented tags: none read
-    assert full.XRayTubeCurrent_min.dtype == "Int64" and full.KVP.dtype == "Float64"
+    assert full.XRayTubeCurrent_min.dtype == "Int32" and full.KVP.dtype == "Float64"
     assert not any(full[c].dtype == object for c in full.columns)
     empty = df.iloc[:0].orthanc.series(protocol=True)
     assert list(empty.columns) == list(full.columns)

@@ -120,7 +120,7 @@ def test_joins_expressions_and_plain_results(small):
                   "WHERE s.SeriesDescription = 'thick' ORDER BY i.InstanceNumber", df)
     assert type(rows.orthanc).__name__ == "InstanceAccessor" and len(rows) == 4
     assert rows.attrs["orthanc"]["url"] == df.attrs["orthanc"]["url"]
-    assert rows.Modality.dtype == "category" and rows.InstanceNumber.dtype == "Int64"
+    assert rows.Modality.dtype == "category" and rows.InstanceNumber.dtype == "Int32"
     per_patient = op.sql("SELECT patient, count(*) AS series FROM series GROUP BY ALL", df)
     assert per_patient.orthanc.level == "patient" and per_patient.series.tolist() == [3]
 

@@ -883,7 +883,7 @@ def parse_numbers(text, kw: str = "number", integer=False) -> pd.Series:
                                    pc.or_(pc.greater(values, high), pc.less(values, low))), False)
         values = pc.if_else(frac, pa.scalar(None, pa.float64()), values)
         bad = pc.or_(bad, frac)
-    note(kw, bad, a, f"an integer fitting {integer.name}" if integer else "a number")
+    note(kw, bad, a, "an integer" if integer else "a number")
     out = pd.array(values.to_numpy(zero_copy_only=False), dtype="Float64")
     out[np.asarray(pc.is_null(values))] = pd.NA
     return pd.Series(out.astype(integer) if integer else out, copy=False)
