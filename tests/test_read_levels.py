@@ -96,8 +96,14 @@ def test_level_first_equals_the_level_frame_of_a_full_read_without_listing_insta
     assert log.instance_lists() == []
     finds = [b for m, p, b in log.sent if p.endswith("/tools/find")]
     if client.capabilities().extended_find:  # the series from extended find, with their counts
-        assert [b["Level"] for b in finds] == ["Series"]
+        assert [b["Level"] for b in finds if "Status" not in b["ResponseContent"]] == \
+            ["Series", "Study", "Patient"]
         assert finds[0]["RequestedTags"] == ["NumberOfSeriesRelatedInstances"]
+        # Status (which makes 1.13 read every instance's metadata) only for series that
+        # expect a number of instances, by their UIDs
+        assert "Status" not in finds[0]["ResponseContent"]
+        assert all(b["Level"] == "Series" and set(b["Query"]) == {"SeriesInstanceUID"}
+                   for b in finds if "Status" in b["ResponseContent"])
     else:
         assert finds == [] and ("GET", "/series", None) in log.sent
     assert len(log.sent) < 20  # a page per level plus the consistency checks
@@ -113,6 +119,32 @@ def test_both_routes_give_the_same_series_frame(corpus, corpus_frame):
     assert by_lists.orthanc_series_status.astype(object).tolist() == \
         auto.orthanc_series_status.astype(object).tolist()
     assert by_lists.instance_count.sum() == len(corpus_frame)
+
+
+def test_series_status_is_the_servers_own(orthanc_available):
+    """Status asked only for the series that expect a count: equal to ``GET /series/{id}``
+    (the server's own answer) and to the level frame of a full read, for every status."""
+    shapes = {"complete": (4, 4), "missing": (3, 5), "no count": (3, None)}
+    blobs = []
+    for k, (name, (n, expected)) in enumerate(shapes.items()):
+        for ds in make_series(n, 8, 8, seed=f"status-{k}", series_description=name,
+                              patient_id="STATUS"):
+            ds = _reread(ds)
+            if expected is not None:  # what Orthanc makes ExpectedNumberOfInstances of
+                ds.ImagesInAcquisition, ds.NumberOfTemporalPositions = expected, 1
+            blobs.append(to_bytes(ds))
+    with LocalOrthanc(name="read-levels-status") as srv:
+        srv.upload_bytes(blobs)
+        client = op.OrthancClient(srv.url)
+        first = _quiet_read(client, level="series")
+        truth = _quiet_read(client).orthanc.series()
+        server = {s: client.get_json(f"/series/{s}")["Status"]
+                  for s in first.index.get_level_values("series")}
+    got = dict(zip(first.index.get_level_values("series"),
+                   first.orthanc_series_status.astype(object), strict=True))
+    assert got == server
+    assert sorted(server.values()) == ["Complete", "Missing", "Unknown"]
+    pd.testing.assert_series_equal(first.orthanc_series_status, truth.orthanc_series_status)
 
 
 # -- a server whose series defy the stored orientation ------------------------------------------

@@ -47,10 +47,15 @@ FROM_SERIES: tuple[str, ...] = (
 )
 
 #: What extended ``/tools/find`` at series level is asked for: the series' tags and parent,
-#: its status and the metadata that holds ``ExpectedNumberOfInstances`` (what ``Status``
-#: and ``orthanc_series_expected_instances`` are made from), and the instance count.
-SERIES_FIND_CONTENT = ["MainDicomTags", "Parent", "Status", "Metadata"]
+#: the metadata that holds ``ExpectedNumberOfInstances`` (``orthanc_series_expected_instances``)
+#: and the instance count. Not ``Status``: Orthanc 1.13 then reads the ``IndexInSeries``
+#: metadata of every instance of every series asked (measured on 1M instances, 20,000 series:
+#: 1.7 s of each 2.1 s page of 5,000 series), whereas a series without
+#: ``ExpectedNumberOfInstances`` is ``Unknown`` by definition. :func:`series_resource` says so,
+#: and the status of the others is asked for them alone (:data:`STATUS_FIND_CONTENT`).
+SERIES_FIND_CONTENT = ["MainDicomTags", "Parent", "Metadata"]
 SERIES_COUNT_TAG = "NumberOfSeriesRelatedInstances"
+STATUS_FIND_CONTENT = ["Metadata", "Status"]  # 1.13 says Unknown without Metadata
 
 
 def series_resource(resource: Mapping) -> tuple[dict, int]:
@@ -78,7 +83,24 @@ def series_resource(resource: Mapping) -> tuple[dict, int]:
         return row, len(resource["Instances"])
     expected = (resource.get("Metadata") or {}).get("ExpectedNumberOfInstances")
     row["ExpectedNumberOfInstances"] = int(expected) if str(expected or "").isdigit() else None
+    if "Status" not in row and row["ExpectedNumberOfInstances"] is None:
+        row["Status"] = "Unknown"  # Orthanc's status of a series that expects no count
     return row, int((resource.get("RequestedTags") or {})[SERIES_COUNT_TAG])
+
+
+def needs_status(row: Mapping) -> bool:
+    """Whether a series row of :func:`series_resource` still lacks the server's ``Status``
+    (it expects a number of instances, so only the server can say whether they are there).
+
+    >>> needs_status(series_resource({"ID": "s", "ParentStudy": "t", "MainDicomTags": {},
+    ...     "Metadata": {}, "RequestedTags": {"NumberOfSeriesRelatedInstances": "3"}})[0])
+    False
+    >>> needs_status(series_resource({"ID": "s", "ParentStudy": "t", "MainDicomTags": {},
+    ...     "Metadata": {"ExpectedNumberOfInstances": "3"},
+    ...     "RequestedTags": {"NumberOfSeriesRelatedInstances": "3"}})[0])
+    True
+    """
+    return "Status" not in row
 
 
 def _stand_ins(series_ids) -> LevelTable:

@@ -17,12 +17,15 @@ import pandas as pd
 from orthanc_pandas._frame.level_read import (
     SERIES_COUNT_TAG,
     SERIES_FIND_CONTENT,
+    STATUS_FIND_CONTENT,
     frame_from_levels,
     levels_read,
+    needs_status,
     series_resource,
 )
 from orthanc_pandas._frame.schema import ROUTES, LevelTable, system_memory_pool
 from orthanc_pandas._http.client import OrthancClient
+from orthanc_pandas._util.fanout import fan_out
 from orthanc_pandas._util.progress import progress_bar
 from orthanc_pandas.errors import OrthancConnectionError
 
@@ -30,6 +33,16 @@ from orthanc_pandas.errors import OrthancConnectionError
 _STATS = {"patient": "CountPatients", "study": "CountStudies", "series": "CountSeries"}
 
 FRAME_LEVELS = ("series", "study", "patient")
+
+#: Streams over the series list (contiguous offset ranges, one page size or more apart)
+SERIES_STREAMS = 2
+#: What extended ``/tools/find`` is asked for at the parent levels: what the frame takes from
+#: ``GET /{level}?expand`` (tags, parent, labels) without the child id lists (measured on 1M
+#: instances, 1.13: 4,000 studies in 0.35 s against 0.55-0.72 s)
+PARENT_FIND_CONTENT = {"study": ["MainDicomTags", "Parent", "Labels"],
+                       "patient": ["MainDicomTags", "Labels"]}
+#: Series UIDs per status request (:meth:`LevelReader._statuses`)
+STATUS_CHUNK = 500
 
 
 class LevelReader:
@@ -64,39 +77,87 @@ class LevelReader:
         self.client, self.level, self.find = client, level, find
         self.typed, self.page_size, self.progress = typed, page_size, progress
 
-    def _series_pages(self, total: int):
+    def _series_pages(self, start: int, stop: int | None):
         if self.find:
             return self.client.iter_find("Series", SERIES_FIND_CONTENT, page_size=self.page_size,
-                                         total=total, RequestedTags=[SERIES_COUNT_TAG])
-        return self.client.iter_pages(ROUTES["series"], page_size=self.page_size)
+                                         start=start, total=stop, RequestedTags=[SERIES_COUNT_TAG])
+        return self.client.iter_pages(ROUTES["series"], page_size=self.page_size, start=start,
+                                      stop=stop)
+
+    def _statuses(self, rows: list[dict]) -> None:
+        """Fill ``Status`` of the series rows that expect a number of instances, asking the
+        server for those series alone (``SeriesInstanceUID`` list matching, 500 at a time)."""
+        wanted = {row["ID"]: row for row in rows if needs_status(row)}
+        uids = sorted({(row.get("MainDicomTags") or {}).get("SeriesInstanceUID", "")
+                       for row in wanted.values()} - {""})
+        for k in range(0, len(uids), STATUS_CHUNK):
+            chunk = uids[k:k + STATUS_CHUNK]
+            for page in self.client.iter_find("Series", STATUS_FIND_CONTENT, page_size=self.page_size,
+                                              total=10 ** 12, Query={"SeriesInstanceUID": "\\".join(chunk)}):
+                for hit in page:
+                    if hit["ID"] in wanted:
+                        wanted[hit["ID"]]["Status"] = hit.get("Status")
+
+    def _read_series(self, table: LevelTable, per_series: dict, start: int, stop: int | None, bar):
+        for page in self._series_pages(start, stop):
+            rows = [series_resource(r) for r in page]
+            if self.find:
+                self._statuses([row for row, _ in rows])
+            table.add_page([row for row, _ in rows])
+            per_series.update((row["ID"], n) for row, n in rows)
+            bar.update(len(page))
+
+    def _read_parents(self, tables: dict, bar):
+        for where in ("study", "patient"):
+            if self.find:  # what the GET list gives that the frame uses, without child ids
+                pages = self.client.iter_find(where.capitalize(), PARENT_FIND_CONTENT[where],
+                                              page_size=self.page_size)
+            else:
+                pages = self.client.iter_pages(ROUTES[where], page_size=self.page_size)
+            for page in pages:
+                tables[where].add_page(page)
+                bar.update(len(page))
 
     def read(self, stats: dict):
-        """The three lists: ``({level: LevelTable, "counts": {series id: instances}}, counts)``."""
+        """The three lists: ``({level: LevelTable, "counts": {series id: instances}}, counts)``.
+
+        The series list is read as :data:`SERIES_STREAMS` contiguous ranges at once, beside
+        the study and patient lists (one more stream): the server's work on one overlaps the
+        decoding of another (measured on 1M instances, 20,000 series, 1.13: 4.1 s one after
+        the other). Ranges come from ``/statistics``; a series added or deleted meanwhile
+        shifts them, as it shifts one stream's pages, and ``read_orthanc``'s checks of the
+        change sequence and counts catch both.
+        """
         total = sum(int(stats[k]) for k in _STATS.values())
+        n_series = int(stats["CountSeries"])
         bar = progress_bar(self.progress, total=total, desc=f"Reading Orthanc {self.level} index",
                            unit="res", min_total=20_000)
-        tables = {lvl: LevelTable(lvl) for lvl in _STATS}
-        per_series: dict[str, int] = {}
-        where = "series"
+        streams = max(1, min(SERIES_STREAMS, n_series // self.page_size + 1))
+        bounds = [n_series * i // streams for i in range(streams)] + [None]
+        parts = [LevelTable("series") for _ in range(streams)]
+        counts_of = [{} for _ in range(streams)]
+        tables = {"series": parts[0], "study": LevelTable("study"), "patient": LevelTable("patient")}
+
+        def series_stream(k: int):
+            return lambda: self._read_series(parts[k], counts_of[k], bounds[k], bounds[k + 1], bar)
+
+        jobs = [series_stream(k) for k in range(streams)] + [lambda: self._read_parents(tables, bar)]
         try:
             with system_memory_pool():
-                for page in self._series_pages(int(stats["CountSeries"])):
-                    rows = [series_resource(r) for r in page]
-                    tables["series"].add_page([row for row, _ in rows])
-                    per_series.update((row["ID"], n) for row, n in rows)
-                    bar.update(len(page))
-                for where in ("study", "patient"):
-                    for page in self.client.iter_pages(ROUTES[where], page_size=self.page_size):
-                        tables[where].add_page(page)
-                        bar.update(len(page))
+                fan_out(lambda job: job(), jobs, len(jobs), name="orthanc-read")
         except OrthancConnectionError as exc:
             done = ", ".join(f"{t.n} {ROUTES[lvl]}" for lvl, t in tables.items() if t.n)
             raise type(exc)(
                 f"read_orthanc(level={self.level!r}): the server stopped answering while reading "
-                f"{ROUTES[where]} ({done or 'nothing'} read); no frame was returned (nothing "
+                f"the level lists ({done or 'nothing'} read); no frame was returned (nothing "
                 f"partial). Cause: {exc}") from None
         finally:
             bar.close()
+        per_series: dict[str, int] = {}
+        for more, counts in zip(parts, counts_of, strict=True):
+            if more is not parts[0]:
+                parts[0].extend(more)
+            per_series.update(counts)
         counts = {lvl: t.n for lvl, t in tables.items()}
         counts["instance"] = sum(per_series.values())
         return {**tables, "counts": per_series}, counts
