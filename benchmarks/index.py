@@ -83,6 +83,45 @@ def floor_find(url: str, page: int = 5000, labels: bool = False) -> int:
         return sum(j.result() for j in jobs)
 
 
+def floor_series_find(url: str, page: int = 5000) -> int:
+    """The series-first route's requests, bare: the series from extended find (tags, parent,
+    metadata, instance count) as two concurrent ranges beside the study and patient finds,
+    JSON decoded; as ``read_orthanc(url, level="series")`` sends them on a 1.13 server."""
+    from orthanc_pandas._frame.level_read import SERIES_COUNT_TAG, SERIES_FIND_CONTENT
+    from orthanc_pandas._ops.read_levels import PARENT_FIND_CONTENT
+
+    def session():
+        s = requests.Session()
+        s.headers["Accept-Encoding"] = "identity"
+        return s
+
+    total = json.loads(session().get(f"{url}/statistics").content)["CountSeries"]
+
+    def find(level: str, content, start: int, end: int, **extra) -> int:
+        s, n = session(), start
+        while n < end:
+            items = json.loads(s.post(f"{url}/tools/find", json={
+                "Level": level, "Query": {}, "ResponseContent": content,
+                "Limit": min(page, end - n), "Since": n, **extra}).content)
+            if not items:
+                break
+            n += len(items)
+        return n - start
+
+    def parents() -> int:
+        return sum(find(level.capitalize(), PARENT_FIND_CONTENT[level], 0, 10 ** 9)
+                   for level in ("study", "patient"))
+
+    half = total // 2
+    with ThreadPoolExecutor(3) as pool:
+        jobs = [pool.submit(find, "Series", SERIES_FIND_CONTENT, 0, half,
+                            RequestedTags=[SERIES_COUNT_TAG]),
+                pool.submit(find, "Series", SERIES_FIND_CONTENT, half, total,
+                            RequestedTags=[SERIES_COUNT_TAG]),
+                pool.submit(parents)]
+        return sum(j.result() for j in jobs)
+
+
 def floor_gzip(url: str, page: int = 5000) -> int:
     s = requests.Session()  # requests' default Accept-Encoding: gzip, deflate
     n = 0

@@ -253,3 +253,30 @@ def test_refresh_after_uploads_and_label_changes_equals_a_fresh_read_and_the_sam
     p2.iloc[:1].orthanc.remove_labels("b")                  # "a,b,s" is gone; a, b, s are not
     p1.iloc[:1].orthanc.add_labels("keep", level="patient")
     check()
+
+
+@pytest.mark.parametrize("by_uid_from", [1, 10 ** 9], ids=["by-uids", "one-by-one"])
+def test_changed_series_read_by_uids_or_one_by_one_equal_a_fresh_read(server, monkeypatch,
+                                                                       by_uid_from):
+    """On a server with extended find the changed series are read again in one find by their
+    UIDs (many) or one find per series (few). Either way the rows are a fresh read's, also
+    when another patient's series reuses a changed series' UID (a re-sent or re-identified
+    series: same SeriesInstanceUID, another Orthanc series, whose rows must not come in)."""
+    from orthanc_pandas._ops import refresh as refresh_module
+
+    monkeypatch.setattr(refresh_module, "_BY_UID_FROM", by_uid_from)
+    df = op.read_orthanc(server.url)
+    # series "b" of P2 once more under patient P9: the same UIDs, other Orthanc ids
+    b = df[(df.PatientID == "P2") & (df.SeriesNumber == 2)].iloc[0]
+    server.upload_bytes([to_bytes(d) for d in _series(
+        "b", patient_id="P9", series_number=2, study_uid=b.StudyInstanceUID,
+        series_uid=b.SeriesInstanceUID)])
+    # and one more instance in P2's series "b" (changed: read again, its UID shared now)
+    server.upload_bytes([to_bytes(_series("b", n=5, patient_id="P2", series_number=2)[4])])
+    refreshed = df.orthanc.refresh()
+    fresh = op.read_orthanc(server.url)
+    uids = fresh.groupby("SeriesInstanceUID", observed=True).apply(
+        lambda g: g.index.get_level_values("series").nunique())
+    assert uids.max() == 2  # the test really made two series share a UID
+    assert len(refreshed) == len(df) + 5
+    assert_same(refreshed, fresh)

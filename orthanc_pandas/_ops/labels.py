@@ -271,9 +271,11 @@ def labels_from_map(index: pd.MultiIndex, labels: dict[str, dict[str, list[str]]
     for k, level in enumerate(LEVELS):
         per_instance[level] = np.asarray(index.codes[k], dtype=np.int64)
         found = labels.get(level) or {}
-        ids = index.levels[k].tolist()
+        if not found:  # no label at this level: no list of its ids (1M instances: 0.2 s)
+            arrays[level] = None
+            continue
         arrays[level] = pa.array([LABELS_SEPARATOR.join(sorted(found[i])) if found.get(i) else None
-                                  for i in ids], pa.string()) if found else None
+                                  for i in index.levels[k].tolist()], pa.string())
     return labels_column(arrays, per_instance, len(index), categories)
 
 

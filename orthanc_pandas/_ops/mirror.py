@@ -34,6 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from orthanc_pandas._frame.schema import LABELS_COLUMN
 from orthanc_pandas._http.client import OrthancClient, get_client
 from orthanc_pandas._ops.provenance import FORMAT_VERSION, check_format
 from orthanc_pandas._ops.read import read_orthanc
@@ -206,8 +207,18 @@ def _same_content(old: pd.DataFrame, new: pd.DataFrame) -> bool:
     """Whether an update changed nothing but the time it was taken (then the file stays)."""
     a = {k: v for k, v in (old.attrs.get("orthanc") or {}).items() if k != "read_at"}
     b = {k: v for k, v in (new.attrs.get("orthanc") or {}).items() if k != "read_at"}
-    return a == b and old.equals(new) and old.index.equals(new.index) \
-        and (old.dtypes == new.dtypes).all()
+    if a != b or len(old) != len(new) or list(old.columns) != list(new.columns) \
+            or not (old.dtypes == new.dtypes).all():
+        return False
+    # The same change sequence and counts: no resource was stored (each store logs a change
+    # and moves the sequence) and none deleted (the counts; a resource deleted and stored
+    # again is logged anew). Only labels, which Orthanc does not log, can differ, and an
+    # instance frame derives them anew on each update. Comparing every column instead cost
+    # ~0.3 s at 1M instances.
+    labels = LABELS_COLUMN if LABELS_COLUMN in old.columns else None
+    if old.index.names[-1] == "instance":
+        return labels is None or old[labels].equals(new[labels])
+    return old.equals(new) and old.index.equals(new.index)
 
 
 # -- the file --------------------------------------------------------------------------------

@@ -29,7 +29,11 @@ from orthanc_pandas._ops.provenance import (  # noqa: F401 (check_format: import
     STAT_KEYS,
     check_format,
 )
-from orthanc_pandas._ops.read_levels import LevelReader
+from orthanc_pandas._ops.read_levels import (  # noqa: F401 (FIND_INSTANCE_CONTENT: imported from here too)
+    FIND_INSTANCE_CONTENT,
+    LevelReader,
+    find_instance_content,
+)
 from orthanc_pandas._util.fanout import fan_out
 from orthanc_pandas._util.progress import progress_bar
 from orthanc_pandas._version import __version__
@@ -218,12 +222,6 @@ def read_consistent(client: OrthancClient, read, build, *, max_attempts: int = 3
     )
 
 
-#: extended /tools/find per instance: tags, parent and the file's size (Attachments).
-#: Measured on 1.13, 20,000 instances, 2 cores (benchmarks/index.py, docs/servers.md): the four
-#: GET lists 0.97 s; tags+parent with Attachments as two concurrent streams over the two halves
-#: of the instances, beside the parent lists, 0.49 s; tags and sizes as two separate streams
-#: 0.59 s. Metadata (IndexInSeries) would cost ~0.4 s more, so that column is not in the frame.
-FIND_INSTANCE_CONTENT = ["MainDicomTags", "Parent", "Attachments"]
 
 
 #: resources decoded from a page's JSON at a time, each list turned into Arrow columns before
@@ -231,13 +229,6 @@ FIND_INSTANCE_CONTENT = ["MainDicomTags", "Parent", "Attachments"]
 #: largest transient at 20,000 instances), while fewer resources per request would cost
 #: requests (and Orthanc's offset paging grows with the archive)
 DECODE_BATCH = 1000
-
-
-def find_instance_content(client: OrthancClient) -> list[str]:
-    """:data:`FIND_INSTANCE_CONTENT`, plus ``Labels`` where the server has labels (1.12+): the
-    GET lists carry them there, so both routes fill ``orthanc_labels`` alike (no measurable
-    cost: 4,000 instances on 1.13, median of 5 reads)."""
-    return FIND_INSTANCE_CONTENT + (["Labels"] if client.capabilities().labels else [])
 
 
 ROUTE_CHOICES = ("auto", "find", "lists")
