@@ -74,7 +74,7 @@ def _warm_up(url: str) -> None:
     c.close()
 
 
-def child_read(url: str, kind: str) -> dict:
+def child_read(url: str, kind: str, keep: bool = False) -> dict:
     import gc
 
     import pandas as pd  # noqa: F401
@@ -105,9 +105,12 @@ def child_read(url: str, kind: str) -> dict:
     seconds = time.perf_counter() - t
     peak = _peak()
     frame = int(df.memory_usage(deep=True).sum())
-    return {"seconds": seconds, "n": len(df), "columns": df.shape[1], "base": base,
-            "peak_above_base": peak - base, "peak_above_cold": peak - cold, "peak_before": peak0,
-            "frame_bytes": frame}
+    out = {"seconds": seconds, "n": len(df), "columns": df.shape[1], "base": base,
+           "peak_above_base": peak - base, "peak_above_cold": peak - cold, "peak_before": peak0,
+           "frame_bytes": frame}
+    if keep:
+        out["frame"] = df
+    return out
 
 
 def child_refresh(url: str) -> dict:
@@ -149,15 +152,40 @@ def child_mirror(url: str, path: str) -> dict:
 
 
 def child_check(url: str, path: str) -> dict:
-    """Whether the mirror file equals a fresh read now (pd.testing.assert_frame_equal)."""
+    """A fresh read_orthanc, measured as child_read measures it, then whether the mirror file
+    equals it (pd.testing.assert_frame_equal): at 1M one read serves both rows."""
     import pandas as pd
+
+    out = child_read(url, "pandas", keep=True)
+    fresh = out.pop("frame")
+    pd.testing.assert_frame_equal(pd.read_parquet(path), fresh)
+    return {**out, "equal": True}
+
+
+def child_mirror_update(url: str, path: str, first: str, last: str, deletions: str) -> dict:
+    """op.mirror in a process that holds the mirror already (a notebook, a service): load it,
+    then store patients [first, last) and delete ``deletions`` instances of patient 0 (as the
+    archive changes between two updates), then time the update alone."""
+    from _common import fast_archive, upload_pipelined
 
     import orthanc_pandas as op
 
     warnings.simplefilter("ignore")
-    fresh = op.read_orthanc(url, progress=False)
-    pd.testing.assert_frame_equal(pd.read_parquet(path), fresh)
-    return {"equal": True, "n": len(fresh)}
+    client = op.OrthancClient(url, timeout=(5, 3600))
+    op.mirror(client, path, progress=False)
+    gone = 0
+    if int(deletions):
+        for sid in client.get_json(f"/patients/{_patient_ids(client, 0)[0]}/series")[:2]:
+            for inst in client.get_json(f"/series/{sid['ID']}/instances")[:int(deletions) // 2]:
+                client.delete(f"/instances/{inst['ID']}")
+                gone += 1
+    t = time.perf_counter()
+    added = upload_pipelined(client, fast_archive(int(last), int(first)))
+    stored = time.perf_counter() - t
+    t = time.perf_counter()
+    df = op.mirror(client, path, progress=False)
+    return {"seconds": time.perf_counter() - t, "n": len(df), "added": added, "deleted": gone,
+            "storing": stored}
 
 
 def child_series(url: str) -> dict:
@@ -173,13 +201,21 @@ def child_series(url: str) -> dict:
     return {"seconds": min(times), "all": [round(x, 2) for x in times], "n": len(df)}
 
 
-def million(repeat: int) -> None:
+MILLION_PARTS = ("series", "mirror", "read")
+
+
+def million(repeat: int, parts=MILLION_PARTS, mirror_path: str | None = None) -> None:
     """The issue-24 targets on 1,000,000 instances (20,000 series), SQLite index, Orthanc 1.13.
 
     Each row is printed as soon as it is measured (a long run on a shared machine may be
-    stopped part-way), cheapest first: series-first read, the mirror, the instance read, the
-    floor of its route, and last the mirror against a fresh read.
+    stopped part-way). ``parts``: "series" (series-first read and its floor), "mirror" (first
+    call, a fresh process with nothing new, updates after 1,000 new and after 1,000 new + 100
+    deleted, the file against a fresh read, which also gives the instance read's row), "read"
+    (the instance read and the floor of its route; the read row comes from the mirror check
+    when "mirror" ran). ``mirror_path``: a mirror file of this archive to start from instead
+    of a first call (it is copied, never changed).
     """
+    import shutil
     import tempfile
 
     from _common import archive_server, fast_archive, upload_pipelined
@@ -191,13 +227,20 @@ def million(repeat: int) -> None:
     def row(*cells) -> None:
         print("| " + " | ".join(str(c) for c in cells) + " |", flush=True)
 
+    def floor(fn) -> list[float]:
+        times = []
+        for _ in range(max(repeat, 1)):
+            t = time.perf_counter()
+            fn(url)
+            times.append(time.perf_counter() - t)
+        return times
+
     with archive_server("1m", root=orthanc_root("sid"), ingest_root=None, in_place=True,
                         config={"StableAge": 3600}) as server, \
             tempfile.TemporaryDirectory(prefix="bench-mirror-") as tmp:
         url = server.url
         client = OrthancClient(url, timeout=(5, 3600))  # 1.13 ingests slowly into 1M rows
         version = client.version
-        n = int(client.statistics()["CountInstances"])
         removed = _remove_patients(client, [p for r in MILLION_NEW for p in range(*r)])
         upload_pipelined(client, fast_archive(1, 0))  # what a stopped run deleted comes back
         n = int(client.statistics()["CountInstances"])
@@ -206,62 +249,68 @@ def million(repeat: int) -> None:
               "each measurement in a fresh process\n", flush=True)
         row("what", "seconds", "detail", "target")
         row("---", "---", "---", "---")
-        series = run_child("series", url)
-        floors = []
-        for _ in range(3):
-            t = time.perf_counter()
-            floor_series_find(url)
-            floors.append(time.perf_counter() - t)
-        row("series-first read_orthanc(url, level='series')", f"{series.get('seconds', 0):.2f}",
-            f"{series.get('n', 0):,} series; runs {series.get('all', series)}; "
-            f"{series.get('seconds', 0) / min(floors):.2f}x its floor", "<= 2 s")
-        row("floor of the series-first route (the same requests, bare requests + json.loads)",
-            f"{min(floors):.2f}", f"runs {[round(x, 2) for x in floors]}", "")
-        path = str(Path(tmp) / "pacs.parquet")
-        first = run_child("mirror", url, path)
-        row("op.mirror: first call (read + write the file)", f"{first.get('seconds', 0):.2f}",
-            f"file {Path(path).stat().st_size / 1e6:.0f} MB" if Path(path).exists() else str(first), "")
-        same = run_child("mirror", url, path)
-        row("op.mirror, fresh process: nothing changed (load + check)", f"{same.get('seconds', 0):.2f}", "", "")
-        try:
-            t = time.perf_counter()
-            added = upload_pipelined(client, fast_archive(MILLION_NEW[0][1], MILLION_NEW[0][0]))
-            t_up = time.perf_counter() - t
-            one = run_child("mirror", url, path)
-            row(f"op.mirror, fresh process, after {added:,} new instances", f"{one.get('seconds', 0):.2f}",
-                f"(storing them took {t_up:.0f} s)", "<= 1 s")
-            gone = 0
-            for sid in client.get_json(f"/patients/{_patient_ids(client, 0)[0]}/series")[:2]:
-                for inst in client.get_json(f"/series/{sid['ID']}/instances")[:50]:
-                    client.delete(f"/instances/{inst['ID']}")
-                    gone += 1
-            added2 = upload_pipelined(client, fast_archive(MILLION_NEW[1][1], MILLION_NEW[1][0]))
-            two = run_child("mirror", url, path)
-            row(f"op.mirror, fresh process, after {added2:,} new + {gone} deleted", f"{two.get('seconds', 0):.2f}",
-                f"{two.get('seconds', 0) / max(series.get('seconds', 1), 1e-9):.2f}x the series-first read",
-                "<= series-first read")
-            check = run_child("check", url, path)
-            row("mirror file == fresh read_orthanc (assert_frame_equal)", str(check.get("equal", check)),
-                f"{check.get('n', 0):,} rows", "")
-        finally:
-            _remove_patients(client, [p for r in MILLION_NEW for p in range(*r)])
-            upload_pipelined(client, fast_archive(1, 0))
-        reads = best_of_rounds([run_child("read", url, "pandas") for _ in range(repeat)])
-        if "error" in reads:
-            row("read_orthanc(url)", "error", reads["error"], "")
-        else:
-            row("read_orthanc(url)", f"{reads['seconds']:.2f}",
-                f"{reads['frame_bytes'] / reads['n']:.0f} B/instance; peak RSS "
-                f"{reads['peak_above_base'] / reads['frame_bytes']:.2f}x the frame "
-                f"({reads['peak_above_base'] / 1e6:.0f} MB over {reads['frame_bytes'] / 1e6:.0f} MB)",
-                "<= 300 B; <= 2x")
-        floors = []
-        for _ in range(repeat):
-            t = time.perf_counter()
-            floor_find(url)
-            floors.append(time.perf_counter() - t)
-        row("floor of the find route (bare requests + json.loads)", f"{min(floors):.2f}",
-            f"read_orthanc = {reads.get('seconds', 0) / min(floors):.2f}x this", "read <= 1.25x")
+        series = {}
+        if "series" in parts:
+            series = run_child("series", url)
+            floors = floor(floor_series_find)
+            row("series-first read_orthanc(url, level='series')", f"{series.get('seconds', 0):.2f}",
+                f"{series.get('n', 0):,} series; runs {series.get('all', series)}; "
+                f"{series.get('seconds', 0) / min(floors):.2f}x its floor", "<= 2 s")
+            row("floor of the series-first route (the same requests: bare requests + json.loads)",
+                f"{min(floors):.2f}", f"runs {[round(x, 2) for x in floors]}", "")
+        reads = None
+        if "mirror" in parts:
+            path = str(Path(tmp) / "pacs.parquet")
+            try:
+                if mirror_path:
+                    shutil.copyfile(mirror_path, path)
+                    os.chmod(path, 0o600)
+                    row("op.mirror: first call", "(not run)", f"started from a copy of {mirror_path}", "")
+                else:
+                    first = run_child("mirror", url, path)
+                    size = f"file {Path(path).stat().st_size / 1e6:.0f} MB" if Path(path).exists() else str(first)
+                    row("op.mirror: first call (the 1M read + writing the file)",
+                        f"{first.get('seconds', 0):.2f}", size, "")
+                same = run_child("mirror", url, path)
+                row("op.mirror, fresh process, nothing changed (load the file + check the server)",
+                    f"{same.get('seconds', 0):.2f}", str(same.get("error", "")), "")
+                a, b = MILLION_NEW[0]
+                one = run_child("update", url, path, str(a), str(b), "0")
+                row(f"op.mirror update after {one.get('added', 0):,} new instances (process holding the mirror)",
+                    f"{one.get('seconds', 0):.2f}",
+                    f"storing them took {one.get('storing', 0):.0f} s {one.get('error', '')}", "<= 1 s")
+                a, b = MILLION_NEW[1]
+                two = run_child("update", url, path, str(a), str(b), "100")
+                row(f"op.mirror update after {two.get('added', 0):,} new + {two.get('deleted', 0)} deleted "
+                    "(process holding the mirror)", f"{two.get('seconds', 0):.2f}",
+                    f"{two.get('seconds', 0) / max(series.get('seconds', 0), 1e-9):.2f}x the series-first read"
+                    if series else str(two.get("error", "")), "<= series-first read")
+                again = run_child("mirror", url, path)
+                row("op.mirror, fresh process, nothing changed since (load + check)",
+                    f"{again.get('seconds', 0):.2f}", "", "")
+                check = run_child("check", url, path)
+                row("mirror file == fresh read_orthanc (assert_frame_equal)", str(check.get("equal", check)),
+                    f"{check.get('n', 0):,} rows", "")
+                if "error" not in check:
+                    reads = check
+            finally:
+                _remove_patients(client, [p for r in MILLION_NEW for p in range(*r)])
+                upload_pipelined(client, fast_archive(1, 0))
+        if "read" in parts or reads is not None:
+            if reads is None:
+                reads = best_of_rounds([run_child("read", url, "pandas") for _ in range(repeat)])
+            if "error" in reads:
+                row("read_orthanc(url)", "error", reads["error"], "")
+            else:
+                row("read_orthanc(url)", f"{reads['seconds']:.2f}",
+                    f"{reads['frame_bytes'] / reads['n']:.0f} B/instance; peak RSS "
+                    f"{reads['peak_above_base'] / reads['frame_bytes']:.2f}x the frame "
+                    f"({reads['peak_above_base'] / 1e6:.0f} MB over {reads['frame_bytes'] / 1e6:.0f} MB)",
+                    "<= 300 B; <= 2x")
+            floors = floor(floor_find)
+            row("floor of the find route (bare requests + json.loads)", f"{min(floors):.2f}",
+                f"read_orthanc = {reads.get('seconds', 0) / min(floors):.2f}x this; runs "
+                f"{[round(x, 1) for x in floors]}", "read <= 1.25x")
 
 
 def _patient_ids(client, number: int) -> list[str]:
@@ -322,9 +371,13 @@ def main() -> None:
     ap.add_argument("--only", choices=["sqlite-20k", "pg-20k", "pg-200k"], action="append")
     ap.add_argument("--million", action="store_true",
                     help="only the 1,000,000-instance archive on Orthanc 1.13 (reads, mirror)")
+    ap.add_argument("--parts", default=",".join(MILLION_PARTS),
+                    help=f"with --million: which of {', '.join(MILLION_PARTS)} (comma-separated)")
+    ap.add_argument("--mirror-from", help="with --million: start the mirror rows from a copy of "
+                    "this mirror file of the archive instead of a first call")
     args = ap.parse_args()
     if args.million:
-        million(args.repeat)
+        million(args.repeat, args.parts.split(","), args.mirror_from)
         return
     from _common import archive_server, pg_archive_server, table
 
@@ -423,7 +476,7 @@ if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
         mode, url, *rest = sys.argv[2:]
         children = {"refresh": child_refresh, "mirror": child_mirror, "check": child_check,
-                    "series": child_series, "read": child_read}
+                    "series": child_series, "read": child_read, "update": child_mirror_update}
         out = children[mode](url, *rest)
         print(json.dumps(out))
     else:
