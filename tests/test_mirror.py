@@ -90,6 +90,18 @@ def test_dask_and_duckdb_read_the_file_directly(server, tmp_path):
     duckdb = pytest.importorskip("duckdb")
     n, series = duckdb.sql(f"SELECT count(*), count(DISTINCT series) FROM '{path}'").fetchall()[0]
     assert (n, series) == (len(df), df.index.get_level_values("series").nunique())
+    # min/max per row group where filters use them (a reader skips row groups by them): the
+    # file's own bounds hold the frame's values of each row group
+    meta = pq.ParquetFile(path).metadata
+    names = [meta.schema.column(j).name for j in range(meta.num_columns)]
+    for i in range(meta.num_row_groups):
+        start = sum(meta.row_group(k).num_rows for k in range(i))
+        part = df.iloc[start:start + meta.row_group(i).num_rows]
+        stats = meta.row_group(i).column(names.index("PatientID")).statistics
+        assert stats is not None and stats.has_min_max
+        values = sorted(part.PatientID.astype(str))
+        assert (stats.min, stats.max) == (values[0], values[-1])
+        assert meta.row_group(i).column(names.index("SOPInstanceUID")).statistics is None
 
 
 def test_dask_read_mirror_equals_the_frame_while_the_archive_changes(server, tmp_path):

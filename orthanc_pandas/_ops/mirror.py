@@ -58,6 +58,10 @@ META_KEY = b"orthanc_pandas.mirror"
 #: rows per parquet row group: the pieces Dask and DuckDB read in parallel
 ROW_GROUP_SIZE = 100_000
 LEVEL_CHOICES = ("instance", *FRAME_LEVELS)
+#: columns whose row-group min/max are written, so DuckDB, Dask and pyarrow filters on them
+#: skip row groups. Not every column: the statistics of all ~60 (unique UIDs among them) were
+#: half the write of a 1M-instance mirror (2.1 s against 1.1 s without, 1.3 s with these).
+STATISTICS_COLUMNS = ("PatientID", "StudyDate", "SeriesDate", "Modality")
 
 #: the frame this process last loaded or wrote, per mirror file: (file identity, frame,
 #: metadata). A process that updates a mirror again (a notebook, a service) then skips
@@ -302,7 +306,8 @@ def write_mirror(df: pd.DataFrame, path: str | os.PathLike, client: OrthancClien
     try:
         os.fchmod(fd, 0o600)  # O_CREAT's mode is cut by the umask only; never widened
         with os.fdopen(fd, "wb") as f:
-            with pq.ParquetWriter(f, table.schema) as writer:
+            stats = [c for c in STATISTICS_COLUMNS if c in table.schema.names]
+            with pq.ParquetWriter(f, table.schema, write_statistics=stats) as writer:
                 for start, stop in row_groups(df, row_group_size):
                     writer.write_table(table.slice(start, stop - start), row_group_size=stop - start)
             f.flush()
