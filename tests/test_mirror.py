@@ -294,3 +294,47 @@ def test_a_file_replaced_by_another_process_is_loaded_again(server, tmp_path):
     got = op.mirror(server.url, path)
     assert_same(got, _fresh(server.url))
     assert "P8" in set(got.PatientID)
+
+
+def test_wait_false_returns_the_frame_and_writes_the_file_behind(server, tmp_path):
+    from orthanc_pandas._ops import mirror as mirror_module
+
+    path = tmp_path / "pacs.parquet"
+    op.mirror(server.url, path)
+    server.upload_bytes(_series("w", patient_id="P7"))
+    got = op.mirror(server.url, path, wait=False)
+    assert_same(got, _fresh(server.url))
+    mirror_module._join_writer(path)  # what the next call (or the exit) does
+    assert_same(pd.read_parquet(path), _fresh(server.url))
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert mirror_metadata(path)["last_change"] == got.attrs["orthanc"]["last_change"]
+    # right after a background write, another update waits for it and goes on from it
+    server.upload_bytes(_series("x", patient_id="P8"))
+    op.mirror(server.url, path, wait=False)
+    assert_same(op.mirror(server.url, path), _fresh(server.url))
+    assert_same(pd.read_parquet(path), _fresh(server.url))
+
+
+def test_a_failed_background_write_keeps_the_file_and_is_reported(server, tmp_path, monkeypatch):
+    from orthanc_pandas._ops import mirror as mirror_module
+
+    path = tmp_path / "pacs.parquet"
+    op.mirror(server.url, path)
+    before = path.stat()
+    saved = pd.read_parquet(path)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    server.upload_bytes(_series("w", patient_id="P7"))
+    with monkeypatch.context() as m:
+        m.setattr(mirror_module, "write_file", disk_full)
+        op.mirror(server.url, path, wait=False)
+        mirror_module._WRITERS[str(path.resolve())][0].join()
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert_same(pd.read_parquet(path), saved)  # the previous mirror, whole
+    with pytest.warns(MirrorWarning, match="No space left on device"):
+        got = op.mirror(server.url, path)  # reported, then updated from the previous file
+    assert_same(got, _fresh(server.url))
+    assert_same(pd.read_parquet(path), _fresh(server.url))
