@@ -34,6 +34,7 @@ import pyarrow as pa
 from pandas.api.types import union_categoricals
 
 from orthanc_pandas._frame import schema as _index
+from orthanc_pandas._frame.merge import merge_sorted, removed_rows
 from orthanc_pandas._frame.level_read import SERIES_COUNT_TAG, frame_from_levels
 from orthanc_pandas._frame.matching import decode_criteria
 from orthanc_pandas._frame.schema import (
@@ -221,9 +222,37 @@ def merge_rows(old: pd.DataFrame, new: pd.DataFrame | None, affected_series: Ite
     pandas.DataFrame
         What one ``build_frame`` of the rows would give: same columns, dtypes, categories.
 
+    Notes
+    -----
+    The kept rows of a sorted ``old`` are already in order, so only the new rows are sorted
+    and put in place (:func:`~orthanc_pandas._frame.merge.merge_sorted`): the cost grows with
+    the changed rows, not with the archive. Whatever that cannot do exactly (a frame cut or
+    reordered by pandas, ``keep_only_rows``, dtypes that differ) takes the general path,
+    :func:`merge_rows_by_sort`, which stacks the rows and sorts them all.
+
     Examples
     --------
     >>> merge_rows(old, new, {"series-id"}, set())                    # doctest: +SKIP
+    """
+    if not keep_only_rows and isinstance(old.index, pd.MultiIndex) and \
+            list(old.index.names) == list(LEVELS):
+        remove = removed_rows(old.index, affected_series, deleted)
+        out = merge_sorted(old, new, remove)
+        if out is not None:
+            return out
+    return merge_rows_by_sort(old, new, affected_series, deleted, typed=typed,
+                              keep_only_rows=keep_only_rows)
+
+
+def merge_rows_by_sort(old: pd.DataFrame, new: pd.DataFrame | None, affected_series: Iterable[str],
+                       deleted: Iterable[str], *, typed: bool = True,
+                       keep_only_rows: bool = False) -> pd.DataFrame:
+    """:func:`merge_rows` by stacking the kept and the new rows and sorting them all (any frame;
+    the cost grows with the archive). Same parameters and result.
+
+    Examples
+    --------
+    >>> merge_rows_by_sort(old, new, {"series-id"}, set())            # doctest: +SKIP
     """
     old_ids = old.index.get_level_values("instance")
     affected_rows = old.index.get_level_values("series").isin(list(affected_series))
