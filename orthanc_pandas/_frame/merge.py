@@ -35,6 +35,10 @@ from orthanc_pandas._frame.schema import (
 #: it is made one again (each merge adds a chunk per run, refresh after refresh).
 MAX_CHUNKS = 64
 
+#: Index levels with more values (instance ids) are never hashed or sorted whole when it can
+#: be helped: binary searches, scans against the few new values, comparisons on demand.
+LARGE_LEVEL = 200_000
+
 
 def is_null_dtype(dtype) -> bool:
     """Whether ``dtype`` is Arrow's null type (columns of frames written before the one schema)."""
@@ -109,7 +113,7 @@ def _lookup(level: pd.Index, values: pd.Index, ordered: bool) -> np.ndarray:
     """Position of each of ``values`` in ``level`` (unique; ``ordered``: sorted), -1 where
     absent: a hash lookup on small levels; on large ones (a million instance ids) a binary
     search, or one scan of the level against the few values (no hash table of the level)."""
-    if len(level) < 200_000:
+    if len(level) < LARGE_LEVEL:
         return np.asarray(level.get_indexer(values), dtype=np.int64)
     out = np.full(len(values), -1, np.int64)
     if ordered:
@@ -191,9 +195,10 @@ def _level_union(lo: pd.Index, oc: np.ndarray, removed_at: np.ndarray, ln: pd.In
         oc = to[oc]
         new_at = np.where(new_at >= 0, to[np.maximum(new_at, 0)], -1)
         ordered = True
-    if ordered:
+    if ordered and (every or len(lo) < LARGE_LEVEL):
         union, old_to, new_to = _union_sorted(lo, ln, new_at)
-    else:
+    else:  # the order does not matter (first appearance decides): old values, then the others
+        ordered = ordered and not (new_at < 0).any()
         extra = np.flatnonzero(new_at < 0)
         union = _concat_index([lo, ln[extra]]) if len(extra) else lo
         old_to = None
@@ -202,6 +207,25 @@ def _level_union(lo: pd.Index, oc: np.ndarray, removed_at: np.ndarray, ln: pd.In
     if old_to is not None and len(union) != len(lo):
         oc = old_to[oc]
     return union, oc, new_to[nc], ordered, every
+
+
+def _take_level(union: pd.Index, first: np.ndarray, n_old: int) -> pd.Index:
+    """``union.take(first)``; when ``union`` is the old level followed by the new values (two
+    chunks), the old values are taken from the old level alone (a take across chunks costs
+    twice as much on a million ids)."""
+    chunked = getattr(union.array, "_pa_array", None)
+    if not isinstance(chunked, pa.ChunkedArray) or chunked.num_chunks < 2 or len(first) < LARGE_LEVEL:
+        return union.take(first)
+    head = chunked.slice(0, n_old).combine_chunks()
+    old_part = first < n_old
+    cut = int(np.argmin(old_part)) if not old_part.all() else len(first)
+    if old_part[cut:].any():  # not old values first, then new ones: no shortcut
+        return union.take(first)
+    pieces = [head.take(pa.array(first[:cut]))]
+    if cut < len(first):
+        pieces.append(chunked.take(pa.array(first[cut:])).combine_chunks())
+    return pd.Index(pd.array(pa.chunked_array(pieces, type=chunked.type), dtype=union.dtype),
+                    name=union.name)
 
 
 class _LevelValues:
@@ -338,10 +362,14 @@ def _assemble(runs, old, new):
     return out
 
 
-def _missing(arr) -> np.ndarray:
+def _count_values(arr) -> int:
+    """How many values of ``arr`` are not missing (Arrow counts its nulls already)."""
     if isinstance(arr, pd.Categorical):
-        return np.asarray(arr.codes) < 0
-    return np.asarray(arr.isna(), dtype=bool)
+        return int(np.count_nonzero(np.asarray(arr.codes) >= 0))
+    chunked = getattr(arr, "_pa_array", None)
+    if isinstance(chunked, pa.ChunkedArray) and not pa.types.is_floating(chunked.type):
+        return len(chunked) - chunked.null_count
+    return len(arr) - int(np.count_nonzero(np.asarray(arr.isna(), dtype=bool)))
 
 
 # --------------------------------------------------------------------------- the merge
@@ -397,7 +425,8 @@ def merge_sorted(old: pd.DataFrame, new: pd.DataFrame | None, remove: np.ndarray
     n_new = len(new) if new is not None else 0
     removed_at = np.flatnonzero(remove)
     keep_idx = np.flatnonzero(~remove) if len(removed_at) else np.arange(n_old)
-    old_cols = {c: old[c].array for c in old.columns}
+    flat = old.reset_index(drop=True)  # columns without the MultiIndex: no index view each
+    old_cols = {c: flat[c].array for c in flat.columns}
     new_cols = {}
     if new is not None:
         for c in new.columns:
@@ -421,7 +450,7 @@ def merge_sorted(old: pd.DataFrame, new: pd.DataFrame | None, remove: np.ndarray
         both = np.concatenate([oc, nc]).astype(np.int64)
         if ordered:
             level_keys.append(_Key(both))
-        elif len(union) < 200_000:
+        elif len(union) < LARGE_LEVEL:
             level_keys.append(_Key(_sorted_level(union)[1][both]))
         else:  # a large unsorted level: compared by value where the other keys tie
             level_keys.append(_Key(old=_LevelValues(union, oc), new=_LevelValues(union, nc)))
@@ -462,9 +491,10 @@ def merge_sorted(old: pd.DataFrame, new: pd.DataFrame | None, remove: np.ndarray
     for c in columns:
         o = old_cols[c]
         nw = new_cols.get(c)
-        missing_old = _missing(o)
-        kept_values = (n_old - int(missing_old.sum())) - int((~missing_old[removed_at]).sum())
-        has_values = kept_values > 0 or (nw is not None and not bool(_missing(nw).all()))
+        kept_values = _count_values(o)
+        if kept_values and len(removed_at):
+            kept_values -= _count_values(o.take(removed_at))
+        has_values = kept_values > 0 or (nw is not None and _count_values(nw) > 0)
         if c in cats:
             data[c] = _categorical_column(cats[c], runs, n, has_values)
             continue
@@ -487,7 +517,7 @@ def merge_sorted(old: pd.DataFrame, new: pd.DataFrame | None, remove: np.ndarray
             to = np.full(len(levels[i]), -1, np.int64)
             to[first] = np.arange(len(first))
             lc = to[lc]
-            levels[i] = levels[i].take(first)
+            levels[i] = _take_level(levels[i], first, len(old.index.levels[i]))
         codes.append(lc)
     index = pd.MultiIndex(levels=levels, codes=codes, names=old.index.names, verify_integrity=False)
     # copy=False: the assembled arrays are new already, and no consolidation of the datetime
@@ -540,8 +570,7 @@ def _categorical_column(cat: _Categories, runs, n: int, has_values: bool) -> pd.
     new = (cat.new_map[cat.new_codes] if cat.new_codes is not None
            else np.full(sum(b - a for s, a, b in runs if s == 1), -1)).astype(dtype)
     codes = _assemble(runs, old, new)
-    used = np.bincount(codes[codes >= 0] if (codes < 0).any() else codes,
-                       minlength=len(cat.union)) > 0
+    used = np.bincount(codes.astype(np.int32) + 1, minlength=len(cat.union) + 1)[1:] > 0
     union = cat.union
     if not used.all():
         to = np.append(np.cumsum(used) - 1, -1)
@@ -554,19 +583,45 @@ def _categorical_column(cat: _Categories, runs, n: int, has_values: bool) -> pd.
 
 
 def _in_order(keys: list[_Key], rows: np.ndarray, n_old: int) -> bool:
-    """Whether the (virtual) ``rows`` are in non-decreasing key order."""
+    """Whether the (virtual) ``rows`` are in non-decreasing key order: each adjacent pair is
+    compared key after key, as far as it ties (whole-array passes while most pairs tie)."""
     if len(rows) < 2:
         return True
-    a, b = rows[:-1], rows[1:]
+    whole = len(rows) == n_old and rows[0] == 0 and rows[-1] == n_old - 1  # rows: all of old
+    tied = None  # flags of the pairs (rows[i], rows[i + 1]) tied so far (None: all)
+    pairs = None  # or, once few are left, their positions i
     for key in keys:
-        sign = key.compare(a, b, n_old)
-        if (sign > 0).any():
-            return False
-        tied = sign == 0
-        if not tied.any():
+        if key.ranks is not None and pairs is None:
+            r = key.ranks[:n_old] if whole else key.ranks[rows]
+            a, b = r[:-1], r[1:]
+            if tied is None:
+                if (a > b).any():
+                    return False
+                tied = a == b
+            else:
+                if (tied & (a > b)).any():
+                    return False
+                tied &= a == b
+            count = int(np.count_nonzero(tied))
+            if not count:
+                return True
+            if count < len(tied) // 8:
+                pairs = np.flatnonzero(tied)
+            continue
+        if pairs is None:
+            pairs = np.arange(len(rows) - 1) if tied is None else np.flatnonzero(tied)
+        if key.ranks is not None:
+            a, b = key.ranks[rows[pairs]], key.ranks[rows[pairs + 1]]
+            if (a > b).any():
+                return False
+            pairs = pairs[a == b]
+        else:
+            sign = key.compare(rows[pairs], rows[pairs + 1], n_old)
+            if (sign > 0).any():
+                return False
+            pairs = pairs[sign == 0]
+        if not len(pairs):
             return True
-        if not tied.all():
-            a, b = a[tied], b[tied]
     return True
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from orthanc_pandas._http.client import OrthancClient, get_client
@@ -245,13 +246,62 @@ def load_mirror(path: str | os.PathLike) -> tuple[pd.DataFrame, dict] | None:
              f"another format (mirror {info.get('mirror_format')}, frame {info.get('format')}); "
              f"this orthanc-pandas {__version__} reads it anew.", MirrorWarning)
         return None
-    df = pd.read_parquet(path)
+    df = read_frame(path)
     try:
         check_format(df.attrs)
     except FrameFormatError as exc:
         warn(f"op.mirror: {exc} It is read anew.", MirrorWarning)
         return None
     return df, info
+
+
+def read_frame(path: str | os.PathLike) -> pd.DataFrame:
+    """``pd.read_parquet(path)`` of a frame file, with its MultiIndex built faster.
+
+    pandas rebuilds an index from its columns with ``MultiIndex.from_arrays``: a factorize and
+    a sort of every level's values in pandas (1.8 s of 3.3 s for a million instances). Here
+    the table is read by pyarrow, the other columns converted as pandas converts them
+    (``Table.to_pandas`` with the file's pandas metadata, as ``pd.read_parquet`` does), and
+    each index level dictionary-encoded and sorted in Arrow: the same levels (sorted values)
+    and codes. Attributes come back from ``PANDAS_ATTRS`` as ``pd.read_parquet`` restores
+    them. Anything else than an index of several named text columns without missing values
+    is read by ``pd.read_parquet`` itself.
+
+    Examples
+    --------
+    >>> df = read_frame("pacs.parquet")                                 # doctest: +SKIP
+    >>> df.equals(pd.read_parquet("pacs.parquet"))                     # doctest: +SKIP
+    True
+    """
+    table = pq.read_table(path, use_pandas_metadata=True)
+    meta = dict(table.schema.metadata or {})
+    pandas_meta = json.loads(meta.get(b"pandas", b"{}"))
+    names = pandas_meta.get("index_columns") or []
+    if (len(names) < 2 or not all(isinstance(n, str) and n in table.column_names for n in names)
+            or not isinstance(pd.Index([], dtype="str").dtype, pd.StringDtype)
+            or any(not pa.types.is_string(table.schema.field(n).type)
+                   or table.column(n).null_count for n in names)):
+        return pd.read_parquet(path)
+    levels, codes = [], []
+    for name in names:
+        encoded = table.column(name).combine_chunks().dictionary_encode()
+        order = pc.sort_indices(encoded.dictionary).to_numpy()
+        rank = np.empty(len(order), np.int64)
+        rank[order] = np.arange(len(order))
+        levels.append(pd.Index(pd.array(encoded.dictionary.take(pa.array(order)), dtype="str"),
+                               name=name))
+        codes.append(rank[encoded.indices.to_numpy()])
+    # the other columns, converted with the pandas metadata of the file minus the index
+    pandas_meta = {**pandas_meta, "index_columns": [],
+                   "columns": [c for c in pandas_meta.get("columns", [])
+                               if c.get("field_name") not in names]}
+    body = table.drop_columns(names)
+    body = body.replace_schema_metadata({**meta, b"pandas": json.dumps(pandas_meta).encode()})
+    df = body.to_pandas()
+    df.index = pd.MultiIndex(levels=levels, codes=codes, names=names, verify_integrity=False)
+    if b"PANDAS_ATTRS" in meta:
+        df.attrs = json.loads(meta[b"PANDAS_ATTRS"])
+    return df
 
 
 def write_mirror(df: pd.DataFrame, path: str | os.PathLike, client: OrthancClient, *,
