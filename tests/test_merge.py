@@ -247,3 +247,44 @@ def test_merge_sorted_from_an_empty_or_all_deleted_frame():
     out = merge_rows(old, None, set(), ids)
     assert len(out) == 0
     assert_same_merge(out, merge_rows_by_sort(old, None, set(), ids))
+
+
+@pytest.mark.parametrize("scenario", ["new-and-deleted", "only-new", "only-replaced"])
+def test_merge_sorted_large_level_paths(monkeypatch, scenario):
+    # the paths for a million instance ids (binary search, scan against the new ids,
+    # comparison on demand) on a small frame: every level counts as large
+    monkeypatch.setattr("orthanc_pandas._frame.merge.LARGE_LEVEL", 0)
+    old = archive(seed=5)
+    for seed in range(2):  # the second merge starts from the first's (unsorted) levels
+        new, affected, deleted = changes(old, 20 + seed, **SCENARIOS[scenario])
+        fast = merge_sorted(old, new, removed_rows(old.index, affected, deleted))
+        assert fast is not None
+        assert_same_merge(fast, truth(old, new, affected, deleted))
+        old = fast
+
+
+@pytest.mark.parametrize("ids", ["fixed", "varying", "repeated"])
+def test_read_frame_equals_read_parquet(tmp_path, ids):
+    from orthanc_pandas._ops.mirror import read_frame
+
+    df = archive(seed=2)
+    if ids != "fixed":  # instance ids of varying lengths, or one id on two rows
+        values = list(df.index.get_level_values("instance"))
+        values = [v[: 10 + k % 7] for k, v in enumerate(values)] if ids == "varying" \
+            else values[:1] + values[:-1]
+        df.index = pd.MultiIndex.from_arrays(
+            [df.index.get_level_values(lvl) for lvl in LEVELS[:3]]
+            + [pd.Index(values, dtype=STR_DTYPE)], names=LEVELS)
+    df.attrs = {"orthanc": {"last_change": 3}}
+    path = tmp_path / "f.parquet"
+    df.to_parquet(path)
+    fast, slow = read_frame(path), pd.read_parquet(path)
+    pd.testing.assert_frame_equal(fast, slow)
+    assert fast.attrs == slow.attrs == df.attrs
+    for a, b, ca, cb in zip(fast.index.levels, slow.index.levels, fast.index.codes,
+                            slow.index.codes, strict=True):
+        pd.testing.assert_index_equal(a, b)
+        assert ca.dtype == cb.dtype
+    # not a frame with an id index: pd.read_parquet itself
+    df.reset_index().to_parquet(path)
+    pd.testing.assert_frame_equal(read_frame(path), pd.read_parquet(path))
