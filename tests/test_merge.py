@@ -288,3 +288,15 @@ def test_read_frame_equals_read_parquet(tmp_path, ids):
     # not a frame with an id index: pd.read_parquet itself
     df.reset_index().to_parquet(path)
     pd.testing.assert_frame_equal(read_frame(path), pd.read_parquet(path))
+
+
+def test_merge_sorted_puts_a_full_tie_after_the_kept_row():
+    # a new row equal to a kept one in every sort key and id (only ImageComments differs):
+    # the stack has the kept row first, and a stable sort keeps it first
+    old = archive(n_patients=2, seed=6)
+    new = old.iloc[[0, 5]].copy()
+    new["ImageComments"] = pd.array(["dup", "dup"], dtype=old["ImageComments"].dtype)
+    new = _as_built(new, None)
+    fast = merge_sorted(old, new, np.zeros(len(old), bool))
+    assert_same_merge(fast, truth(old, new, set(), set()))
+    assert fast["ImageComments"].iloc[1] == "dup"
