@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from orthanc_pandas._frame.schema import LABELS_COLUMN
@@ -317,13 +318,105 @@ def load_mirror(path: str | os.PathLike) -> tuple[pd.DataFrame, dict] | None:
              f"another format (mirror {info.get('mirror_format')}, frame {info.get('format')}); "
              f"this orthanc-pandas {__version__} reads it anew.", MirrorWarning)
         return None
-    df = pd.read_parquet(path)
+    df = read_frame(path)
     try:
         check_format(df.attrs)
     except FrameFormatError as exc:
         warn(f"op.mirror: {exc} It is read anew.", MirrorWarning)
         return None
     return df, info
+
+
+def read_frame(path: str | os.PathLike) -> pd.DataFrame:
+    """``pd.read_parquet(path)`` of a frame file, with its MultiIndex built faster.
+
+    pandas rebuilds an index from its columns with ``MultiIndex.from_arrays``: a factorize and
+    a sort of every level's values in pandas (1.8 s of 3.3 s for a million instances). Here
+    the table is read by pyarrow, the other columns converted as pandas converts them
+    (``Table.to_pandas`` with the file's pandas metadata, as ``pd.read_parquet`` does), and
+    each index level dictionary-encoded and sorted in Arrow: the same levels (sorted values)
+    and codes. Attributes come back from ``PANDAS_ATTRS`` as ``pd.read_parquet`` restores
+    them. Anything else than an index of several named text columns without missing values
+    is read by ``pd.read_parquet`` itself.
+
+    Examples
+    --------
+    >>> df = read_frame("pacs.parquet")                                 # doctest: +SKIP
+    >>> df.equals(pd.read_parquet("pacs.parquet"))                     # doctest: +SKIP
+    True
+    """
+    table = pq.read_table(path, use_pandas_metadata=True)
+    meta = dict(table.schema.metadata or {})
+    pandas_meta = json.loads(meta.get(b"pandas", b"{}"))
+    names = pandas_meta.get("index_columns") or []
+    if (len(names) < 2 or not all(isinstance(n, str) and n in table.column_names for n in names)
+            or not isinstance(pd.Index([], dtype="str").dtype, pd.StringDtype)
+            or any(not (pa.types.is_string(table.schema.field(n).type)
+                        or pa.types.is_large_string(table.schema.field(n).type))
+                   or table.column(n).null_count for n in names)):
+        return pd.read_parquet(path)
+    levels, codes = [], []
+    for k, name in enumerate(names):
+        column = table.column(name).combine_chunks()
+        # the last level (instance ids: one per row) is sorted whole; the others, with few
+        # values, are dictionary-encoded first and only their distinct values sorted
+        found = _sorted_fixed_width(column) if k == len(names) - 1 else None
+        if found is None:
+            encoded = column.dictionary_encode()
+            order = pc.sort_indices(encoded.dictionary).to_numpy()
+            rank = np.empty(len(order), np.int64)
+            rank[order] = np.arange(len(order))
+            found = encoded.dictionary.take(pa.array(order)), rank[encoded.indices.to_numpy()]
+        values, level_codes = found
+        levels.append(pd.Index(pd.array(values, dtype="str"), name=name))
+        codes.append(level_codes)
+    # the other columns, converted with the pandas metadata of the file minus the index
+    pandas_meta = {**pandas_meta, "index_columns": [],
+                   "columns": [c for c in pandas_meta.get("columns", [])
+                               if c.get("field_name") not in names]}
+    body = table.drop_columns(names)
+    body = body.replace_schema_metadata({**meta, b"pandas": json.dumps(pandas_meta).encode()})
+    df = body.to_pandas()
+    df.index = pd.MultiIndex(levels=levels, codes=codes, names=names, verify_integrity=False)
+    if b"PANDAS_ATTRS" in meta:
+        df.attrs = json.loads(meta[b"PANDAS_ATTRS"])
+    return df
+
+
+def _sorted_fixed_width(column: pa.Array) -> tuple[pa.Array, np.ndarray] | None:
+    """``(sorted distinct values, code of each row)`` of a text column whose values all have
+    the same byte length (Orthanc ids), sorted by numpy as fixed-width bytes: about three
+    times faster than sorting the strings in Arrow or pandas. None for other columns.
+
+    >>> values, codes = _sorted_fixed_width(pa.array(["b", "a", "b"]))
+    >>> values.to_pylist(), codes.tolist()
+    (['a', 'b'], [1, 0, 1])
+    """
+    n = len(column)
+    if not n or column.null_count or not (pa.types.is_string(column.type)
+                                          or pa.types.is_large_string(column.type)):
+        return None
+    offsets = np.frombuffer(column.buffers()[1], dtype=np.int64 if pa.types.is_large_string(
+        column.type) else np.int32)[column.offset:column.offset + n + 1]
+    width = int(offsets[1] - offsets[0])
+    if width <= 0 or not (np.diff(offsets) == width).all():
+        return None
+    data = np.frombuffer(column.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+    if not data[width - 1::width].all():  # a trailing NUL: numpy's bytes would drop it
+        return None
+    fixed = data.view(f"S{width}")
+    order = np.argsort(fixed, kind="stable")  # byte order = code point order for UTF-8
+    ordered = fixed[order]
+    first = np.ones(n, bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    distinct = np.ascontiguousarray(ordered[first])
+    codes = np.empty(n, np.int64)
+    codes[order] = np.cumsum(first) - 1
+    values = pa.Array.from_buffers(
+        pa.large_string(), len(distinct),
+        [None, pa.py_buffer(np.arange(len(distinct) + 1, dtype=np.int64) * width),
+         pa.py_buffer(distinct.view(np.uint8))])
+    return values, codes
 
 
 def write_mirror(df: pd.DataFrame, path: str | os.PathLike, client: OrthancClient, *,

@@ -42,6 +42,13 @@ from orthanc_pandas._frame.level_read import (
     series_resource,
 )
 from orthanc_pandas._frame.matching import decode_criteria
+from orthanc_pandas._frame.merge import (
+    all_missing,
+    is_null_dtype,
+    merge_sorted,
+    na_like,
+    removed_rows,
+)
 from orthanc_pandas._frame.schema import (
     LEVELS,
     ROUTES,
@@ -294,27 +301,8 @@ def fetch_series(client: OrthancClient, series_ids: set[str], typed: bool,
     return build_frame(tables, typed=typed, sort=False)
 
 
-def _is_null_dtype(dtype) -> bool:
-    return isinstance(dtype, pd.ArrowDtype) and pa.types.is_null(dtype.pyarrow_dtype)
-
-
-def _na_like(arr, n: int):
-    """``n`` missing values of ``arr``'s dtype (a fill-take: no Python objects)."""
-    return arr.take(np.full(n, -1, dtype=np.intp), allow_fill=True)
-
-
-def _all_missing(n: int, real: list):
-    """The all-missing column build_frame makes: missing values of the column's own dtype (the
-    schema does not depend on the values), categoricals with the placeholder category."""
-    if real and isinstance(real[0].dtype, pd.CategoricalDtype):
-        return _index.categorical(np.full(n, -1, np.int8), [])
-    if not real:  # only pieces of frames written before the one schema (null[pyarrow])
-        return pd.array(pa.nulls(n, pa.string()), dtype=TEXT_DTYPE)
-    return _na_like(real[0], n)
-
-
 def _as_categorical(arr, n: int) -> pd.Categorical:
-    if arr is None or _is_null_dtype(arr.dtype):
+    if arr is None or is_null_dtype(arr.dtype):
         return pd.Categorical.from_codes(np.full(n, -1, np.int8),
                                          categories=pd.Index([], dtype=STR_DTYPE))
     if isinstance(arr.dtype, pd.CategoricalDtype):
@@ -346,15 +334,15 @@ def _combine(parts: list[pd.DataFrame], typed: bool = True) -> pd.DataFrame:
     data = {}
     for c in columns:
         pieces = [f.get(c) for f in flat]
-        real = [a for a in pieces if a is not None and not _is_null_dtype(a.dtype)]
+        real = [a for a in pieces if a is not None and not is_null_dtype(a.dtype)]
         if not real or all(bool(a.isna().all()) for a in real):
-            data[c] = _all_missing(n, real)
+            data[c] = all_missing(n, real)
         elif any(isinstance(a.dtype, pd.CategoricalDtype) for a in real):
             cats = [_as_categorical(a, len(p)) for a, p in zip(pieces, parts, strict=True)]
             merged = union_categoricals(cats, sort_categories=True, ignore_order=True)
             data[c] = _index.canonical_categorical(merged.remove_unused_categories())
         else:
-            filled = [a if a is not None and not _is_null_dtype(a.dtype) else _na_like(real[0], len(p))
+            filled = [a if a is not None and not is_null_dtype(a.dtype) else na_like(real[0], len(p))
                       for a, p in zip(pieces, parts, strict=True)]
             data[c] = type(filled[0])._concat_same_type(filled) if len(filled) > 1 else filled[0]
     return pd.DataFrame(data, index=index, columns=columns) if columns else pd.DataFrame(index=index)
@@ -387,9 +375,37 @@ def merge_rows(old: pd.DataFrame, new: pd.DataFrame | None, affected_series: Ite
     pandas.DataFrame
         What one ``build_frame`` of the rows would give: same columns, dtypes, categories.
 
+    Notes
+    -----
+    The kept rows of a sorted ``old`` are already in order, so only the new rows are sorted
+    and put in place (:func:`~orthanc_pandas._frame.merge.merge_sorted`): the cost grows with
+    the changed rows, not with the archive. Whatever that cannot do exactly (a frame cut or
+    reordered by pandas, ``keep_only_rows``, dtypes that differ) takes the general path,
+    :func:`merge_rows_by_sort`, which stacks the rows and sorts them all.
+
     Examples
     --------
     >>> merge_rows(old, new, {"series-id"}, set())                    # doctest: +SKIP
+    """
+    if not keep_only_rows and isinstance(old.index, pd.MultiIndex) and \
+            list(old.index.names) == list(LEVELS):
+        remove = removed_rows(old.index, affected_series, deleted)
+        out = merge_sorted(old, new, remove)
+        if out is not None:
+            return out
+    return merge_rows_by_sort(old, new, affected_series, deleted, typed=typed,
+                              keep_only_rows=keep_only_rows)
+
+
+def merge_rows_by_sort(old: pd.DataFrame, new: pd.DataFrame | None, affected_series: Iterable[str],
+                       deleted: Iterable[str], *, typed: bool = True,
+                       keep_only_rows: bool = False) -> pd.DataFrame:
+    """:func:`merge_rows` by stacking the kept and the new rows and sorting them all (any frame;
+    the cost grows with the archive). Same parameters and result.
+
+    Examples
+    --------
+    >>> merge_rows_by_sort(old, new, {"series-id"}, set())            # doctest: +SKIP
     """
     old_ids = old.index.get_level_values("instance")
     affected_rows = old.index.get_level_values("series").isin(list(affected_series))
