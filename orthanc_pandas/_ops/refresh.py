@@ -251,19 +251,27 @@ def _fetch_series_find(client: OrthancClient, series_ids: set[str], typed: bool,
                     for r in page]
 
         lists = _pmap(by_uids, chunks, workers)
-    keep = set(ids)
-    instances = [i for lst in lists for i in lst if i.get("ParentSeries") in keep]
+    return _with_parents(client, series, [i for lst in lists for i in lst], typed, workers)
+
+
+def _with_parents(client: OrthancClient, series: list[dict], instances: list[dict], typed: bool,
+                  workers: int) -> pd.DataFrame:
+    """The rows of ``series`` (expanded resources) and their ``instances``, with their studies
+    and patients read now; series whose study is gone meanwhile, and instances of other
+    series (a find by UID may name another study's), are left out."""
     studies = [st for st in _pmap(lambda st: _get_or_none(client, f"/studies/{st}"),
                                   sorted({row["ParentStudy"] for row in series}), workers) if st]
     patients = [p for p in _pmap(lambda p: _get_or_none(client, f"/patients/{p}"),
                                  sorted({st["ParentPatient"] for st in studies}), workers) if p]
     study_ids = {st["ID"] for st in studies}
     series = [row for row in series if row["ParentStudy"] in study_ids]
+    keep = {row["ID"] for row in series}
     tables = {
         "patient": LevelTable.from_resources("patient", patients),
         "study": LevelTable.from_resources("study", studies),
         "series": LevelTable.from_resources("series", series),
-        "instance": LevelTable.from_resources("instance", instances),
+        "instance": LevelTable.from_resources(
+            "instance", [i for i in instances if i.get("ParentSeries") in keep]),
     }
     return build_frame(tables, typed=typed, sort=False)
 
@@ -284,21 +292,7 @@ def fetch_series(client: OrthancClient, series_ids: set[str], typed: bool,
         return None
     inst_lists = _pmap(lambda s: _get_or_none(client, f"/series/{s['ID']}/instances") or [],
                        series, workers)
-    studies = [s for s in _pmap(lambda st: _get_or_none(client, f"/studies/{st}"),
-                                sorted({s["ParentStudy"] for s in series}), workers) if s]
-    patients = [p for p in _pmap(lambda p: _get_or_none(client, f"/patients/{p}"),
-                                 sorted({s["ParentPatient"] for s in studies}), workers) if p]
-    study_ids = {s["ID"] for s in studies}
-    series = [s for s in series if s["ParentStudy"] in study_ids]
-    series_ids_ok = {s["ID"] for s in series}
-    instances = [i for lst in inst_lists for i in lst if i.get("ParentSeries") in series_ids_ok]
-    tables = {
-        "patient": LevelTable.from_resources("patient", patients),
-        "study": LevelTable.from_resources("study", studies),
-        "series": LevelTable.from_resources("series", series),
-        "instance": LevelTable.from_resources("instance", instances),
-    }
-    return build_frame(tables, typed=typed, sort=False)
+    return _with_parents(client, series, [i for lst in inst_lists for i in lst], typed, workers)
 
 
 def _as_categorical(arr, n: int) -> pd.Categorical:
