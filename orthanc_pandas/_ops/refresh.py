@@ -62,7 +62,12 @@ from orthanc_pandas._http.changes import is_content_change
 from orthanc_pandas._http.client import OrthancClient
 from orthanc_pandas._ops.labels import archive_label_sets, label_map, labels_from_map
 from orthanc_pandas._ops.provenance import STAT_KEYS, check_format
-from orthanc_pandas._ops.read_levels import LevelReader, fill_statuses, find_instance_content
+from orthanc_pandas._ops.read_levels import (
+    PARENT_FIND_CONTENT,
+    LevelReader,
+    fill_statuses,
+    find_instance_content,
+)
 from orthanc_pandas._ops.selection import select
 from orthanc_pandas._util.fanout import fan_out, worker_count
 from orthanc_pandas._util.warn import warn
@@ -192,28 +197,68 @@ class FrameRows:
         return set(level[np.unique(codes[codes >= 0])].tolist())
 
 
-def _series_under(client: OrthancClient, level: str, rid: str) -> list[str]:
-    """The series ids under a study or patient now (none if it is gone). Extended find asks
-    for ids only (1.13 at 1M instances: 0.05 s, where ``GET /patients/{id}/series`` expands
-    each series with its status: 0.95 s)."""
+def _series_under(client: OrthancClient, level: str, rid: str) -> dict[str, str]:
+    """The series under a study or patient now, as ``{series id: study id}`` (empty if it is
+    gone). Extended find asks for ids and parents only (1.13 at 1M instances: 0.05 s, where
+    ``GET /patients/{id}/series`` expands each series with its status: 0.95 s)."""
     if client.capabilities().extended_find:
         key = {"study": "ParentStudy", "patient": "ParentPatient"}[level]
-        return list(client.post_json("/tools/find", {"Level": "Series", "Query": {}, key: rid}))
-    return [s["ID"] for s in _get_or_none(client, f"/{ROUTES[level]}/{rid}/series") or []]
+        found = client.post_json("/tools/find", {"Level": "Series", "Query": {}, key: rid,
+                                                 "ResponseContent": ["Parent"]})
+        return {r["ID"]: r["ParentStudy"] for r in found}
+    return {s["ID"]: s["ParentStudy"]
+            for s in _get_or_none(client, f"/{ROUTES[level]}/{rid}/series") or []}
 
 
-#: series per request above which the instances of the series to read again are asked in one
-#: find by their UIDs rather than one find per series (1.13, 1M instances: a find by
-#: ParentSeries 0.25-0.35 s each, one by a list of 20 UIDs 0.8 s)
+#: series per request from which the instances of the series to read again are asked in one
+#: find by their UIDs rather than one find per series (1.13, 1M instances, SQLite index as
+#: Orthanc leaves it: a find by ParentSeries 0.25-0.35 s, one by a list of 20 UIDs 0.8 s; with
+#: ``ANALYZE`` statistics 0.004 s and 0.1 s)
 _BY_UID_FROM = 3
+#: values per list-matching find (UIDs, PatientIDs)
 _UIDS_PER_FIND = 200
+
+
+def _listable(value) -> bool:
+    """Whether ``value`` can be one item of a list-matching find: not empty (universal
+    matching), no wildcard and no backslash (the list separator).
+
+    Examples
+    --------
+    >>> [_listable(v) for v in ["1.2.3", "", "PAT*", "A\\B", None]]
+    [True, False, False, False, False]
+    """
+    return bool(value) and not set(str(value)) & set("*?\\")
+
+
+def _find_by_values(client: OrthancClient, level: str, tag: str, values, content: list[str],
+                    workers: int, **body) -> list[dict]:
+    """The resources of ``level`` whose ``tag`` is one of ``values`` (each :func:`_listable`),
+    by list matching, :data:`_UIDS_PER_FIND` values per find. Orthanc answers these through
+    its identifier index: the cost grows with the values asked, not with the archive."""
+    values = sorted({str(v) for v in values})
+    chunks = [values[k:k + _UIDS_PER_FIND] for k in range(0, len(values), _UIDS_PER_FIND)]
+    pages = _pmap(lambda chunk: client.post_json("/tools/find", {
+        "Level": level, "Query": {tag: "\\".join(chunk)}, "ResponseContent": content, **body}),
+        chunks, workers)
+    return [r for page in pages for r in page]
 
 
 def _fetch_series_find(client: OrthancClient, series_ids: set[str], typed: bool,
                        study_of: dict[str, str]) -> pd.DataFrame | None:
-    """:func:`fetch_series` on a server with extended find: a few finds for all the series,
-    not the per-series GETs whose series status 1.13 computes by reading the metadata of
-    every instance of the archive (0.8 s per ``GET /series/{id}`` at 1M instances)."""
+    """:func:`fetch_series` on a server with extended find: a few finds whatever the number of
+    series, each answered through an index of the server. Never the per-series GETs, whose
+    series status 1.13 computes by reading the metadata of every instance of the archive
+    (0.8 s per ``GET /series/{id}`` at 1M instances), nor ``GET /studies/{id}`` and
+    ``GET /patients/{id}`` (0.09 s each there), nor an instance count asked per study
+    (0.07 s per find there, whatever it names).
+
+    The series rows are found by their study; their instance counts by one find by their
+    UIDs; their instances by ``ParentSeries`` for one or two series, else by their UIDs
+    (another patient's series may reuse a UID: rows are kept by ``ParentSeries``, and the
+    page total counts that series too); their studies and patients by StudyInstanceUID and
+    PatientID lists (ids the lists miss are asked one by one).
+    """
     workers = worker_count(None, pool_size=client.pool_size)
     wanted = set(series_ids)
     missing = sorted(s for s in wanted if s not in study_of)
@@ -224,45 +269,79 @@ def _fetch_series_find(client: OrthancClient, series_ids: set[str], typed: bool,
     labels = ["Labels"] if client.capabilities().labels else []
     pages = _pmap(lambda st: [r for page in client.iter_find(
         "Series", SERIES_FIND_CONTENT + labels, total=10 ** 12, ParentStudy=st,
-        RequestedTags=[SERIES_COUNT_TAG]) for r in page], sorted(set(study_of.values())), workers)
-    rows = [series_resource(r) for page in pages for r in page if r["ID"] in wanted]
-    series = [row for row, _ in rows]
-    if not series:
+        RequestedTags=list(_PARENT_KEYS.values())) for r in page],
+        sorted(set(study_of.values())), workers)
+    hits = [r for page in pages for r in page if r["ID"] in wanted]
+    if not hits:
         return None
+    uid_of = {r["ID"]: (r.get("MainDicomTags") or {}).get("SeriesInstanceUID", "") for r in hits}
+    # every series with these UIDs, another study's that reuses one included: its count too
+    same_uid = _find_by_values(client, "Series", "SeriesInstanceUID",
+                               [u for u in uid_of.values() if _listable(u)], ["MainDicomTags"],
+                               workers, RequestedTags=[SERIES_COUNT_TAG])
+    count = {r["ID"]: int(r["RequestedTags"][SERIES_COUNT_TAG]) for r in same_uid}
+    per_uid: dict[str, int] = {}
+    for r in same_uid:
+        uid = (r.get("MainDicomTags") or {}).get("SeriesInstanceUID", "")
+        per_uid[uid] = per_uid.get(uid, 0) + count[r["ID"]]
+    series, parents = [], {}
+    for r in hits:
+        tags = r.get("RequestedTags") or {}
+        parents[r["ID"]] = {level: tags.get(key, "") for level, key in _PARENT_KEYS.items()}
+        tags = {**tags, SERIES_COUNT_TAG: count.get(r["ID"], 10 ** 12)}
+        series.append(series_resource({**r, "RequestedTags": tags})[0])
     fill_statuses(client, series)
     content = find_instance_content(client)
     ids = [row["ID"] for row in series]
-    if len(ids) < _BY_UID_FROM:
-        expected = dict(((row["ID"], n) for row, n in rows))
-        lists = _pmap(lambda sid: [r for page in client.iter_find(
-            "Instance", content, total=expected[sid], ParentSeries=sid) for r in page], ids, workers)
-    else:
-        uids = sorted({(row.get("MainDicomTags") or {}).get("SeriesInstanceUID", "") for row in series})
-        chunks = [uids[k:k + _UIDS_PER_FIND] for k in range(0, len(uids), _UIDS_PER_FIND)]
+    one_by_one = [s for s in ids if len(ids) < _BY_UID_FROM or s not in count]
+    lists = _pmap(lambda sid: [r for page in client.iter_find(
+        "Instance", content, total=count.get(sid, 10 ** 12), ParentSeries=sid) for r in page],
+        one_by_one, workers)
+    uids = sorted({uid_of[s] for s in ids if s not in set(one_by_one)})
+    chunks = [uids[k:k + _UIDS_PER_FIND] for k in range(0, len(uids), _UIDS_PER_FIND)]
+    lists += _pmap(lambda chunk: [r for page in client.iter_find(
+        "Instance", content, total=sum(per_uid.get(u, 0) for u in chunk),
+        Query={"SeriesInstanceUID": "\\".join(chunk)}) for r in page], chunks, workers)
+    return _with_parents(client, series, [i for lst in lists for i in lst], typed, workers,
+                         parents=parents)
 
-        def by_uids(chunk):
-            query = {"SeriesInstanceUID": "\\".join(chunk)}
-            # every series with these UIDs (another study may reuse one): the exact total
-            total = sum(int((r.get("RequestedTags") or {}).get(SERIES_COUNT_TAG, 0))
-                        for r in client.post_json("/tools/find", {
-                            "Level": "Series", "Query": query, "ResponseContent": [],
-                            "RequestedTags": [SERIES_COUNT_TAG]}))
-            return [r for page in client.iter_find("Instance", content, total=total, Query=query)
-                    for r in page]
 
-        lists = _pmap(by_uids, chunks, workers)
-    return _with_parents(client, series, [i for lst in lists for i in lst], typed, workers)
+#: the identifier of each parent level, asked with the series (``RequestedTags``) so that the
+#: studies and patients are found by list matching
+_PARENT_KEYS = {"study": "StudyInstanceUID", "patient": "PatientID"}
+
+
+def _parents_by_find(client: OrthancClient, level: str, ids: set[str], keys, workers: int) -> list[dict]:
+    """The resources ``ids`` of ``level`` (study or patient) as extended find gives them
+    (:data:`PARENT_FIND_CONTENT`), found by the identifiers ``keys``; those the lists do not
+    bring (an identifier that cannot be listed, a normalised value) by ``GET``."""
+    tag = _PARENT_KEYS[level]
+    listed = [k for k in keys if _listable(k)]
+    got = [r for r in _find_by_values(client, level.capitalize(), tag, listed,
+                                      PARENT_FIND_CONTENT[level], workers) if r["ID"] in ids]
+    rest = sorted(ids - {r["ID"] for r in got})
+    return got + [r for r in _pmap(lambda i: _get_or_none(client, f"/{ROUTES[level]}/{i}"),
+                                   rest, workers) if r]
 
 
 def _with_parents(client: OrthancClient, series: list[dict], instances: list[dict], typed: bool,
-                  workers: int) -> pd.DataFrame:
+                  workers: int, parents: dict[str, dict] | None = None) -> pd.DataFrame:
     """The rows of ``series`` (expanded resources) and their ``instances``, with their studies
     and patients read now; series whose study is gone meanwhile, and instances of other
-    series (a find by UID may name another study's), are left out."""
-    studies = [st for st in _pmap(lambda st: _get_or_none(client, f"/studies/{st}"),
-                                  sorted({row["ParentStudy"] for row in series}), workers) if st]
-    patients = [p for p in _pmap(lambda p: _get_or_none(client, f"/patients/{p}"),
-                                 sorted({st["ParentPatient"] for st in studies}), workers) if p]
+    series (a find by UID may name another study's), are left out. ``parents`` (series id ->
+    ``{"study": StudyInstanceUID, "patient": PatientID}``, extended find only) finds the
+    studies and patients by list matching instead of one GET each."""
+    study_ids = {row["ParentStudy"] for row in series}
+    if parents is not None:
+        studies = _parents_by_find(client, "study", study_ids,
+                                   {p["study"] for p in parents.values()}, workers)
+        patients = _parents_by_find(client, "patient", {st["ParentPatient"] for st in studies},
+                                    {p["patient"] for p in parents.values()}, workers)
+    else:
+        studies = [st for st in _pmap(lambda st: _get_or_none(client, f"/studies/{st}"),
+                                      sorted(study_ids), workers) if st]
+        patients = [p for p in _pmap(lambda p: _get_or_none(client, f"/patients/{p}"),
+                                     sorted({st["ParentPatient"] for st in studies}), workers) if p]
     study_ids = {st["ID"] for st in studies}
     series = [row for row in series if row["ParentStudy"] in study_ids]
     keep = {row["ID"] for row in series}
@@ -652,9 +731,11 @@ def _changed_rows(client: OrthancClient, since: int, frame: FrameRows, *, typed:
         known = frame.series_of(changed["instance"])  # the changed instances the frame holds
         affected |= set(known.values())
         # study / patient entries: the series under them now
+        under: dict[str, str] = {}  # series -> study, for series the frame may not hold
         for level in ("study", "patient"):
             for rid in changed[level]:
-                affected |= set(_series_under(client, level, rid))
+                under.update(_series_under(client, level, rid))
+        affected |= set(under)
         if by_counts:
             server_ids = None
             deleted = set()
@@ -662,7 +743,7 @@ def _changed_rows(client: OrthancClient, since: int, frame: FrameRows, *, typed:
             server_ids = set(client.list_ids("instances"))
             deleted = frame.instance_ids() - server_ids
             affected |= set(frame.series_of(deleted).values())
-        study_of = frame.study_of_series(affected)
+        study_of = {**under, **frame.study_of_series(affected)}
         new = fetch_series(client, affected, typed, study_of) if affected else None
         if not keep_only_rows:
             # new instances in series not yet known (changes may name only the instance)
