@@ -73,7 +73,6 @@ def _ensure_cached(name: str, *, root=None, extra_main_dicom_tags=None) -> Path:
     return storage
 
 
-@contextlib.contextmanager
 def sqlite_statistics(index: Path, analyze: bool) -> None:
     """Give the SQLite index at ``index`` the planner statistics of ``ANALYZE``, or remove
     them (the state Orthanc leaves an index in: it never runs ``ANALYZE``). With the server
@@ -94,6 +93,7 @@ def sqlite_statistics(index: Path, analyze: bool) -> None:
         con.close()
 
 
+@contextlib.contextmanager
 def archive_server(name: str = "20k", *, root=None, extra_main_dicom_tags=None, in_place=False,
                    ingest_root="same", sqlite_stats: str | None = None, **kwargs):
     """A started LocalOrthanc on a private copy of the generated archive ``name``.

@@ -280,3 +280,31 @@ def test_changed_series_read_by_uids_or_one_by_one_equal_a_fresh_read(server, mo
     assert uids.max() == 2  # the test really made two series share a UID
     assert len(refreshed) == len(df) + 5
     assert_same(refreshed, fresh)
+
+
+@pytest.mark.parametrize("by_uid_from", [1, 10 ** 9], ids=["by-uids", "one-by-one"])
+def test_new_series_whose_patient_ids_cannot_be_listed_equal_a_fresh_read(server, monkeypatch,
+                                                                          by_uid_from):
+    """With extended find the studies and patients of the changed series are found by
+    StudyInstanceUID and PatientID lists. A PatientID a list cannot carry (empty: universal
+    matching; a wildcard) is asked by GET instead. Either way the rows are a fresh read's, and
+    no study or listable patient is asked one by one."""
+    from orthanc_pandas._ops import refresh as refresh_module
+
+    monkeypatch.setattr(refresh_module, "_BY_UID_FROM", by_uid_from)
+    client = op.OrthancClient(server.url)
+    df = op.read_orthanc(client)
+    for seed, pid in [("e", ""), ("w", "P*7"), ("n", "P5")]:
+        server.upload_bytes([to_bytes(d) for d in _series(seed, patient_id=pid, series_number=7)])
+    sent: list[tuple[str, str]] = []
+    client.session.hooks["response"].append(
+        lambda r, *a, **k: sent.append((r.request.method, r.request.path_url.split("?")[0])))
+    refreshed = refresh_module.refresh(df, client)
+    fresh = op.read_orthanc(server.url)
+    # the server kept the three ids (the empty one reads as missing)
+    assert set(fresh.PatientID.dropna()) == {"P*7", "P5", "P1", "P2"} and fresh.PatientID.isna().any()
+    assert_same(refreshed, fresh)
+    if client.capabilities().extended_find:
+        parents = [p.split("/")[1] for m, p in sent if m == "GET" and p.count("/") == 2
+                   and p.split("/")[1] in ("studies", "patients")]
+        assert parents == ["patients", "patients"]  # "" and "P*7" only
