@@ -684,7 +684,13 @@ def _counts(stats: dict) -> tuple:
     return tuple(int(stats[STAT_KEYS[level]]) for level in LEVELS)
 
 
-def series_instance_counts(client: OrthancClient, *, page_size: int = 5000) -> dict[str, int]:
+#: series per page of the count pass: Orthanc pages by offset, so each page of counts costs
+#: the pages before it again (1.13, 20,000 series at 1M instances: 1.7 s in pages of 5,000,
+#: 0.63 s in one); an ID and a number are ~70 bytes of JSON per series
+COUNT_PAGE = 50_000
+
+
+def series_instance_counts(client: OrthancClient, *, page_size: int = COUNT_PAGE) -> dict[str, int]:
     """Every series id of the server with its number of instances, from extended
     ``/tools/find`` at series level (``RequestedTags`` ``NumberOfSeriesRelatedInstances``):
     one paged pass over the series, no instance listed (cost grows with the series)."""
