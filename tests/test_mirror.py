@@ -221,6 +221,26 @@ def test_another_server_at_the_same_url_is_detected(orthanc_factory, tmp_path, m
     assert not {"A1", "A2"} & set(got.PatientID)
 
 
+def test_deleting_the_newest_patient_reads_anew_and_says_why(server, tmp_path):
+    """Orthanc deletes a resource's change entries with it: deleting the newest patient moves
+    the change sequence back, which the log alone cannot tell from a restored backup. The
+    mirror reads anew (exact), and its warning names the deletion as a cause."""
+    path = tmp_path / "pacs.parquet"
+    op.mirror(server.url, path)
+    client = op.OrthancClient(server.url)
+    before = client.last_change()
+    server.upload_bytes(_series("n", n=3, patient_id="P9"))
+    op.mirror(server.url, path)
+    newest = next(p["ID"] for p in client.get_json("/patients?expand")
+                  if p["MainDicomTags"]["PatientID"] == "P9")
+    client.delete(f"/patients/{newest}")
+    assert client.last_change() == before  # what makes it look like a restored backup
+    with pytest.warns(MirrorWarning, match="newest resources were deleted"):
+        got = op.mirror(server.url, path)
+    assert_same(got, _fresh(server.url))
+    assert "P9" not in set(got.PatientID)
+
+
 def test_a_file_that_is_not_a_mirror_is_never_overwritten(server, tmp_path):
     plain = tmp_path / "export.parquet"
     _fresh(server.url).to_parquet(plain)

@@ -558,7 +558,9 @@ def _why_read_anew(old: pd.DataFrame, info: dict, client: OrthancClient) -> str 
                 f"was written from {server.get('name')!r})")
     if seq < mine:
         return (f"the server's change sequence ({seq}) is behind the mirror's ({mine}): its "
-                "database was restored from a backup or replaced, or another server answers here")
+                "database was restored from a backup or replaced, or another server answers "
+                "here, or the newest resources were deleted (Orthanc drops their change "
+                "entries, and the log alone cannot tell that from a restored backup)")
     anchor = server.get("anchor")
     if anchor:
         now = _anchor(client, anchor["seq"])
