@@ -231,16 +231,26 @@ def _listable(value) -> bool:
     return bool(value) and not set(str(value)) & set("*?\\")
 
 
+#: the identifier of each parent level, asked with the series (``RequestedTags``) so that the
+#: studies and patients are found by list matching
+_PARENT_KEYS = {"study": "StudyInstanceUID", "patient": "PatientID"}
+
+
+def _value_lists(values) -> list[str]:
+    """``values`` (each :func:`_listable`) as list-matching queries (``a\\b\\c``), sorted and
+    unique, :data:`_UIDS_PER_FIND` per query."""
+    values = sorted({str(v) for v in values})
+    return ["\\".join(values[k:k + _UIDS_PER_FIND]) for k in range(0, len(values), _UIDS_PER_FIND)]
+
+
 def _find_by_values(client: OrthancClient, level: str, tag: str, values, content: list[str],
                     workers: int, **body) -> list[dict]:
     """The resources of ``level`` whose ``tag`` is one of ``values`` (each :func:`_listable`),
-    by list matching, :data:`_UIDS_PER_FIND` values per find. Orthanc answers these through
-    its identifier index: the cost grows with the values asked, not with the archive."""
-    values = sorted({str(v) for v in values})
-    chunks = [values[k:k + _UIDS_PER_FIND] for k in range(0, len(values), _UIDS_PER_FIND)]
-    pages = _pmap(lambda chunk: client.post_json("/tools/find", {
-        "Level": level, "Query": {tag: "\\".join(chunk)}, "ResponseContent": content, **body}),
-        chunks, workers)
+    by list matching (:func:`_value_lists`). Orthanc answers these through its identifier
+    index: the cost grows with the values asked, not with the archive."""
+    pages = _pmap(lambda query: client.post_json("/tools/find", {
+        "Level": level, "Query": {tag: query}, "ResponseContent": content, **body}),
+        _value_lists(values), workers)
     return [r for page in pages for r in page]
 
 
@@ -279,11 +289,12 @@ def _fetch_series_find(client: OrthancClient, series_ids: set[str], typed: bool,
     same_uid = _find_by_values(client, "Series", "SeriesInstanceUID",
                                [u for u in uid_of.values() if _listable(u)], ["MainDicomTags"],
                                workers, RequestedTags=[SERIES_COUNT_TAG])
-    count = {r["ID"]: int(r["RequestedTags"][SERIES_COUNT_TAG]) for r in same_uid}
+    count: dict[str, int] = {}
     per_uid: dict[str, int] = {}
     for r in same_uid:
+        count[r["ID"]] = n = int(r["RequestedTags"][SERIES_COUNT_TAG])
         uid = (r.get("MainDicomTags") or {}).get("SeriesInstanceUID", "")
-        per_uid[uid] = per_uid.get(uid, 0) + count[r["ID"]]
+        per_uid[uid] = per_uid.get(uid, 0) + n
     series, parents = [], {}
     for r in hits:
         tags = r.get("RequestedTags") or {}
@@ -297,18 +308,13 @@ def _fetch_series_find(client: OrthancClient, series_ids: set[str], typed: bool,
     lists = _pmap(lambda sid: [r for page in client.iter_find(
         "Instance", content, total=count.get(sid, 10 ** 12), ParentSeries=sid) for r in page],
         one_by_one, workers)
-    uids = sorted({uid_of[s] for s in ids if s not in set(one_by_one)})
-    chunks = [uids[k:k + _UIDS_PER_FIND] for k in range(0, len(uids), _UIDS_PER_FIND)]
-    lists += _pmap(lambda chunk: [r for page in client.iter_find(
-        "Instance", content, total=sum(per_uid.get(u, 0) for u in chunk),
-        Query={"SeriesInstanceUID": "\\".join(chunk)}) for r in page], chunks, workers)
+    by_uid = set(ids) - set(one_by_one)
+    lists += _pmap(lambda query: [r for page in client.iter_find(
+        "Instance", content, total=sum(per_uid.get(u, 0) for u in query.split("\\")),
+        Query={"SeriesInstanceUID": query}) for r in page],
+        _value_lists(uid_of[s] for s in by_uid), workers)
     return _with_parents(client, series, [i for lst in lists for i in lst], typed, workers,
                          parents=parents)
-
-
-#: the identifier of each parent level, asked with the series (``RequestedTags``) so that the
-#: studies and patients are found by list matching
-_PARENT_KEYS = {"study": "StudyInstanceUID", "patient": "PatientID"}
 
 
 def _parents_by_find(client: OrthancClient, level: str, ids: set[str], keys, workers: int) -> list[dict]:
