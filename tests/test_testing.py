@@ -72,3 +72,17 @@ def test_fast_stop_still_closes_a_kept_storage_gracefully(orthanc_available, tmp
     server.stop(fast=True)  # the storage outlives the server: its index is closed cleanly
     assert process.returncode == 0
     assert (tmp_path / "store").is_dir()
+
+
+def test_a_port_held_by_another_server_is_never_taken_for_ours(orthanc_available):
+    """Two servers handed the same free port (the kernel may give a just-closed port to the
+    next caller; CI once met it across xdist workers): the second must not take the first's
+    answers as its own start, which let a test SIGSTOP a dead process and talk to a stranger."""
+    from orthanc_pandas.errors import OrthancPandasError
+
+    with LocalOrthanc(config={"Name": "first"}) as first:
+        second = LocalOrthanc(port=first.port, startup_timeout=20, config={"Name": "second"})
+        with pytest.raises(OrthancPandasError, match="did not start"):
+            second.start()
+        assert second.process is None
+        assert first.client().system()["Name"] == "first"  # the first is untouched

@@ -220,6 +220,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _listens_on(pid: int, port: int) -> bool | None:
+    """Whether process ``pid`` holds the socket listening on TCP ``port`` (Linux ``/proc``);
+    None when this cannot be told (no ``/proc``, no permission)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()  # sl local_address rem_address st ... inode
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return None
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return None
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) in inodes:
+                return True
+    return False
+
+
 def _end_process(p: subprocess.Popen, sig: int, timeout: float) -> None:
     """Send ``sig`` and wait; kill the process if it has not ended after ``timeout`` seconds."""
     if p.poll() is None:
@@ -499,9 +525,14 @@ class LocalOrthanc:
                     return False
                 try:
                     client.get_json("/system")
-                    return True
                 except OrthancPandasError:
                     time.sleep(0.05)
+                    continue
+                # an answer from another server handed the same port (ours then fails to bind
+                # and exits): keep waiting, the exit is seen above and the start is retried
+                if _listens_on(self.process.pid, self.port) is not False:
+                    return True
+                time.sleep(0.05)
             return False
         finally:
             client.close()
