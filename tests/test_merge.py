@@ -166,12 +166,14 @@ def truth(old: pd.DataFrame, new: pd.DataFrame | None, affected: set, deleted: s
     for c in stacked.columns:
         if c not in cats and stacked[c].isna().all():
             stacked[c] = stacked[c].array.take(np.full(len(stacked), -1), allow_fill=True)
-    # the index pandas makes of the stack: MultiIndex.append (sorted union of the levels),
-    # then remove_unused_levels (values in order of first appearance when one went unused)
+    # the index with the sorted levels of its values, whatever the levels of the pieces were
+    # (MultiIndex.from_arrays factorizes each level sorted)
     index = parts[0].index
     for p in parts[1:]:
         index = index.append(p.index)
-    stacked.index = index.remove_unused_levels()
+    stacked.index = pd.MultiIndex.from_arrays(
+        [pd.Index(np.asarray(index.get_level_values(k), dtype=object), dtype=STR_DTYPE)
+         for k in range(index.nlevels)], names=index.names)
     return sort_frame(stacked)
 
 
@@ -255,7 +257,7 @@ def test_merge_sorted_large_level_paths(monkeypatch, scenario):
     # comparison on demand) on a small frame: every level counts as large
     monkeypatch.setattr("orthanc_pandas._frame.merge.LARGE_LEVEL", 0)
     old = archive(seed=5)
-    for seed in range(2):  # the second merge starts from the first's (unsorted) levels
+    for seed in range(2):  # the second merge starts from the first's result
         new, affected, deleted = changes(old, 20 + seed, **SCENARIOS[scenario])
         fast = merge_sorted(old, new, removed_rows(old.index, affected, deleted))
         assert fast is not None
@@ -288,6 +290,21 @@ def test_read_frame_equals_read_parquet(tmp_path, ids):
     # not a frame with an id index: pd.read_parquet itself
     df.reset_index().to_parquet(path)
     pd.testing.assert_frame_equal(read_frame(path), pd.read_parquet(path))
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_merge_sorted_sorts_the_levels_of_a_frame_from_elsewhere(monkeypatch, large):
+    # an old frame whose levels are in any order (built by hand, or by an older version in
+    # order of first appearance): the merge gives the sorted levels a fresh read has
+    if large:
+        monkeypatch.setattr("orthanc_pandas._frame.merge.LARGE_LEVEL", 0)
+    old = _as_built(archive(seed=8), np.random.default_rng(8))
+    assert not all(level.is_monotonic_increasing for level in old.index.levels)
+    new, affected, deleted = changes(old, 8)
+    fast = merge_sorted(old, new, removed_rows(old.index, affected, deleted))
+    assert fast is not None
+    assert all(level.is_monotonic_increasing for level in fast.index.levels)
+    assert_same_merge(fast, truth(old, new, affected, deleted))
 
 
 def test_merge_sorted_puts_a_full_tie_after_the_kept_row():

@@ -164,6 +164,16 @@ def _union_sorted(old: pd.Index, new: pd.Index, new_at: np.ndarray
     return union, old_to, new_to
 
 
+def _is_sorted(level: pd.Index) -> bool:
+    """``level.is_monotonic_increasing`` of an index level, compared in Arrow: pandas builds
+    its engine first, an object array of a million ids (~0.1 s per update)."""
+    if len(level) < max(LARGE_LEVEL, 2):
+        return bool(level.is_monotonic_increasing)
+    values = _arrow(level)
+    n = len(values)
+    return bool(pc.all(pc.less_equal(values.slice(0, n - 1), values.slice(1))).as_py())
+
+
 def _sorted_level(level: pd.Index) -> tuple[pd.Index, np.ndarray]:
     """``level`` sorted (in Arrow) and where each of its values went."""
     order = pc.sort_indices(_arrow(level)).to_numpy()
@@ -173,79 +183,37 @@ def _sorted_level(level: pd.Index) -> tuple[pd.Index, np.ndarray]:
 
 
 def _level_union(lo: pd.Index, oc: np.ndarray, removed_at: np.ndarray, ln: pd.Index | None,
-                 nc: np.ndarray | None) -> tuple[pd.Index, np.ndarray, np.ndarray, bool, bool]:
-    """One index level of the stack of the kept rows and ``new``, as ``MultiIndex.append``
-    makes it: ``(union, old codes into it, new codes into it, whether it is sorted, whether
-    every value is used by the kept and the new rows)``.
+                 nc: np.ndarray | None) -> tuple[pd.Index, np.ndarray, np.ndarray, np.ndarray]:
+    """One index level of the kept rows and ``new``: ``(sorted union of the two levels, old
+    codes into it, new codes into it, which of its values the kept or the new rows use)``.
 
-    ``append`` gives the sorted union of the two levels (``Index.union``), or the old level as
-    it is when both are equal; the union is only sorted here when every value stays used (else
-    ``remove_unused_levels`` orders the values by first appearance and the union's order does
-    not matter), so an unsorted old level is sorted only when it must be.
+    Merged frames keep their levels sorted (as a mirror file loads them): an unsorted old
+    level (a frame from elsewhere, or a fresh read, whose levels follow the rows) is sorted
+    once here, and the caller drops the unused values, which keeps a level sorted. A level in
+    order of first appearance instead cost a sort of the million instance ids (~0.8 s) on
+    the update after each deletion. The level order is not part of a frame's value
+    (``equals`` and ``assert_frame_equal`` compare the rows).
     """
-    counts = np.bincount(oc, minlength=len(lo))
-    if len(removed_at):
-        counts -= np.bincount(oc[removed_at], minlength=len(lo))
-    used = counts > 0
-    ordered = bool(lo.is_monotonic_increasing)
-    if ln is None:
-        return lo, oc, np.zeros(0, np.int64), ordered, bool(used.all())
-    if lo.equals(ln):
-        used |= np.bincount(nc, minlength=len(lo)) > 0
-        return lo, oc, nc.astype(np.int64), ordered, bool(used.all())
-    used_new = np.bincount(nc, minlength=len(ln)) > 0
-    new_at = _lookup(lo, ln, ordered)
-    used[new_at[(new_at >= 0) & used_new]] = True
-    every = bool(used.all() and used_new[new_at < 0].all())
-    if every and not ordered:
+    if not _is_sorted(lo):
         lo, to = _sorted_level(lo)
         oc = to[oc]
-        new_at = np.where(new_at >= 0, to[np.maximum(new_at, 0)], -1)
-        ordered = True
-    if ordered and (every or len(lo) < LARGE_LEVEL):
+    if ln is None:
+        union, new_codes = lo, np.zeros(0, np.int64)
+    elif lo.equals(ln):
+        union, new_codes = lo, nc.astype(np.int64)
+    else:
+        new_at = _lookup(lo, ln, True)
         union, old_to, new_to = _union_sorted(lo, ln, new_at)
-    else:  # the order does not matter (first appearance decides): old values, then the others
-        ordered = ordered and not (new_at < 0).any()
-        extra = np.flatnonzero(new_at < 0)
-        union = _concat_index([lo, ln[extra]]) if len(extra) else lo
-        old_to = None
-        new_to = new_at.copy()
-        new_to[extra] = len(lo) + np.arange(len(extra))
-    if old_to is not None and len(union) != len(lo):
-        oc = old_to[oc]
-    return union, oc, new_to[nc], ordered, every
-
-
-def _take_level(union: pd.Index, first: np.ndarray, n_old: int) -> pd.Index:
-    """``union.take(first)``; when ``union`` is the old level followed by the new values (two
-    chunks), the old values are taken from the old level alone (a take across chunks costs
-    twice as much on a million ids)."""
-    chunked = getattr(union.array, "_pa_array", None)
-    if not isinstance(chunked, pa.ChunkedArray) or chunked.num_chunks < 2 or len(first) < LARGE_LEVEL:
-        return union.take(first)
-    head = chunked.slice(0, n_old).combine_chunks()
-    old_part = first < n_old
-    cut = int(np.argmin(old_part)) if not old_part.all() else len(first)
-    if old_part[cut:].any():  # not old values first, then new ones: no shortcut
-        return union.take(first)
-    pieces = [head.take(pa.array(first[:cut]))]
-    if cut < len(first):
-        pieces.append(chunked.take(pa.array(first[cut:])).combine_chunks())
-    return pd.Index(pd.array(pa.chunked_array(pieces, type=chunked.type), dtype=union.dtype),
-                    name=union.name)
-
-
-class _LevelValues:
-    """The values of an index level at rows (codes into it), taken on demand."""
-
-    def __init__(self, level: pd.Index, codes: np.ndarray):
-        self.level, self.codes = level, codes
-
-    def __len__(self) -> int:
-        return len(self.codes)
-
-    def take(self, positions: np.ndarray):
-        return self.level.array.take(self.codes[positions])
+        if len(union) != len(lo):
+            oc = old_to[oc]
+        new_codes = new_to[nc]
+    counts = np.bincount(oc, minlength=len(union))
+    if len(removed_at):
+        counts -= np.bincount(oc[removed_at], minlength=len(union))
+    used = counts > 0
+    if len(new_codes):
+        used[new_codes] = True
+    return union, oc, new_codes, used
 
 
 def _concat_index(parts: list[pd.Index]) -> pd.Index:
@@ -444,23 +412,17 @@ def merge_sorted(old: pd.DataFrame, new: pd.DataFrame | None, remove: np.ndarray
             if isinstance(a.dtype, pd.CategoricalDtype)}
 
     # --- index levels: unions, old codes and new codes into them
-    levels, old_lcodes, new_lcodes, level_keys, all_used = [], [], [], [], []
+    levels, old_lcodes, new_lcodes, level_keys, level_used = [], [], [], [], []
     for i in range(len(LEVELS)):
-        union, oc, nc, ordered, used = _level_union(
+        union, oc, nc, used = _level_union(
             old.index.levels[i], np.asarray(old.index.codes[i]), removed_at,
             new.index.levels[i] if new is not None else None,
             np.asarray(new.index.codes[i]) if new is not None else None)
         levels.append(union)
         old_lcodes.append(oc)
         new_lcodes.append(nc)
-        all_used.append(used)
-        both = np.concatenate([oc, nc]).astype(np.int64)
-        if ordered:
-            level_keys.append(_Key(both))
-        elif len(union) < LARGE_LEVEL:
-            level_keys.append(_Key(_sorted_level(union)[1][both]))
-        else:  # a large unsorted level: compared by value where the other keys tie
-            level_keys.append(_Key(old=_LevelValues(union, oc), new=_LevelValues(union, nc)))
+        level_used.append(used)
+        level_keys.append(_Key(np.concatenate([oc, nc]).astype(np.int64)))  # sorted: codes rank
 
     # --- sort keys over old ++ new
     keys: list[_Key] = []
@@ -486,7 +448,15 @@ def merge_sorted(old: pd.DataFrame, new: pd.DataFrame | None, remove: np.ndarray
     if n_new:
         new_order = _order_of_new(keys, n_old, n_new)
         at = _places(keys, keep_idx, n_old + new_order, n_old)
-        take = np.insert(keep_idx, at, n_old + new_order)
+        if (np.diff(new_order) != 1).any():
+            # the new rows put in key order first (a take of the few new rows): then those that
+            # go to one place are one run, not one slice per row of every column
+            new_cols = {c: a.take(new_order) for c, a in new_cols.items()}
+            for cat in cats.values():
+                if cat.new_codes is not None:
+                    cat.new_codes = cat.new_codes[new_order]
+            new_lcodes = [nc[new_order] for nc in new_lcodes]
+        take = np.insert(keep_idx, at, n_old + np.arange(n_new))
     else:
         take = keep_idx
     runs = _runs(take, n_old)
@@ -512,19 +482,14 @@ def merge_sorted(old: pd.DataFrame, new: pd.DataFrame | None, remove: np.ndarray
             nw = _na_fast(o, n_new)
         data[c] = _assemble(runs, o, nw)
 
-    # --- index: as MultiIndex.append then remove_unused_levels make it (levels in order of
-    # first appearance in the stack when some value is no longer used)
+    # --- index: the sorted levels of the values present
     codes = []
     for i in range(len(LEVELS)):
         lc = _assemble(runs, old_lcodes[i], new_lcodes[i])
-        if not all_used[i]:
-            stack = np.concatenate([old_lcodes[i][keep_idx], new_lcodes[i]])
-            heads = stack[np.flatnonzero(np.diff(stack, prepend=-1) != 0)] if len(stack) else stack
-            first = heads if not len(heads) or np.bincount(heads).max() <= 1 else pd.unique(heads)
-            to = np.full(len(levels[i]), -1, np.int64)
-            to[first] = np.arange(len(first))
-            lc = to[lc]
-            levels[i] = _take_level(levels[i], first, len(old.index.levels[i]))
+        used = level_used[i]
+        if not used.all():  # dropping values keeps the level sorted
+            lc = (np.cumsum(used) - 1)[lc]
+            levels[i] = levels[i][used]
         codes.append(lc)
     index = pd.MultiIndex(levels=levels, codes=codes, names=old.index.names, verify_integrity=False)
     # copy=False: the assembled arrays are new already, and no consolidation of the datetime
@@ -680,6 +645,29 @@ def _lex_compare(keys: list[_Key], a: np.ndarray, b: np.ndarray, n_old: int) -> 
     return out
 
 
+def sort_levels(index: pd.MultiIndex) -> pd.MultiIndex:
+    """``index`` with each level's values sorted (codes remapped; the rows do not move), as
+    :func:`merge_sorted` keeps them: both merge paths give the same levels.
+
+    >>> idx = pd.MultiIndex(levels=[["b", "a"]], codes=[[0, 1, 0]], names=["x"])
+    >>> out = sort_levels(idx)
+    >>> out.levels[0].tolist(), out.codes[0].tolist(), out.tolist() == idx.tolist()
+    (['a', 'b'], [1, 0, 1], True)
+    """
+    levels, codes, changed = [], [], False
+    for level, level_codes in zip(index.levels, index.codes, strict=True):
+        level_codes = np.asarray(level_codes)
+        if not level.is_monotonic_increasing:
+            level, to = _sorted_level(level)
+            level_codes = np.where(level_codes < 0, -1, to[level_codes])
+            changed = True
+        levels.append(level)
+        codes.append(level_codes)
+    if not changed:
+        return index
+    return pd.MultiIndex(levels=levels, codes=codes, names=index.names, verify_integrity=False)
+
+
 def removed_rows(index: pd.MultiIndex, series: Iterable[str], instances: Iterable[str]) -> np.ndarray:
     """Flags of the rows of ``index`` in ``series`` or whose instance is in ``instances``,
     looked up on the levels (one lookup per distinct id, then a take by the codes).
@@ -697,7 +685,7 @@ def removed_rows(index: pd.MultiIndex, series: Iterable[str], instances: Iterabl
         i = index.names.index(name)
         level = index.levels[i]
         wanted = pd.Index(ids, dtype=level.dtype).unique()
-        at = _lookup(level, wanted, level.is_monotonic_increasing)
+        at = _lookup(level, wanted, _is_sorted(level))
         flags = np.zeros(len(level) + 1, bool)
         flags[at[at >= 0]] = True
         out |= flags[np.asarray(index.codes[i])]

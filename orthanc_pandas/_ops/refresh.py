@@ -48,6 +48,7 @@ from orthanc_pandas._frame.merge import (
     merge_sorted,
     na_like,
     removed_rows,
+    sort_levels,
 )
 from orthanc_pandas._frame.schema import (
     LEVELS,
@@ -496,7 +497,7 @@ def merge_rows_by_sort(old: pd.DataFrame, new: pd.DataFrame | None, affected_ser
     if new is not None and len(new):
         parts.append(new)
     out = _combine(parts, typed)
-    out.index = out.index.remove_unused_levels()
+    out.index = sort_levels(out.index.remove_unused_levels())
     if keep_only_rows:
         position = pd.Series(np.arange(len(old)), index=old_ids.astype(str))
         position = position[~position.index.duplicated()]
