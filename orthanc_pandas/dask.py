@@ -73,13 +73,20 @@ from orthanc_pandas._frame.schema import (
     STR_DTYPE,
     LevelTable,
     build_frame,
+    compact_categorical,
     rank_values,
     tag_vr,
     vector_length,
 )
 from orthanc_pandas._http.client import OrthancClient, get_client
 from orthanc_pandas._ops.labels import label_map
-from orthanc_pandas._ops.mirror import file_identity, mirror_metadata
+from orthanc_pandas._ops.mirror import (
+    HEADER,
+    current_version,
+    mirror_metadata,
+    read_frame,
+    read_parts,
+)
 from orthanc_pandas._ops.read import provenance, read_consistent
 from orthanc_pandas._ops.selection import frame_columns
 from orthanc_pandas._ops.selection import select as _select
@@ -364,23 +371,25 @@ def _read_partition(part: _Part, client: OrthancClient, typed: bool, last_change
     return build_frame(tables, typed=typed)
 
 
-# -- a mirror file ---------------------------------------------------------------------------
+# -- a mirror --------------------------------------------------------------------------------
 def read_mirror(path) -> dd.DataFrame:
-    """The instance mirror file of :func:`orthanc_pandas.mirror` as a Dask DataFrame.
+    """The instance mirror of :func:`orthanc_pandas.mirror` as a Dask DataFrame.
 
-    The way to use Dask on a live archive: ``op.mirror(url, path)`` brings the file level with
-    the server (following the change log, at the cost of what changed), and this reads it, one
-    partition per row group. Row groups never split a study, so each partition is a pandas
+    The way to use Dask on a live archive: ``op.mirror(url, path)`` brings the mirror level
+    with the server (following the change log, at the cost of what changed), and this reads
+    it, one partition per part. Parts never split a study, so each partition is a pandas
     index frame of whole series (MultiIndex, the archive's dtypes and categories, attrs), and
-    ``compute()`` equals ``pd.read_parquet(path)``: the archive at the mirror's change sequence.
-    Unlike :func:`read_orthanc`, nothing here asks the server anything, so instances stored or
-    deleted meanwhile cannot make ``compute()`` fail; if ``op.mirror`` rewrites the file before
-    ``compute()``, the partitions refuse to mix two versions (``MirrorError``: read it again).
+    ``compute()`` equals the frame ``op.mirror`` returned: the archive at the mirror's change
+    sequence. Unlike :func:`read_orthanc`, nothing here asks the server anything, so
+    instances stored or deleted meanwhile cannot make ``compute()`` fail. The graph reads the
+    version of the mirror it was made on; ``op.mirror`` keeps the previous version when it
+    writes a new one, so a graph made before one update still computes; one made before two
+    refuses (``MirrorError``: read it again).
 
     Parameters
     ----------
     path : str or os.PathLike
-        A file written by ``op.mirror(url, path)`` (``level="instance"``).
+        A mirror written by ``op.mirror(url, path)`` (``level="instance"``).
 
     Returns
     -------
@@ -399,41 +408,61 @@ def read_mirror(path) -> dd.DataFrame:
         raise MirrorError(
             f"{path} is a {info.get('level')} mirror; read_mirror reads instance mirrors. A "
             "level frame is small: pd.read_parquet(path) reads it whole.")
-    pf = pq.ParquetFile(path)
-    identity = file_identity(path)
-    # the meta as pandas reads the file (its string dtypes), from the first row's row group
-    first = pf.read_row_group(0, columns=["instance"]).column("instance")
-    meta = pd.read_parquet(path, filters=[("instance", "==", first[0].as_py())] if len(first) else None)
-    meta = meta.iloc[:0]
-    parts = [(path, i, identity, meta.index) for i in range(pf.metadata.num_row_groups)]
+    version = current_version(path)
+    if version is None:  # a mirror file of an earlier orthanc-pandas
+        raise MirrorError(
+            f"{path} is a mirror file of an earlier orthanc-pandas (one file, not parts); "
+            "op.mirror(url, path) rewrites it as parts, then read_mirror reads it.")
+    version = os.path.realpath(version)
+    # the meta: no row, the archive's categories (each part holds those of its own rows)
+    categorical = [f.name for f in pq.read_schema(os.path.join(version, HEADER))
+                   if pa.types.is_dictionary(f.type)]
+    files = [os.path.join(version, p["file"]) for p in info.get("parts") or []]
+    meta = read_frame(version).iloc[:0] if not files else _mirror_meta(version, files, categorical)
+    parts = [(f, meta.index) for f in files] or [(os.path.join(version, HEADER), meta.index)]
     # the frame's own string dtypes, not Dask's string[pyarrow] (as read_orthanc does)
     with warnings.catch_warnings(), dask.config.set({"dataframe.convert-string": False}):
         warnings.simplefilter("ignore")  # dask cannot know divisions of a MultiIndex
-        raw = dd.from_map(_row_group_part, parts, meta=meta, label="orthanc-mirror",
+        raw = dd.from_map(_mirror_part_of, parts, meta=meta, label="orthanc-mirror",
                           enforce_metadata=False)
         schema = dask.delayed(meta, pure=True, name=f"orthanc-mirror-schema-{dask.base.tokenize(meta)}")
         return raw.map_partitions(_conform, schema, meta=meta, align_dataframes=False)
 
 
-def _row_group_part(part) -> pd.DataFrame:
-    return _row_group(*part)
+def _mirror_meta(version: str, files: list[str], categorical: list[str]) -> pd.DataFrame:
+    """The empty frame of a mirror version with the categories of all its parts (read from
+    the categorical columns alone, sorted as the mirror's loader sorts them)."""
+    like = pd.read_parquet(files[0]).iloc[:0]  # the meta as pandas reads a part (its dtypes)
+    if categorical:
+        values = read_parts(version, columns=categorical).to_pandas()
+        for c in categorical:
+            if c in like.columns:
+                like[c] = like[c].astype(pd.CategoricalDtype(
+                    compact_categorical(values[c].array).categories))
+    raw = (pq.read_schema(os.path.join(version, HEADER)).metadata or {}).get(b"PANDAS_ATTRS")
+    like.attrs = json.loads(raw) if raw else {}
+    return like
 
 
-def _row_group(path: str, i: int, identity: tuple, like: pd.MultiIndex) -> pd.DataFrame:
-    """Row group ``i`` of the mirror file as a pandas index frame (pandas metadata: index,
-    dtypes; PANDAS_ATTRS: attrs; index level dtypes as ``like``'s, columns conformed later),
-    refused if the file is not the one the graph was built on."""
-    if file_identity(path) != identity:
+def _mirror_part_of(part) -> pd.DataFrame:
+    return _mirror_part(*part)
+
+
+def _mirror_part(file: str, like: pd.MultiIndex | None) -> pd.DataFrame:
+    """One part of a mirror version as a pandas index frame (pandas metadata: index, dtypes;
+    index level dtypes as ``like``'s; columns conformed later); refused when that version
+    is gone (two updates since the graph was made)."""
+    try:
+        table = pq.read_table(file)
+    except FileNotFoundError:
         raise MirrorError(
-            f"{path} was rewritten (op.mirror updated it) after this Dask frame was made; call "
-            "orthanc_pandas.dask.read_mirror(path) again.")
-    pf = pq.ParquetFile(path)
-    out = pf.read_row_group(i, use_pandas_metadata=True).to_pandas()
-    out.index = pd.MultiIndex.from_arrays(
-        [out.index.get_level_values(k).astype(like.levels[k].dtype) for k in range(like.nlevels)],
-        names=like.names)
-    raw = (pf.schema_arrow.metadata or {}).get(b"PANDAS_ATTRS")
-    out.attrs = json.loads(raw) if raw else {}
+            f"{os.path.dirname(file)} is gone: op.mirror updated the mirror twice after this "
+            "Dask frame was made; call orthanc_pandas.dask.read_mirror(path) again.") from None
+    out = table.to_pandas()
+    if like is not None:
+        out.index = pd.MultiIndex.from_arrays(
+            [out.index.get_level_values(k).astype(like.levels[k].dtype) for k in range(like.nlevels)],
+            names=like.names)
     return out
 
 

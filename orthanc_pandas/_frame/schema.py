@@ -299,6 +299,34 @@ def canonical_categorical(values, categories: Iterable[str] | None = None) -> pd
     return pd.Categorical.from_codes(codes, categories=new)
 
 
+def compact_categorical(values: pd.Categorical) -> pd.Categorical:
+    """``values`` with the categories of a full frame: the values present, sorted (the
+    placeholder when none), codes of the smallest integer type. The same values.
+
+    What a column read back from several parquet parts needs: each part holds the categories
+    of its own rows, and reading them together unites those in order of appearance.
+
+    >>> c = compact_categorical(pd.Categorical(["b", "a", None], categories=["z", "b", "a"]))
+    >>> c.categories.tolist(), c.codes.tolist()
+    (['a', 'b'], [1, 0, -1])
+    >>> compact_categorical(pd.Categorical([None], categories=["z"])).categories.tolist()
+    ['']
+    """
+    cats = values.categories
+    codes = np.asarray(values.codes)
+    used = np.bincount(codes.astype(np.intp) + 1, minlength=len(cats) + 1)[1:] > 0
+    if cats.dtype == STR_DTYPE and used.all() and cats.is_monotonic_increasing and \
+            not (len(cats) > 1 and (cats == "").any()):
+        return values
+    used &= np.asarray(cats != "", dtype=bool)  # "" is never a value (the placeholder)
+    kept = cats[used]
+    order = np.asarray(kept.argsort())
+    to = np.full(len(cats) + 1, -1, np.int64)  # (slot -1: missing)
+    to[np.flatnonzero(used)[order]] = np.arange(len(kept))
+    new = pd.Index(kept.take(order), dtype=STR_DTYPE) if len(kept) else PLACEHOLDER_CATEGORIES
+    return pd.Categorical.from_codes(to[codes], dtype=pd.CategoricalDtype(new), validate=False)
+
+
 def missing_values(dtype, n: int):
     """``n`` missing values of a schema ``dtype`` (an all-missing column of that dtype)."""
     if isinstance(dtype, pd.CategoricalDtype):

@@ -600,6 +600,15 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
     >>> # ... uploads and deletions happen ...
     >>> df = df.orthanc.refresh()                                       # doctest: +SKIP
     """
+    return refresh_changes(df, client, max_attempts=max_attempts)[0]
+
+
+def refresh_changes(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3
+                    ) -> tuple[pd.DataFrame, set[str], set[str]]:
+    """:func:`refresh`, and what it replaced: ``(frame, series whose rows were read again,
+    instances deleted)``. The rows of ``df`` outside those series and instances are in the
+    frame in the same order, with the same values apart from ``orthanc_labels`` (what lets
+    the mirror rewrite only the parts of its file that changed)."""
     info, criteria, full, keep_only_rows = _plan(df, client)
     typed = _is_typed(df)
     seq0, stats, affected, deleted, new = _changed_rows(
@@ -641,7 +650,7 @@ def refresh(df: pd.DataFrame, client: OrthancClient, *, max_attempts: int = 3) -
         # gives them: values gone from the archive drop out, new label sets come in
         out = _with_categories(out, archive_categories(client, typed, labels, instance_series))
     out.attrs["orthanc"] = {**out.attrs.get("orthanc", {}), "criteria": criteria}
-    return out
+    return out, set(affected), set(deleted)
 
 
 def _plan(df: pd.DataFrame, client: OrthancClient) -> tuple[dict, list, bool, bool]:
