@@ -371,6 +371,7 @@ def test_wait_false_returns_the_frame_and_writes_the_file_behind(server, tmp_pat
     got = op.mirror(server.url, path, wait=False)
     assert_same(got, _fresh(server.url))
     mirror_module._join_writer(path)  # what the next call (or the exit) does
+    assert mirror_module._key(path) not in mirror_module._WRITERS  # found and joined
     assert_same(plain(path), _fresh(server.url))
     assert_private(path)
     assert mirror_metadata(path)["last_change"] == got.attrs["orthanc"]["last_change"]
@@ -396,7 +397,7 @@ def test_a_failed_background_write_keeps_the_file_and_is_reported(server, tmp_pa
     with monkeypatch.context() as m:
         m.setattr(mirror_module, "write_parts", disk_full)
         op.mirror(server.url, path, wait=False)
-        mirror_module._WRITERS[str(path.resolve())][0].join()
+        mirror_module._WRITERS[mirror_module._key(path)][0].join()
     after = path.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     assert_same(plain(path), saved)  # the previous mirror, whole
@@ -508,3 +509,20 @@ def test_plan_parts_keeps_whole_studies_and_only_unchanged_parts(seed):
         if p is not None:  # a kept part: the same rows as old part p, all unchanged
             olds = np.arange(bounds[p], bounds[p + 1])
             assert same[olds].all() and (pos[olds] == np.arange(a, b)).all()
+
+
+def test_an_empty_archive_and_a_patient_mirror_read_back_equal(orthanc_factory, tmp_path):
+    """No row (only the header part), then the first instances; a level frame with a
+    one-level index goes through pandas' own reader."""
+    s = orthanc_factory(config={"StableAge": 3600})
+    path = tmp_path / "empty.parquet"
+    empty = op.mirror(s.url, path)
+    assert len(empty) == 0 and mirror_metadata(path)["parts"] == []
+    assert_same(read_frame(path), _fresh(s.url))
+    s.upload_bytes(_series("e", patient_id="E1"))
+    got = op.mirror(s.url, path)
+    assert_same(got, _fresh(s.url))
+    assert_same(read_frame(path), got)
+    patients = op.mirror(s.url, tmp_path / "patients.parquet", level="patient")
+    assert_same(patients, _fresh(s.url, level="patient"))
+    assert_same(read_frame(tmp_path / "patients.parquet"), patients)

@@ -223,7 +223,13 @@ def mirror(url: str | OrthancClient, path: str | os.PathLike, *, level: str = "i
     return df.copy(deep=False)
 
 
-#: background writes of ``mirror(..., wait=False)``: resolved path -> (thread, [error])
+def _key(path: Path) -> str:
+    """One name per mirror: its link's absolute path (not resolved: the link names another
+    version folder after each update)."""
+    return str(path.parent.resolve() / path.name)
+
+
+#: background writes of ``mirror(..., wait=False)``: :func:`_key` -> (thread, [error])
 _WRITERS: dict[str, tuple[threading.Thread, list]] = {}
 
 
@@ -233,29 +239,29 @@ def _start_writer(path: Path, df: pd.DataFrame, meta: dict, part_size: int, plan
     def run():
         try:
             _remember(path, df, write_parts(df, path, meta, part_size, plan))
-        except BaseException as exc:  # reported by the next call; the previous file is intact
+        except BaseException as exc:  # reported by the next call; the previous version is intact
             failed.append(exc)
-            log.error("mirror %s: the background write failed (%s); the previous file is kept",
+            log.error("mirror %s: the background write failed (%s); the previous version is kept",
                       path, exc)
         finally:
             os.close(lock)
 
     # not a daemon: the interpreter's exit waits for the parts to be written
     thread = threading.Thread(target=run, name=f"orthanc-mirror-write-{path.name}")
-    _WRITERS[str(path.resolve())] = (thread, failed)
+    _WRITERS[_key(path)] = (thread, failed)
     thread.start()
 
 
 def _join_writer(path: Path) -> None:
     """Wait for this process's background write of ``path``; warn if it failed."""
-    writer = _WRITERS.pop(str(path.resolve()), None)
+    writer = _WRITERS.pop(_key(path), None)
     if writer is None:
         return
     thread, failed = writer
     thread.join()
     if failed:
         warn(f"op.mirror: the background write of {path} failed ({type(failed[0]).__name__}: "
-             f"{failed[0]}); the file is the previous mirror, which this call updates.",
+             f"{failed[0]}); the mirror on disk is the previous version, which this call updates.",
              MirrorWarning)
 
 
@@ -269,11 +275,11 @@ def file_identity(path: str | os.PathLike) -> tuple:
 
 def _remember(path: Path, df: pd.DataFrame, info: dict) -> None:
     _LAST.clear()  # one mirror's frame at a time: memory for one archive, not one per path
-    _LAST[str(path.resolve())] = (file_identity(path), df, info)
+    _LAST[_key(path)] = (file_identity(path), df, info)
 
 
 def _cached(path: Path) -> tuple[pd.DataFrame, dict] | None:
-    hit = _LAST.get(str(path.resolve())) if path.exists() else None
+    hit = _LAST.get(_key(path)) if path.exists() else None
     if hit is None or hit[0] != file_identity(path):
         return None
     return hit[1], hit[2]
