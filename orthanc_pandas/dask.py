@@ -448,7 +448,7 @@ def _mirror_part_of(part) -> pd.DataFrame:
     return _mirror_part(*part)
 
 
-def _mirror_part(file: str, like: pd.MultiIndex | None) -> pd.DataFrame:
+def _mirror_part(file: str, like: pd.MultiIndex) -> pd.DataFrame:
     """One part of a mirror version as a pandas index frame (pandas metadata: index, dtypes;
     index level dtypes as ``like``'s; columns conformed later); refused when that version
     is gone (two updates since the graph was made)."""
@@ -459,10 +459,9 @@ def _mirror_part(file: str, like: pd.MultiIndex | None) -> pd.DataFrame:
             f"{os.path.dirname(file)} is gone: op.mirror updated the mirror twice after this "
             "Dask frame was made; call orthanc_pandas.dask.read_mirror(path) again.") from None
     out = table.to_pandas()
-    if like is not None:
-        out.index = pd.MultiIndex.from_arrays(
-            [out.index.get_level_values(k).astype(like.levels[k].dtype) for k in range(like.nlevels)],
-            names=like.names)
+    out.index = pd.MultiIndex.from_arrays(
+        [out.index.get_level_values(k).astype(like.levels[k].dtype) for k in range(like.nlevels)],
+        names=like.names)
     return out
 
 
