@@ -187,7 +187,10 @@ def test_sigint_during_map_series_stops_after_the_files_in_flight(series_server)
                               client=client, max_workers=workers)
     assert sig.at_interrupt is not None
     assert sig.after_interrupt <= workers
-    assert sig.sent <= 10 + workers  # the 110 other files were never asked for
+    # the rest was never asked for. (Not `sent <= 10 + workers`: between the 10th request's
+    # os.kill and the main thread running the handler, workers go on; on a loaded machine CI
+    # saw 8 more. What Ctrl-C guarantees is counted from the handler, just above.)
+    assert sig.sent < len(df)
     assert calls == []  # the first series never completed, so func never ran
     # and without a signal, every series is mapped
     res = df.orthanc.map_series(lambda vol, rows: {"n": vol.sizes["z"]}, client=client,
