@@ -657,7 +657,7 @@ def sort_levels(index: pd.MultiIndex) -> pd.MultiIndex:
     levels, codes, changed = [], [], False
     for level, level_codes in zip(index.levels, index.codes, strict=True):
         level_codes = np.asarray(level_codes)
-        if not level.is_monotonic_increasing:
+        if not _is_sorted(level):
             level, to = _sorted_level(level)
             level_codes = np.where(level_codes < 0, -1, to[level_codes])
             changed = True

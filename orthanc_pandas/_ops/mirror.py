@@ -48,7 +48,7 @@ import pyarrow.dataset as pa_ds
 import pyarrow.parquet as pq
 
 from orthanc_pandas._frame.merge import removed_rows
-from orthanc_pandas._frame.schema import LABELS_COLUMN, LEVELS, categorical, compact_categorical
+from orthanc_pandas._frame.schema import LABELS_COLUMN, LEVELS, compact_categorical
 from orthanc_pandas._http.client import OrthancClient, get_client
 from orthanc_pandas._ops.provenance import FORMAT_VERSION, check_format
 from orthanc_pandas._ops.read import read_orthanc
@@ -397,10 +397,10 @@ def read_parts(folder: str | os.PathLike, columns: list[str] | None = None) -> p
     categories since): each such column gets one dictionary type, 32-bit.
     """
     folder = Path(folder)
-    names = [p["file"] for p in json.loads(
-        (pq.read_schema(folder / HEADER).metadata or {})[META_KEY]).get("parts") or []]
+    header = pq.read_schema(folder / HEADER)
+    names = [p["file"] for p in json.loads((header.metadata or {})[META_KEY]).get("parts") or []]
     files = [str(folder / name) for name in [HEADER, *names]]
-    schemas = [pq.read_schema(f) for f in files]  # (the footers only)
+    schemas = [header] + [pq.read_schema(f) for f in files[1:]]  # (the footers only)
     fields = []
     for k, field in enumerate(schemas[0]):
         types = {sc.field(k).type for sc in schemas}
@@ -616,20 +616,16 @@ def write_parts(df: pd.DataFrame, path: str | os.PathLike, meta: dict,
 
 
 def _part_table(part: pd.DataFrame) -> pa.Table:
-    """One part as a table, each categorical column with the categories of its own rows (not
-    the frame's: the series UIDs of a whole archive in every part). A mirror of one part then
-    reads back with exactly the frame's categories, even in plain pandas."""
+    """One part as a table, each categorical column with the categories of its own rows
+    (:func:`compact_categorical`; not the frame's: the series UIDs of a whole archive in every
+    part). A mirror of one part then reads back with exactly the frame's categories, even in
+    plain pandas."""
     compact = {}
     for c in part.columns[[isinstance(t, pd.CategoricalDtype) for t in part.dtypes]]:
         values = part[c].array
-        codes = np.asarray(values.codes)
-        used = np.bincount(codes.astype(np.intp) + 1, minlength=len(values.categories) + 1)[1:] > 0
-        if not used.any():  # no value: the placeholder, as a full frame has it
-            compact[c] = categorical(np.full(len(codes), -1, np.int8), [])
-        elif not used.all():
-            to = np.append(np.cumsum(used) - 1, -1).astype(codes.dtype)
-            compact[c] = pd.Categorical.from_codes(
-                to[codes], dtype=pd.CategoricalDtype(values.categories[used]), validate=False)
+        slim = compact_categorical(values)
+        if slim is not values:
+            compact[c] = slim
     if compact:
         part = part.assign(**compact)
     return pa.Table.from_pandas(part, preserve_index=True)
